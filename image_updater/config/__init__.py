@@ -1,0 +1,1 @@
+"""Configuration: policy files (per app) and settings (global), loaded and validated once."""

@@ -1,0 +1,96 @@
+"""Policy value objects. Immutable; built only by the loader after validation.
+
+A policy file holds one or more apps (YAML documents separated by ``---``)::
+
+    app: application-x
+    image: registry.example.com/team/application-x
+    git: {url: https://git.example.com/org/deploys.git, branch: master}
+    defaults:                      # shared by every environment, overridable per env
+      strategy: digest
+      write: {digest: image.digest}
+    environments:
+      dev:     {file: application-x/values-dev.yaml, tag: dev}
+      staging: {file: application-x/values-staging.yaml, tag: staging}
+      prod:    {file: application-x/values-prod.yaml, tag: prod, approval: pull-request}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+StrategyKind = Literal["digest", "semver", "alphabetical", "numerical", "newest-build"]
+STRATEGIES: tuple[str, ...] = ("digest", "semver", "alphabetical", "numerical", "newest-build")
+Approval = Literal["none", "pull-request"]
+KeyPath = tuple[str | int, ...]  # "image.tag" -> ("image", "tag"); "a.0.b" -> ("a", 0, "b")
+
+#: cosign signatures, attestations and SBOMs are never images to deploy
+DEFAULT_IGNORE: tuple[str, ...] = ("*.sig", "*.att", "*.sbom")
+
+
+@dataclass(frozen=True)
+class TagFilter:
+    allow: str | None = None          # regex that must match the whole tag
+    ignore: tuple[str, ...] = DEFAULT_IGNORE  # globs, or regexes written as /.../
+    extract: str | None = None        # regex with a named group (?P<value>...) to sort on
+
+
+@dataclass(frozen=True)
+class Strategy:
+    kind: StrategyKind = "digest"
+    tag: str | None = None            # digest: the mutable tag to follow
+    constraint: str | None = None     # semver: Masterminds constraint, e.g. "^1.2"
+    strict: bool = False              # semver: refuse to coerce "1.2" to "1.2.0"
+    order: Literal["asc", "desc"] = "asc"  # alphabetical/numerical: "asc" picks the highest
+    filter: TagFilter = field(default_factory=TagFilter)
+    platform: str | None = None       # e.g. "linux/amd64": pin that child of an index
+
+
+@dataclass(frozen=True)
+class WriteSpec:
+    """Which keys of the values file receive what. At least one is set."""
+
+    tag: KeyPath | None = None        # receives the tag
+    digest: KeyPath | None = None     # receives "sha256:..."
+    reference: KeyPath | None = None  # receives "tag@sha256:..."
+
+
+@dataclass(frozen=True)
+class PullRequestSpec:
+    labels: tuple[str, ...] = ()
+    reviewers: tuple[str, ...] = ()
+    assignees: tuple[str, ...] = ()
+    draft: bool = False
+    branch_prefix: str = "image-updater/"
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    file: str                         # path of the values file inside the deploy repository
+    strategy: Strategy
+    write: WriteSpec
+    approval: Approval = "none"
+    pull_request: PullRequestSpec = field(default_factory=PullRequestSpec)
+    line: int = 0                     # where it was declared, for messages
+
+
+@dataclass(frozen=True)
+class GitTarget:
+    url: str
+    branch: str = "master"
+
+
+@dataclass(frozen=True)
+class App:
+    name: str
+    image: str                        # repository reference without tag, e.g. host/team/app
+    git: GitTarget
+    environments: tuple[Environment, ...]
+    source: str = ""                  # the policy file it came from
+
+    def env(self, name: str) -> Environment:
+        for e in self.environments:
+            if e.name == name:
+                return e
+        raise KeyError(name)

@@ -1,0 +1,1 @@
+"""The engine: reconcile (registry → policy → values → git) and promote."""

@@ -1,0 +1,154 @@
+"""The exception tree of image-updater.
+
+Every error says whether retrying can help (``temporary``), and its message is a
+full sentence naming the image, file, field or URL concerned and what to do next.
+Messages never contain secrets, and bodies received from remote servers are
+truncated with :func:`truncate` before they are quoted.
+
+    ImageUpdaterError
+    ├── ConfigError                  permanent: fix the configuration
+    │   └── PolicyError              one or more located policy problems
+    ├── InvalidReferenceError        permanent: malformed image reference / tag / digest
+    ├── RegistryError                carries ``registry`` (host) and ``url``
+    │   ├── RegistryAuthError        permanent until credentials change (401/403)
+    │   ├── NotFoundError            permanent: repository, tag or manifest unknown
+    │   ├── DigestMismatchError      permanent: body does not hash to the claimed digest
+    │   ├── ImmutableTagError        permanent: registry refuses to move an immutable tag
+    │   └── TransientRegistryError   temporary: connection, timeout, 5xx, 429 after retries
+    ├── ValuesError                  permanent: values file missing / unparseable / key missing
+    ├── GitError                     git command failed
+    │   ├── GitAuthError             permanent until credentials change
+    │   └── PushRejectedError        temporary: somebody else pushed first
+    ├── ForgeError                   a forge API (GitHub, GitLab, Gitea) failed
+    │   ├── ForgeAuthError           permanent: 401/403, missing scope
+    │   └── ForgeRateLimitedError    temporary: carries ``retry_after`` seconds
+    └── ConflictError                permanent: compare-and-swap refused (tag points elsewhere)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MAX_REMOTE_BODY = 300
+
+
+def truncate(text: str | bytes | None, limit: int = MAX_REMOTE_BODY) -> str:
+    """Shorten a remote body for quoting in a message; never quote more than ``limit`` chars."""
+    if text is None:
+        return ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class ImageUpdaterError(Exception):
+    """Base class. ``temporary`` tells the caller whether a retry may succeed."""
+
+    temporary: bool = False
+    #: a short machine-readable reason, used as the ``reason`` label of error metrics
+    reason: str = "error"
+
+
+class ConfigError(ImageUpdaterError):
+    reason = "config"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in a policy or settings file."""
+
+    file: str
+    line: int
+    column: int
+    field: str
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        text = f"{where}: {self.field}: {self.message}"
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+
+class PolicyError(ConfigError):
+    """All problems found while loading policies, reported at once."""
+
+    reason = "policy"
+
+    def __init__(self, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class InvalidReferenceError(ImageUpdaterError):
+    reason = "invalid_reference"
+
+
+class RegistryError(ImageUpdaterError):
+    reason = "registry"
+
+    def __init__(self, message: str, *, registry: str = "", url: str = ""):
+        super().__init__(message)
+        self.registry = registry
+        self.url = url
+
+
+class RegistryAuthError(RegistryError):
+    reason = "registry_auth"
+
+
+class NotFoundError(RegistryError):
+    reason = "not_found"
+
+
+class DigestMismatchError(RegistryError):
+    reason = "digest_mismatch"
+
+
+class ImmutableTagError(RegistryError):
+    reason = "immutable_tag"
+
+
+class TransientRegistryError(RegistryError):
+    temporary = True
+    reason = "registry_unavailable"
+
+
+class ValuesError(ImageUpdaterError):
+    reason = "values"
+
+
+class GitError(ImageUpdaterError):
+    reason = "git"
+
+
+class GitAuthError(GitError):
+    reason = "git_auth"
+
+
+class PushRejectedError(GitError):
+    temporary = True
+    reason = "push_rejected"
+
+
+class ForgeError(ImageUpdaterError):
+    reason = "forge"
+
+
+class ForgeAuthError(ForgeError):
+    reason = "forge_auth"
+
+
+class ForgeRateLimitedError(ForgeError):
+    temporary = True
+    reason = "forge_rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ConflictError(ImageUpdaterError):
+    reason = "conflict"

@@ -1,0 +1,106 @@
+"""The seam between the engine and a registry: small value types and one protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from image_updater.errors import InvalidReferenceError
+
+# Media types, most specific first: the Accept list sent with every manifest request.
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_ACCEPT = (OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST_V2)
+INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+
+_DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")
+# The distribution spec's tag grammar: at most 128 characters.
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def check_digest(value: str, *, what: str = "digest") -> str:
+    """Return ``value`` if it is a well-formed sha256 digest; raise otherwise.
+
+    Digests come from registries, webhooks and users: all untrusted.
+    """
+    if not isinstance(value, str) or not _DIGEST_RE.fullmatch(value):
+        shown = repr(value)[:90]
+        raise InvalidReferenceError(
+            f"{what} {shown} is not a sha256 digest; expected 'sha256:' followed by 64 "
+            "lowercase hex characters."
+        )
+    return value
+
+
+def check_tag(value: str, *, what: str = "tag") -> str:
+    """Return ``value`` if it is a valid tag per the distribution spec; raise otherwise."""
+    if not isinstance(value, str) or not _TAG_RE.fullmatch(value):
+        shown = repr(value)[:90]
+        raise InvalidReferenceError(
+            f"{what} {shown} is not a valid tag; tags are 1-128 characters of "
+            "[A-Za-z0-9_.-] and must not start with '.' or '-'."
+        )
+    return value
+
+
+def sha256_digest(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest exactly as the registry served it: bytes are kept so copies are identical."""
+
+    media_type: str
+    digest: str
+    body: bytes
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_MEDIA_TYPES
+
+
+@dataclass(frozen=True)
+class TagDigest:
+    """What one tag points at, as seen in one scan."""
+
+    tag: str
+    digest: str
+    created: datetime | None = None  # image creation / push time where the registry tells
+
+
+class Registry(Protocol):
+    """One registry host. Repositories are names within it (``team/app``)."""
+
+    host: str
+
+    async def digests(self, repository: str, tags: Collection[str]) -> dict[str, str]:
+        """Digest behind each of ``tags``; tags that do not exist are left out.
+
+        The OCI client sends one HEAD per tag; ECR answers from one paginated listing.
+        """
+        ...
+
+    async def list_tags(self, repository: str) -> list[str]: ...
+
+    async def head_manifest(self, repository: str, reference: str) -> tuple[str, str] | None:
+        """``(digest, media_type)`` of a tag or digest, or None when it does not exist."""
+        ...
+
+    async def get_manifest(self, repository: str, reference: str) -> Manifest: ...
+
+    async def put_manifest(self, repository: str, tag: str, manifest: Manifest) -> str:
+        """Store ``manifest`` under ``tag``; return the digest the registry reports."""
+        ...
+
+    async def created(self, repository: str, digest: str) -> datetime | None:
+        """Creation time of the image (config ``created``); cached by digest."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Install everything image-updater's demo and tests need, idempotently.
+#   - Debian packages: git, the CNCF distribution registry, Prometheus, skopeo (bench),
+#     htpasswd (auth tests), iproute2 (bench netns).
+#   - a virtualenv in .venv with the project and its pinned test dependencies.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+for pair in git:git docker-registry:docker-registry prometheus:prometheus promtool:prometheus \
+            skopeo:skopeo htpasswd:apache2-utils ip:iproute2 tc:iproute2; do
+  cmd=${pair%%:*}; pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then need_apt+=(python3-venv); fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  echo "setup: installing Debian packages: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    $(printf '%s\n' "${need_apt[@]}" | sort -u) >/dev/null
+fi
+
+# The distribution registry package does not need its system service; tests start their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+  systemctl stop docker-registry || true
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed-$(cat pyproject.toml requirements/test.lock | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing Python packages (pinned by requirements/test.lock)"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -c requirements/test.lock -e '.[test]'
+  rm -f .venv/.installed-*; touch "$stamp"
+fi

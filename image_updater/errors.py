@@ -18,6 +18,7 @@ truncated with :func:`truncate` before they are quoted.
     ├── ValuesError                  permanent: values file missing / unparseable / key missing
     ├── GitError                     git command failed
     │   ├── GitAuthError             permanent until credentials change
+    │   ├── GitUnavailableError      temporary: remote unreachable, timed out, or remote error
     │   └── PushRejectedError        temporary: somebody else pushed first
     ├── ForgeError                   a forge API (GitHub, GitLab, Gitea) failed
     │   ├── ForgeAuthError           permanent: 401/403, missing scope
@@ -126,6 +127,11 @@ class GitError(ImageUpdaterError):
 
 class GitAuthError(GitError):
     reason = "git_auth"
+
+
+class GitUnavailableError(GitError):
+    temporary = True
+    reason = "git_unavailable"
 
 
 class PushRejectedError(GitError):

@@ -1,0 +1,127 @@
+"""Commit messages built from the cycle's changes, and their trailers read back. Pure text.
+
+The trailer block at the end of every message makes the deploy history reconstructable from
+git alone (``git log --format='%(trailers)'``): one group per change, always in this order::
+
+    Image-Updater-App: application-x
+    Image-Updater-Env: dev
+    Image-Updater-Image: registry.example.com/team/application-x
+    Image-Updater-Tag: dev                      (only when the change has a tag)
+    Image-Updater-Digest: sha256:…
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from image_updater.engine.result import Change
+from image_updater.gitops.credentials import redact_url
+from image_updater.registry.base import check_digest, check_tag
+
+SUBJECT_PREFIX = "image-updater: "
+#: git tools show about this much of a subject; longer lists of changes end in "…"
+SUBJECT_LIMIT = 72
+SHORT_DIGEST_HEX = 8
+
+TRAILER_PREFIX = "Image-Updater-"
+#: trailer suffix → key in the dicts of :func:`parse_trailers`, in writing order
+TRAILER_FIELDS: tuple[tuple[str, str], ...] = (
+    ("App", "app"), ("Env", "env"), ("Image", "image"), ("Tag", "tag"), ("Digest", "digest"),
+)
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+
+
+def commit_message(changes: Sequence[Change], *, repo_url: str | None = None) -> str:
+    """Subject, one body paragraph per change, then the trailer block.
+
+    Tags and digests come from registries, so they are validated here once more: a tag with a
+    newline in it must never be able to forge a trailer line.
+    """
+    if not changes:
+        raise ValueError("commit_message() needs at least one change; no change means no commit.")
+    for change in changes:
+        _check(change)
+    paragraphs = [_subject(changes), *(_describe(c) for c in changes)]
+    if repo_url:
+        paragraphs.append(f"Deploy repository: {_one_line(redact_url(repo_url))}")
+    paragraphs.append("\n".join(line for c in changes for line in _trailers(c)))
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def parse_trailers(message: str) -> list[dict[str, str]]:
+    """The image-updater trailer groups of ``message``, one dict per change, in order.
+
+    Only the last paragraph is read, as git does; trailers of other tools are ignored.
+    """
+    paragraphs = [p for p in re.split(r"\n[ \t]*\n", message.strip()) if p.strip()]
+    if not paragraphs:
+        return []
+    names = {f"{TRAILER_PREFIX}{suffix}".lower(): key for suffix, key in TRAILER_FIELDS}
+    groups: list[dict[str, str]] = []
+    for line in paragraphs[-1].splitlines():
+        name, sep, value = line.partition(":")
+        key = names.get(name.strip().lower())
+        if not sep or key is None:
+            continue
+        # a new group starts at each App trailer, or when a field repeats within the group
+        if key == "app" or not groups or key in groups[-1]:
+            groups.append({})
+        groups[-1][key] = value.strip()
+    return groups
+
+
+def short_digest(digest: str) -> str:
+    algorithm, _, hex_part = digest.partition(":")
+    return f"{algorithm}:{hex_part[:SHORT_DIGEST_HEX]}…"
+
+
+def _check(change: Change) -> None:
+    check_digest(change.digest, what=f"the digest of {change.app} {change.env}")
+    if change.tag is not None:
+        check_tag(change.tag, what=f"the tag of {change.app} {change.env}")
+
+
+def _subject(changes: Sequence[Change]) -> str:
+    if len(changes) == 1:
+        c = changes[0]
+        return f"{SUBJECT_PREFIX}{_one_line(c.app)} {_one_line(c.env)} → {short_digest(c.digest)}"
+    head = f"{SUBJECT_PREFIX}{len(changes)} updates ("
+    names = [f"{_one_line(c.app)} {_one_line(c.env)}" for c in changes]
+    shown: list[str] = []
+    for i, name in enumerate(names):
+        more = i + 1 < len(names)
+        candidate = ", ".join([*shown, name]) + (", …" if more else "")
+        if shown and len(head) + len(candidate) + 1 > SUBJECT_LIMIT:
+            return head + ", ".join([*shown, "…"]) + ")"
+        shown.append(name)
+    return head + ", ".join(shown) + ")"
+
+
+def _describe(change: Change) -> str:
+    image = _one_line(change.image)
+    tag = f":{change.tag}" if change.tag else ""
+    reference = f"{image}{tag}@{change.digest}"
+    lines = [
+        f"{_one_line(change.app)} {_one_line(change.env)} in {_one_line(change.file)}:",
+        f"  image: {reference}",
+    ]
+    for key in change.keys:
+        old = _one_line(key.old) if key.old is not None else "(unset)"
+        lines.append(f"  {_one_line(key.key)}: {old} → {_one_line(key.new)}")
+    lines.append(f"  why: {_one_line(change.reason)}")
+    return "\n".join(lines)
+
+
+def _trailers(change: Change) -> list[str]:
+    values = {"app": change.app, "env": change.env, "image": change.image,
+              "tag": change.tag, "digest": change.digest}
+    return [f"{TRAILER_PREFIX}{suffix}: {_one_line(value)}"
+            for suffix, key in TRAILER_FIELDS
+            if (value := values[key]) is not None]
+
+
+def _one_line(text: str) -> str:
+    """Control characters (newlines above all) become spaces: one value, one line."""
+    return " ".join(_CONTROL_RE.sub(" ", text).split())

@@ -1,0 +1,238 @@
+"""GitHub and GitHub Enterprise Server: REST API version 2022-11-28.
+
+Pull requests are issues on GitHub, so labels, assignees and comments go through the
+issues endpoints while reviewers go through the pulls endpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from image_updater.errors import ConfigError
+from image_updater.forge.base import (
+    ForgeOptions,
+    PullRequest,
+    PullRequestRequest,
+    PullRequestState,
+    check_branch,
+)
+from image_updater.forge.http import (
+    Clock,
+    ForgeHttp,
+    MalformedError,
+    Site,
+    Sleep,
+    TokenSource,
+    best_effort,
+    clean_token,
+    number_at,
+    text_at,
+    token_source,
+)
+
+SITE = Site(
+    label="GitHub",
+    permission='the "Contents: write" and "Pull requests: write" permissions '
+    '(classic tokens: the "repo" scope)',
+)
+HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
+PAGE_SIZE = 100
+MAX_PAGES = 10
+#: GitHub rejects app JWTs valid for more than 10 minutes; 9 leaves room for clock drift.
+JWT_LIFETIME = 540
+#: renew an installation token this long before it expires, so no request races expiry.
+TOKEN_REFRESH_MARGIN = 300.0
+
+
+class GitHubForge:
+    def __init__(
+        self,
+        options: ForgeOptions,
+        *,
+        sleep: Sleep,
+        clock: Clock,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._options = options
+        self._tokens: TokenSource
+        self._http = ForgeHttp(
+            options, site=SITE, auth=self._auth_headers, describe_auth=self._describe_auth,
+            headers=HEADERS, sleep=sleep, clock=clock, transport=transport,
+        )
+        if options.app_id is not None:
+            self._tokens = GitHubAppToken(options, http=self._http, clock=clock)
+        else:
+            self._tokens = token_source(options)
+
+    def _auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._tokens.token()}"}
+
+    def _describe_auth(self) -> str:
+        return self._tokens.describe()
+
+    def _repo(self, suffix: str) -> str:
+        return f"repos/{self._options.repository}{suffix}"
+
+    # -- Forge
+
+    def find(self, head_branch: str) -> list[PullRequest]:
+        check_branch(head_branch, what="head branch")
+        path = self._repo("/pulls")
+        params: dict[str, str | int] = {
+            # GitHub wants "owner:branch"; our branches live in the deploy repository itself.
+            "head": f"{self._options.owner}:{head_branch}",
+            "state": "all", "sort": "created", "direction": "desc",
+        }
+        items = self._http.paginate(
+            path, params, size_param="per_page", size=PAGE_SIZE, max_pages=MAX_PAGES
+        )
+        found = [self._parse(item, path) for item in items]
+        # Numbers grow with creation time, so sorting by them gives "newest first"
+        # whatever order the server used.
+        mine = [pr for pr in found if pr.head_branch == head_branch]
+        return sorted(mine, key=lambda pr: pr.number, reverse=True)
+
+    def create(self, req: PullRequestRequest) -> PullRequest:
+        path = self._repo("/pulls")
+        body = {"title": req.title, "head": req.head, "base": req.base, "body": req.body,
+                "draft": req.draft}
+        pr = self._parse(self._http.call("POST", path, json=body), path)
+        n = pr.number
+        if req.labels:
+            best_effort("adding labels", n, lambda: self._http.call(
+                "POST", self._repo(f"/issues/{n}/labels"), json={"labels": list(req.labels)}))
+        if req.reviewers:
+            best_effort("requesting reviewers", n, lambda: self._request_reviewers(n, req))
+        if req.assignees:
+            best_effort("adding assignees", n, lambda: self._http.call(
+                "POST", self._repo(f"/issues/{n}/assignees"),
+                json={"assignees": list(req.assignees)}))
+        return pr
+
+    def _request_reviewers(self, number: int, req: PullRequestRequest) -> None:
+        users = [r for r in req.reviewers if "/" not in r]
+        teams = [r.split("/", 1)[1] for r in req.reviewers if "/" in r]  # team slug
+        body: dict[str, list[str]] = {}
+        if users:
+            body["reviewers"] = users
+        if teams:
+            body["team_reviewers"] = teams
+        self._http.call("POST", self._repo(f"/pulls/{number}/requested_reviewers"), json=body)
+
+    def update(self, pr: PullRequest, *, title: str, body: str) -> PullRequest:
+        path = self._repo(f"/pulls/{pr.number}")
+        return self._parse(
+            self._http.call("PATCH", path, json={"title": title, "body": body}), path
+        )
+
+    def close(self, pr: PullRequest, *, comment: str) -> PullRequest:
+        self.comment(pr, comment)
+        path = self._repo(f"/pulls/{pr.number}")
+        return self._parse(self._http.call("PATCH", path, json={"state": "closed"}), path)
+
+    def comment(self, pr: PullRequest, text: str) -> None:
+        self._http.call("POST", self._repo(f"/issues/{pr.number}/comments"), json={"body": text})
+
+    def disconnect(self) -> None:
+        self._http.close()
+
+    # -- parsing
+
+    def _parse(self, item: Any, path: str) -> PullRequest:
+        try:
+            raw_state = text_at(item, "state")
+            if raw_state not in ("open", "closed"):
+                raise MalformedError(f"unknown state {raw_state[:20]!r}")
+            # GitHub reports a merged pull request as "closed" with merged_at set.
+            state: PullRequestState = (
+                "merged" if item.get("merged_at") is not None
+                else "open" if raw_state == "open" else "closed"
+            )
+            return PullRequest(
+                number=number_at(item, "number"),
+                url=text_at(item, "html_url"),
+                state=state,
+                head_branch=text_at(item, "head", "ref"),
+                base_branch=text_at(item, "base", "ref"),
+                title=text_at(item, "title"),
+                body=text_at(item, "body", nullable=True),
+                updated_at=text_at(item, "updated_at"),
+            )
+        except MalformedError as exc:
+            raise self._http.malformed(path, item, str(exc)) from exc
+
+
+class GitHubAppToken:
+    """Installation tokens for a GitHub App, minted with an app JWT and cached until expiry.
+
+    PyJWT is imported lazily: only GitHub App users need it (with ``cryptography``).
+    """
+
+    def __init__(self, options: ForgeOptions, *, http: ForgeHttp, clock: Clock) -> None:
+        self._options = options
+        self._http = http
+        self._clock = clock
+        self._lock = threading.Lock()  # several engine workers may ask at once
+        self._token: str | None = None
+        self._expires = 0.0
+
+    def describe(self) -> str:
+        o = self._options
+        return (f"GitHub App {o.app_id} (installation {o.app_installation_id}, key file "
+                f"{o.app_private_key_file})")
+
+    def token(self) -> str:
+        with self._lock:
+            if self._token is None or self._clock() >= self._expires - TOKEN_REFRESH_MARGIN:
+                self._token, self._expires = self._mint()
+            return self._token
+
+    def _mint(self) -> tuple[str, float]:
+        path = f"app/installations/{self._options.app_installation_id}/access_tokens"
+        assertion = self._app_jwt()
+        payload = self._http.call("POST", path, auth={"Authorization": f"Bearer {assertion}"})
+        try:
+            token = clean_token(text_at(payload, "token"), "the GitHub App token response")
+            expires = _epoch(text_at(payload, "expires_at"))
+        except (MalformedError, ValueError) as exc:
+            # Never quote this payload: it holds the token.
+            raise self._http.malformed(path, "(body not shown: it holds a token)",
+                                       str(exc)[:80]) from exc
+        return token, expires
+
+    def _app_jwt(self) -> str:
+        import jwt  # lazy: PyJWT is needed only for GitHub App authentication
+
+        key_file = str(self._options.app_private_key_file)
+        try:
+            key = Path(key_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the GitHub App private key file {key_file} ({exc.strerror}); "
+                "mount the key there or fix app_private_key_file."
+            ) from exc
+        now = int(self._clock())
+        # iat is backdated a minute because GitHub rejects JWTs "issued in the future"
+        # when our clock runs slightly ahead of theirs.
+        claims = {"iat": now - 60, "exp": now + JWT_LIFETIME, "iss": str(self._options.app_id)}
+        try:
+            return str(jwt.encode(claims, key, algorithm="RS256"))
+        except (ValueError, TypeError, jwt.PyJWTError) as exc:
+            raise ConfigError(
+                f"the GitHub App private key file {key_file} does not hold a PEM RSA private "
+                "key; download a new key from the app's settings page."
+            ) from exc
+
+
+
+def _epoch(stamp: str) -> float:
+    """Epoch seconds of an ISO 8601 time such as GitHub's "2016-07-11T22:14:10Z"."""
+    when = datetime.fromisoformat(stamp)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # GitHub times are UTC even when unmarked
+    return when.timestamp()

@@ -1,0 +1,149 @@
+"""The command line: each command parses its arguments and calls one library function.
+
+Exit codes (stable; scripts and Argo CD hooks rely on them):
+
+====  ===========================================================================
+ 0    success: updated, nothing to do, or (retag) already promoted
+ 1    configuration or policy error (``validate`` found problems)
+ 2    usage error (bad arguments)
+ 3    not found: image, tag, digest or repository does not exist
+ 4    conflict: ``--expect-current`` did not match the destination tag
+ 5    authentication or permission refused (registry, git or forge)
+ 6    temporary failure that persisted after retries (network, 5xx, 429, push race)
+ 7    ``once``: some app environments failed (the others were applied)
+ 8    internal error (a bug: please report it)
+====  ===========================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from image_updater import __version__
+from image_updater.errors import (
+    ConfigError,
+    ConflictError,
+    ForgeAuthError,
+    GitAuthError,
+    ImageUpdaterError,
+    InvalidReferenceError,
+    NotFoundError,
+    RegistryAuthError,
+)
+
+EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 0, 1, 2, 3, 4
+EXIT_AUTH, EXIT_TEMPORARY, EXIT_PARTIAL, EXIT_INTERNAL = 5, 6, 7, 8
+
+log = logging.getLogger("image_updater.cli")
+
+
+def exit_code_for(exc: ImageUpdaterError) -> int:
+    if isinstance(exc, ConflictError):
+        return EXIT_CONFLICT
+    if isinstance(exc, NotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, RegistryAuthError | GitAuthError | ForgeAuthError):
+        return EXIT_AUTH
+    if isinstance(exc, InvalidReferenceError):
+        return EXIT_USAGE
+    if exc.temporary:
+        return EXIT_TEMPORARY
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    return EXIT_CONFIG
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="settings file (registries, git, forges)")
+    p.add_argument("--log-format", choices=("text", "json"), help="default: text")
+    p.add_argument("--log-level", default=None, help="debug, info (default), warning, error")
+
+
+def _policies(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policies", metavar="PATH", action="append",
+                   help="policy file or directory (repeatable; default: ./policies)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="image-updater",
+        description="GitOps environment promotion by registry tags.",
+        epilog="Exit codes: 0 ok, 1 config, 2 usage, 3 not found, 4 conflict, 5 auth, "
+               "6 temporary, 7 partial, 8 internal.")
+    parser.add_argument("--version", action="version", version=f"image-updater {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon: poll, serve metrics/health/webhooks")
+    _common(run)
+    _policies(run)
+    run.add_argument("--interval", type=float, help="seconds between cycles (default 120)")
+
+    once = sub.add_parser("once", help="run one reconcile cycle and exit")
+    _common(once)
+    _policies(once)
+    once.add_argument("--dry-run", action="store_true",
+                      help="print planned diffs and commit messages; write nothing")
+    once.add_argument("--app", action="append", help="only these apps (repeatable)")
+
+    val = sub.add_parser("validate", help="check policy files and report every problem")
+    _common(val)
+    val.add_argument("paths", nargs="*", help="policy files or directories (default ./policies)")
+    val.add_argument("--values-root", metavar="DIR",
+                     help="a checkout of the deploy repository: also check files and keys exist")
+
+    chk = sub.add_parser("check", help="show which tag a policy would choose, and why")
+    _common(chk)
+    chk.add_argument("image", help="repository reference, e.g. ghcr.io/org/app")
+    chk.add_argument("--strategy", default="semver",
+                     choices=("semver", "alphabetical", "numerical", "newest-build", "digest"))
+    chk.add_argument("--constraint", help="semver constraint, e.g. '^1.2'")
+    chk.add_argument("--tag", help="digest strategy: the tag to follow")
+    chk.add_argument("--allow", help="regex a tag must fully match")
+    chk.add_argument("--ignore", action="append", default=[], help="glob or /regex/ to drop")
+    chk.add_argument("--extract", help="regex with (?P<value>...) to sort on")
+    chk.add_argument("--order", choices=("asc", "desc"), default="asc")
+    chk.add_argument("--strict", action="store_true", help="semver: no coercion of 1.2 to 1.2.0")
+    chk.add_argument("--platform", help="e.g. linux/amd64")
+
+    ret = sub.add_parser("retag", help="point DST at exactly the image SRC names (by digest)")
+    _common(ret)
+    ret.add_argument("src", help="source image: repo:tag or repo@sha256:...")
+    ret.add_argument("dst", help="destination image with tag: repo:tag")
+    ret.add_argument("--digest", help="promote exactly this digest (must exist in SRC's repo)")
+    ret.add_argument("--expect-current", metavar="DIGEST|none",
+                     help="compare-and-swap: refuse unless DST currently points here")
+
+    pro = sub.add_parser("promote", help="retag the digest an environment runs to the next one")
+    _common(pro)
+    _policies(pro)
+    pro.add_argument("app", nargs="?", help="app name (default: $IMAGE_UPDATER_APP)")
+    pro.add_argument("--from", dest="source", help="environment whose deployed digest moves on")
+    pro.add_argument("--to", dest="target", help="environment whose tag receives it")
+    pro.add_argument("--digest", help="the digest that was tested; refuse if git disagrees")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from image_updater.commands import dispatch
+
+    try:
+        return dispatch(args)
+    except ImageUpdaterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # a bug: say so, with the traceback, and a distinct code
+        log.exception("internal error")
+        print("error: internal error (a bug); please report it with the traceback above",
+              file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""What each CLI command does, in terms of library calls. No argument parsing here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from image_updater.config.model import App
+from image_updater.config.policies import load_policies
+from image_updater.config.settings import Settings, load_settings
+from image_updater.engine.result import CycleResult
+from image_updater.errors import PolicyError
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    handler = {
+        "once": cmd_once, "validate": cmd_validate, "check": cmd_check, "run": cmd_run,
+        "retag": cmd_retag, "promote": cmd_promote,
+    }[args.command]
+    return handler(args)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    from dataclasses import replace
+
+    if getattr(args, "log_format", None):
+        settings = replace(settings, log_format=args.log_format)
+    if getattr(args, "log_level", None):
+        settings = replace(settings, log_level=args.log_level)
+    if getattr(args, "interval", None):
+        settings = replace(settings, interval=args.interval)
+    from image_updater.observability.logs import configure_logging
+
+    configure_logging(fmt=settings.log_format, level=settings.log_level)  # type: ignore[arg-type]
+    return settings
+
+
+def _policy_paths(args: argparse.Namespace) -> list[str]:
+    return list(getattr(args, "policies", None) or
+                [os.environ.get("IMAGE_UPDATER_POLICIES", "policies")])
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    apps = load_policies(_policy_paths(args))
+    if args.app:
+        apps = _only(apps, args.app)
+    result = asyncio.run(run_once(settings, apps, dry_run=args.dry_run))
+    print_result(result, dry_run=args.dry_run)
+    return 7 if result.failures else 0
+
+
+def _only(apps: Sequence[App], names: Sequence[str]) -> list[App]:
+    unknown = sorted(set(names) - {a.name for a in apps})
+    if unknown:
+        from image_updater.errors import ConfigError
+
+        raise ConfigError(f"no policy defines app(s) {', '.join(unknown)}; known apps: "
+                          f"{', '.join(sorted(a.name for a in apps))}.")
+    return [a for a in apps if a.name in names]
+
+
+async def run_once(settings: Settings, apps: Sequence[App], *, dry_run: bool = False
+                   ) -> CycleResult:
+    """One reconcile cycle with adapters built from ``settings``."""
+    from image_updater.daemon.runtime import Runtime
+    from image_updater.engine.reconcile import reconcile
+
+    runtime = Runtime(settings)
+    try:
+        return await reconcile(apps, runtime.deps(), dry_run=dry_run)
+    finally:
+        await runtime.aclose()
+
+
+def print_result(result: CycleResult, *, dry_run: bool, out: TextIO = sys.stdout) -> None:
+    for preview in result.previews:
+        print(preview, file=out)
+    verb = "would update" if dry_run else "updated"
+    for c in result.changes:
+        keys = ", ".join(f"{k.key}: {k.old or '(empty)'} → {k.new}" for k in c.keys)
+        print(f"{verb} {c.app}/{c.env} in {c.file}: {keys}", file=out)
+    for sha in result.commits:
+        print(f"pushed commit {sha}", file=out)
+    for url in result.pull_requests:
+        print(f"pull request: {url}", file=out)
+    for f in result.failures:
+        print(f"FAILED {f.app}/{f.env}: {f.message}", file=out)
+    if not result.changes and not result.failures:
+        print(f"no changes ({len(result.unchanged)} environments up to date)", file=out)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    paths = args.paths or _policy_paths(args)
+    try:
+        apps = load_policies(paths)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"{len(exc.problems)} problem(s) found.", file=sys.stderr)
+        return 1
+    if args.values_root:
+        from image_updater.config.policies import check_values_keys
+
+        root = Path(args.values_root)
+
+        def read(_app: App, path: str) -> str | None:
+            file = root / path
+            return file.read_text(encoding="utf-8") if file.is_file() else None
+
+        problems = check_values_keys(apps, read)
+        for problem in problems:
+            print(problem)
+        if problems:
+            print(f"{len(problems)} problem(s) found.", file=sys.stderr)
+            return 1
+    envs = sum(len(a.environments) for a in apps)
+    print(f"ok: {len(apps)} app(s), {envs} environment(s) in {', '.join(map(str, paths))}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from image_updater.engine.check import check_image
+
+    settings = _settings(args)
+    report = asyncio.run(check_image(settings, args))
+    print(report.text)
+    return 0 if report.found else 3
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from image_updater.daemon.service import run_daemon
+
+    settings = _settings(args)
+    return run_daemon(settings, _policy_paths(args))
+
+
+def cmd_retag(args: argparse.Namespace) -> int:
+    from image_updater.engine.promote import retag_command
+
+    settings = _settings(args)
+    return retag_command(settings, args.src, args.dst, digest=args.digest,
+                         expect_current=args.expect_current)
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from image_updater.engine.promote import promote_command
+
+    settings = _settings(args)
+    app = args.app or os.environ.get("IMAGE_UPDATER_APP")
+    source = args.source or os.environ.get("IMAGE_UPDATER_FROM")
+    target = args.target or os.environ.get("IMAGE_UPDATER_TO")
+    if not (app and source and target):
+        print("error: promote needs APP, --from and --to (or IMAGE_UPDATER_APP, "
+              "IMAGE_UPDATER_FROM, IMAGE_UPDATER_TO)", file=sys.stderr)
+        return 2
+    return promote_command(settings, _policy_paths(args), app, source, target,
+                           digest=args.digest or os.environ.get("IMAGE_UPDATER_DIGEST"))

@@ -1,0 +1,511 @@
+"""Load and validate policy files into :mod:`image_updater.config.model` values.
+
+Validation collects *every* problem it can find (file:line:column, field, what is wrong,
+a hint) before raising one :class:`PolicyError`, so ``image-updater validate`` shows
+them all at once. Nothing here touches the network or git.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from image_updater.config.model import (
+    DEFAULT_IGNORE,
+    STRATEGIES,
+    App,
+    Environment,
+    GitTarget,
+    KeyPath,
+    PullRequestSpec,
+    Strategy,
+    TagFilter,
+    WriteSpec,
+)
+from image_updater.errors import ImageUpdaterError, PolicyError, Problem
+
+APP_KEYS = ("app", "image", "git", "defaults", "environments")
+GIT_KEYS = ("url", "branch")
+ENV_KEYS = (
+    "file", "strategy", "tag", "constraint", "strict", "order", "allow", "ignore", "extract",
+    "platform", "write", "approval", "pull_request",
+)
+WRITE_KEYS = ("tag", "digest", "reference")
+PR_KEYS = ("labels", "reviewers", "assignees", "draft", "branch_prefix")
+APPROVALS = ("none", "pull-request")
+_NAME_RE = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
+
+
+@dataclass
+class _Ctx:
+    """Where we are while walking one document: the file and the problems found so far."""
+
+    file: str
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, node: Any, key: Any, fld: str, message: str, hint: str = "") -> None:
+        line, col = _position(node, key)
+        self.problems.append(Problem(self.file, line, col, fld, message, hint))
+
+
+def _position(node: Any, key: Any = None) -> tuple[int, int]:
+    """1-based line and column of ``key`` in ``node`` (or of the node itself)."""
+    lc = getattr(node, "lc", None)
+    if lc is None:
+        return (0, 0)
+    try:
+        if key is not None and isinstance(node, CommentedMap) and key in node:
+            line, col = lc.key(key)
+        elif key is not None and isinstance(node, CommentedSeq):
+            line, col = lc.item(key)
+        else:
+            line, col = lc.line, lc.col
+    except (KeyError, IndexError, TypeError):
+        line, col = lc.line, lc.col
+    return (int(line) + 1, int(col) + 1)
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    allowed = ", ".join(choices)
+    return f"did you mean '{close[0]}'? allowed keys: {allowed}" if close else f"allowed: {allowed}"
+
+
+def _check_keys(ctx: _Ctx, node: CommentedMap, allowed: tuple[str, ...], where: str) -> None:
+    for key in node:
+        if key not in allowed:
+            ctx.add(node, key, f"{where}.{key}".lstrip("."), f"unknown key '{key}'",
+                    _did_you_mean(str(key), allowed))
+
+
+def load_policies(paths: Iterable[str | Path]) -> list[App]:
+    """Load every policy file under ``paths`` (files or directories); raise PolicyError."""
+    problems: list[Problem] = []
+    apps: list[App] = []
+    for file in _policy_files(paths, problems):
+        file_apps, file_problems = load_file(file)
+        apps.extend(file_apps)
+        problems.extend(file_problems)
+    problems.extend(_duplicates(apps))
+    if problems:
+        raise PolicyError(problems)
+    return apps
+
+
+def _policy_files(paths: Iterable[str | Path], problems: list[Problem]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
+            if not found:
+                problems.append(Problem(str(path), 0, 0, "-", "no *.yaml policy files found",
+                                        "point --policies at the directory holding policy files"))
+            yield from found
+        elif path.is_file():
+            yield path
+        else:
+            problems.append(Problem(str(path), 0, 0, "-", "no such file or directory",
+                                    "check the --policies path"))
+
+
+def load_file(file: Path) -> tuple[list[App], list[Problem]]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [Problem(str(file), 0, 0, "-", f"cannot read the file: {exc}", "")]
+    return load_text(text, str(file))
+
+
+def load_text(text: str, file: str) -> tuple[list[App], list[Problem]]:
+    """Parse one policy file's text (one app per YAML document)."""
+    ctx = _Ctx(file)
+    try:
+        docs = [d for d in YAML(typ="rt").load_all(text) if d is not None]
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        what = " ".join(str(exc.problem or exc).split())
+        hint = "each environment and key may appear once" if "duplicate key" in what else \
+            "fix the YAML syntax"
+        return [], [Problem(file, line, col, "-", f"invalid YAML: {what}", hint)]
+    apps = []
+    for doc in docs:
+        app = _app(ctx, doc)
+        if app is not None:
+            apps.append(app)
+    return apps, ctx.problems
+
+
+def _app(ctx: _Ctx, doc: Any) -> App | None:
+    if not isinstance(doc, CommentedMap):
+        ctx.add(doc, None, "-", "a policy document must be a mapping with 'app', 'image', 'git' "
+                "and 'environments'", "see policies/ for examples")
+        return None
+    before = len(ctx.problems)
+    _check_keys(ctx, doc, APP_KEYS, "")
+    name = _req_str(ctx, doc, "app", "app")
+    if name is not None and not _NAME_RE.fullmatch(name):
+        ctx.add(doc, "app", "app", f"app name '{name}' is not a valid name",
+                "use lowercase letters, digits, '.', '_' and '-' (it becomes part of branch names)")
+    image = _req_str(ctx, doc, "image", "image")
+    if image is not None:
+        _check_image(ctx, doc, image)
+    git = _git(ctx, doc)
+    defaults = doc.get("defaults", CommentedMap())
+    if not isinstance(defaults, CommentedMap):
+        ctx.add(doc, "defaults", "defaults", "must be a mapping of environment settings", "")
+        defaults = CommentedMap()
+    else:
+        _check_keys(ctx, defaults, ENV_KEYS, "defaults")
+    envs = _environments(ctx, doc, defaults)
+    if len(ctx.problems) > before or name is None or image is None or git is None:
+        return None
+    return App(name=name, image=image, git=git, environments=tuple(envs), source=ctx.file)
+
+
+def _check_image(ctx: _Ctx, doc: CommentedMap, image: str) -> None:
+    from image_updater.registry.reference import parse_reference
+
+    try:
+        ref = parse_reference(image)
+    except ImageUpdaterError as exc:
+        ctx.add(doc, "image", "image", str(exc), "write host/path/name without tag or digest")
+        return
+    if ref.tag or ref.digest:
+        ctx.add(doc, "image", "image", f"'{image}' carries a tag or digest",
+                "name the repository only; the environments say which tag to follow")
+
+
+def _git(ctx: _Ctx, doc: CommentedMap) -> GitTarget | None:
+    node = doc.get("git")
+    if not isinstance(node, CommentedMap):
+        ctx.add(doc, "git" if "git" in doc else None, "git",
+                "missing or not a mapping", "add git: {url: <deploy repository>, branch: master}")
+        return None
+    _check_keys(ctx, node, GIT_KEYS, "git")
+    url = _req_str(ctx, node, "url", "git.url")
+    branch = _opt_str(ctx, node, "branch", "git.branch") or "master"
+    return GitTarget(url=url, branch=branch) if url else None
+
+
+def _environments(ctx: _Ctx, doc: CommentedMap, defaults: CommentedMap) -> list[Environment]:
+    node = doc.get("environments")
+    if not isinstance(node, CommentedMap) or not node:
+        ctx.add(doc, "environments" if "environments" in doc else None, "environments",
+                "missing or empty", "add environments: {dev: {file: path/values-dev.yaml}}")
+        return []
+    envs = []
+    for env_name, env_node in node.items():
+        where = f"environments.{env_name}"
+        if not isinstance(env_node, CommentedMap):
+            ctx.add(node, env_name, where, "must be a mapping", "e.g. {file: values-dev.yaml}")
+            continue
+        if not _NAME_RE.fullmatch(str(env_name)):
+            ctx.add(node, env_name, where, f"environment name '{env_name}' is not a valid name",
+                    "use lowercase letters, digits, '.', '_' and '-'")
+        _check_keys(ctx, env_node, ENV_KEYS, where)
+        env = _environment(ctx, str(env_name), env_node, defaults, where)
+        if env is not None:
+            envs.append(env)
+    return envs
+
+
+class _Layer:
+    """Environment settings falling back to the app's defaults, remembering where each came from."""
+
+    def __init__(self, env: CommentedMap, defaults: CommentedMap, where: str):
+        self.env, self.defaults, self.where = env, defaults, where
+
+    def get(self, key: str) -> tuple[Any, CommentedMap, str]:
+        if key in self.env:
+            return self.env[key], self.env, f"{self.where}.{key}"
+        if key in self.defaults:
+            return self.defaults[key], self.defaults, f"defaults.{key}"
+        return None, self.env, f"{self.where}.{key}"
+
+
+def _environment(ctx: _Ctx, name: str, node: CommentedMap, defaults: CommentedMap,
+                 where: str) -> Environment | None:
+    layer = _Layer(node, defaults, where)
+    before = len(ctx.problems)
+    file = _layer_str(ctx, layer, "file", required=True)
+    if file is not None and (file.startswith("/") or ".." in Path(file).parts):
+        _, parent, fld = layer.get("file")
+        ctx.add(parent, "file", fld, f"'{file}' must be a relative path inside the deploy "
+                "repository", "write it relative to the repository root, without '..'")
+    strategy = _strategy(ctx, layer, name)
+    write = _write(ctx, layer, strategy)
+    approval = _layer_str(ctx, layer, "approval") or "none"
+    if approval not in APPROVALS:
+        _, parent, fld = layer.get("approval")
+        ctx.add(parent, "approval", fld, f"unknown approval '{approval}'",
+                _did_you_mean(approval, APPROVALS).replace("allowed keys", "allowed"))
+    pr = _pull_request(ctx, layer)
+    if len(ctx.problems) > before or file is None or strategy is None or write is None:
+        return None
+    return Environment(name=name, file=file, strategy=strategy, write=write,
+                       approval=approval,  # type: ignore[arg-type]
+                       pull_request=pr, line=_position(node)[0])
+
+
+def _strategy(ctx: _Ctx, layer: _Layer, env_name: str) -> Strategy | None:
+    kind = _layer_str(ctx, layer, "strategy") or "digest"
+    if kind not in STRATEGIES:
+        _, parent, fld = layer.get("strategy")
+        close = difflib.get_close_matches(kind, STRATEGIES, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        ctx.add(parent, "strategy", fld, f"unknown strategy '{kind}'",
+                f"{hint}allowed: {', '.join(STRATEGIES)}")
+        return None
+    tag = _layer_str(ctx, layer, "tag")
+    if kind == "digest":
+        tag = tag or env_name  # dev follows :dev unless told otherwise
+        _check_tag_value(ctx, layer, tag)
+    constraint = _layer_str(ctx, layer, "constraint")
+    if kind == "semver":
+        constraint = _check_constraint(ctx, layer, constraint or "*")
+    order = _layer_str(ctx, layer, "order") or "asc"
+    if order not in ("asc", "desc"):
+        _, parent, fld = layer.get("order")
+        ctx.add(parent, "order", fld, f"unknown order '{order}'",
+                "use 'asc' (pick the highest) or 'desc' (pick the lowest)")
+    strict = _layer_bool(ctx, layer, "strict")
+    platform = _layer_str(ctx, layer, "platform")
+    if platform is not None and not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", platform):
+        _, parent, fld = layer.get("platform")
+        ctx.add(parent, "platform", fld, f"'{platform}' is not an os/arch[/variant] platform",
+                "e.g. linux/amd64 or linux/arm64/v8")
+    return Strategy(kind=kind,  # type: ignore[arg-type]
+                    tag=tag, constraint=constraint, strict=strict,
+                    order=order,  # type: ignore[arg-type]
+                    filter=_filter(ctx, layer), platform=platform)
+
+
+def _check_tag_value(ctx: _Ctx, layer: _Layer, tag: str) -> None:
+    from image_updater.registry.base import check_tag
+
+    try:
+        check_tag(tag)
+    except ImageUpdaterError as exc:
+        _, parent, fld = layer.get("tag")
+        ctx.add(parent, "tag", fld, str(exc), "name an existing mutable tag such as dev")
+
+
+def _check_constraint(ctx: _Ctx, layer: _Layer, text: str) -> str:
+    from image_updater.policy.semver import Constraint
+
+    try:
+        Constraint.parse(text)
+    except ValueError as exc:
+        _, parent, fld = layer.get("constraint")
+        ctx.add(parent, "constraint", fld, f"invalid semver constraint: {exc}",
+                "Masterminds syntax, e.g. '^1.2', '~1.4.0', '>=1.0.0 <2.0.0', '1.x'")
+    return text
+
+
+def _filter(ctx: _Ctx, layer: _Layer) -> TagFilter:
+    allow = _layer_str(ctx, layer, "allow")
+    extract = _layer_str(ctx, layer, "extract")
+    for key, value in (("allow", allow), ("extract", extract)):
+        if value is not None:
+            _check_regex(ctx, layer, key, value)
+    if extract is not None and "(?P<" not in extract:
+        _, parent, fld = layer.get("extract")
+        ctx.add(parent, "extract", fld, "the regex has no named group",
+                "mark the part to sort on with (?P<value>...)")
+    ignore_raw, parent, fld = layer.get("ignore")
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
+    if ignore_raw is not None:
+        if isinstance(ignore_raw, str):
+            ignore_raw = [ignore_raw]
+        if not isinstance(ignore_raw, list) or not all(isinstance(i, str) for i in ignore_raw):
+            ctx.add(parent, "ignore", fld, "must be a list of globs or /regexes/",
+                    "e.g. ignore: ['*-debug', '/^pr-\\d+$/']")
+        else:
+            for item in ignore_raw:
+                if len(item) > 2 and item.startswith("/") and item.endswith("/"):
+                    _check_regex(ctx, layer, "ignore", item[1:-1])
+            ignore = DEFAULT_IGNORE + tuple(i for i in ignore_raw if i not in DEFAULT_IGNORE)
+    return TagFilter(allow=allow, ignore=ignore, extract=extract)
+
+
+def _check_regex(ctx: _Ctx, layer: _Layer, key: str, pattern: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        _, parent, fld = layer.get(key)
+        ctx.add(parent, key, fld, f"invalid regex {pattern!r}: {exc}",
+                "fix the regular expression (Python re syntax)")
+
+
+def _write(ctx: _Ctx, layer: _Layer, strategy: Strategy | None) -> WriteSpec | None:
+    from image_updater.values.editor import parse_key_path
+
+    raw, parent, fld = layer.get("write")
+    if raw is None:
+        if strategy is not None and strategy.kind != "digest":
+            return WriteSpec(tag=("image", "tag"), digest=("image", "digest"))
+        return WriteSpec(digest=("image", "digest"))
+    if not isinstance(raw, CommentedMap) or not raw:
+        ctx.add(parent, "write", fld, "must map tag/digest/reference to value keys",
+                "e.g. write: {digest: image.digest}")
+        return None
+    _check_keys(ctx, raw, WRITE_KEYS, fld)
+    paths: dict[str, KeyPath] = {}
+    for key in WRITE_KEYS:
+        if key in raw:
+            try:
+                paths[key] = parse_key_path(str(raw[key]))
+            except ImageUpdaterError as exc:
+                ctx.add(raw, key, f"{fld}.{key}", str(exc), "e.g. image.digest")
+    if not paths:
+        return None
+    if strategy is not None and strategy.kind == "digest" and "tag" in paths:
+        ctx.add(raw, "tag", f"{fld}.tag", "the digest strategy follows one tag, so writing the "
+                "tag would always write the same value", "write 'digest' (or 'reference')")
+    return WriteSpec(**paths)
+
+
+def _pull_request(ctx: _Ctx, layer: _Layer) -> PullRequestSpec:
+    raw, parent, fld = layer.get("pull_request")
+    if raw is None:
+        return PullRequestSpec()
+    if not isinstance(raw, CommentedMap):
+        ctx.add(parent, "pull_request", fld, "must be a mapping", f"keys: {', '.join(PR_KEYS)}")
+        return PullRequestSpec()
+    _check_keys(ctx, raw, PR_KEYS, fld)
+    spec = PullRequestSpec()
+    for key in ("labels", "reviewers", "assignees"):
+        if key in raw:
+            items = raw[key]
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                ctx.add(raw, key, f"{fld}.{key}", "must be a list of strings", "")
+            else:
+                spec = replace(spec, **{key: tuple(items)})
+    if "draft" in raw:
+        if not isinstance(raw["draft"], bool):
+            ctx.add(raw, "draft", f"{fld}.draft", "must be true or false", "")
+        else:
+            spec = replace(spec, draft=raw["draft"])
+    if "branch_prefix" in raw:
+        spec = replace(spec, branch_prefix=str(raw["branch_prefix"]))
+    return spec
+
+
+def _req_str(ctx: _Ctx, node: CommentedMap, key: str, fld: str) -> str | None:
+    if key not in node or node[key] in (None, ""):
+        ctx.add(node, None, fld, "is required", f"add '{key}:'")
+        return None
+    return _opt_str(ctx, node, key, fld)
+
+
+def _opt_str(ctx: _Ctx, node: CommentedMap, key: str, fld: str) -> str | None:
+    value = node.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        ctx.add(node, key, fld, f"must be a string, not {type(value).__name__}", "quote it")
+        return None
+    return str(value)
+
+
+def _layer_str(ctx: _Ctx, layer: _Layer, key: str, *, required: bool = False) -> str | None:
+    value, parent, fld = layer.get(key)
+    if value is None:
+        if required:
+            ctx.add(layer.env, None, fld, "is required", f"add '{key}:' to the environment")
+        return None
+    return _opt_str(ctx, parent, key, fld)
+
+
+def _layer_bool(ctx: _Ctx, layer: _Layer, key: str) -> bool:
+    value, parent, fld = layer.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        ctx.add(parent, key, fld, "must be true or false", "")
+        return False
+    return value
+
+
+def _duplicates(apps: list[App]) -> list[Problem]:
+    seen: dict[str, App] = {}
+    problems = []
+    for app in apps:
+        if app.name in seen:
+            problems.append(Problem(app.source, 0, 0, "app",
+                                    f"app '{app.name}' is also defined in {seen[app.name].source}",
+                                    "app names must be unique across all policy files"))
+        else:
+            seen[app.name] = app
+    # Two environments writing the same key of the same file would fight each other.
+    targets: dict[tuple[str, str, str, KeyPath], str] = {}
+    for app in apps:
+        for env in app.environments:
+            for key in (env.write.tag, env.write.digest, env.write.reference):
+                if key is None:
+                    continue
+                target = (app.git.url, app.git.branch, env.file, key)
+                owner = f"{app.name}/{env.name}"
+                if target in targets and targets[target] != owner:
+                    problems.append(Problem(app.source, env.line, 0,
+                                            f"environments.{env.name}.write",
+                                            f"{env.file} key {'.'.join(map(str, key))} is also "
+                                            f"written by {targets[target]}",
+                                            "give each environment its own values file or key"))
+                targets.setdefault(target, owner)
+    return problems
+
+
+def check_values_keys(apps: Iterable[App], read: Callable[[App, str], str | None]
+                      ) -> list[Problem]:
+    """Check that each environment's values file exists and holds the keys it writes.
+
+    ``read(app, path)`` returns the file's text or None; used by ``validate --values-root``.
+    """
+    from image_updater.values.editor import read_scalar
+
+    problems = []
+    for app in apps:
+        for env in app.environments:
+            text = read(app, env.file)
+            if text is None:
+                problems.append(Problem(app.source, env.line, 0, f"environments.{env.name}.file",
+                                        f"values file {env.file} does not exist",
+                                        "create it in the deploy repository or fix the path"))
+                continue
+            problems.extend(_missing_keys(app, env, text, read_scalar))
+    return problems
+
+
+def _missing_keys(app: App, env: Environment, text: str,
+                  read_scalar: Callable[..., str | None]) -> list[Problem]:
+    problems = []
+    for key in (env.write.tag, env.write.digest, env.write.reference):
+        if key is None:
+            continue
+        dotted = ".".join(map(str, key))
+        try:
+            found = read_scalar(text, key, file=env.file)
+        except ImageUpdaterError as exc:
+            problems.append(Problem(app.source, env.line, 0, f"environments.{env.name}.write",
+                                    str(exc), "fix the values file or the key path"))
+            continue
+        if found is None:
+            problems.append(Problem(app.source, env.line, 0, f"environments.{env.name}.write",
+                                    f"key {dotted} is missing from {env.file}",
+                                    f"add '{dotted}' to the values file (e.g. as an empty "
+                                    "string) or fix the key path"))
+    return problems
+
+
+def apps_by_name(apps: Iterable[App]) -> Mapping[str, App]:
+    return {a.name: a for a in apps}

@@ -1,0 +1,86 @@
+"""Wiring: turn settings into the registry, git and forge adapters a cycle uses.
+
+Adapters are created on first use and kept for the life of the process, so tokens,
+connection pools and working clones are reused across cycles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+from image_updater.config.model import GitTarget
+from image_updater.config.settings import Settings
+from image_updater.engine.approval import Approvals
+from image_updater.engine.reconcile import Deps
+from image_updater.gitops.credentials import GitAuth
+from image_updater.gitops.repo import DeployRepo
+from image_updater.observability.metrics import Metrics
+from image_updater.registry.base import Registry
+from image_updater.registry.factory import open_registry
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._registries: dict[str, Registry] = {}
+        self._repos: dict[GitTarget, DeployRepo] = {}
+        self._lock = threading.Lock()  # repos are created from worker threads
+
+    def registry_for(self, host: str) -> Registry:
+        if host not in self._registries:
+            self._registries[host] = open_registry(self.settings.registry(host),
+                                                   metrics=self.metrics)
+        return self._registries[host]
+
+    def repo_for(self, target: GitTarget) -> DeployRepo:
+        with self._lock:
+            if target not in self._repos:
+                git = self.settings.git
+                self._repos[target] = DeployRepo(
+                    url=target.url, branch=target.branch,
+                    cache_dir=Path(self.settings.cache_dir) / "repos",
+                    auth=_git_auth(self.settings), author_name=git.author_name,
+                    author_email=git.author_email)
+            return self._repos[target]
+
+    def approvals_for(self, target: GitTarget, repo: DeployRepo) -> Approvals | None:
+        forge_settings = self.settings.forge_for(target.url)
+        if forge_settings is None:
+            return None
+        from image_updater.forge.factory import forge_from_settings
+
+        return Approvals(forge=forge_from_settings(forge_settings), repo=repo,
+                         base_branch=target.branch, metrics=self.metrics)
+
+    def deps(self) -> Deps:
+        return Deps(registry_for=self.registry_for, repo_for=self.repo_for,
+                    approvals_for=self.approvals_for, metrics=self.metrics,
+                    max_push_attempts=self.settings.git.max_push_attempts,
+                    retry_hint=f"in {int(self.settings.interval)} s (next cycle)")
+
+    async def aclose(self) -> None:
+        for registry in self._registries.values():
+            await registry.aclose()
+        self._registries.clear()
+
+
+def _git_auth(settings: Settings) -> GitAuth:
+    git = settings.git
+    if git.ssh_key_file:
+        if not git.known_hosts_file:
+            from image_updater.errors import ConfigError
+
+            raise ConfigError("git.ssh_key_file is set but git.known_hosts_file is not; host "
+                              "keys are always verified, so add a known_hosts file.")
+        return GitAuth.ssh(key_file=git.ssh_key_file, known_hosts_file=git.known_hosts_file)
+    if git.token_file or git.token_env:
+        return GitAuth.token(token_file=git.token_file, token_env=git.token_env,
+                             username=git.username)
+    return GitAuth.none()
+
+
+def cache_key(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:16]

@@ -1,0 +1,102 @@
+"""Stage 2 of a cycle, pure: given what a values file holds and what it should hold, the edit.
+
+No I/O here: text in, text and a :class:`Change` out, so the same function serves the
+commit path, the pull-request path, dry runs and the retry after a rejected push.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from image_updater.config.model import App, Environment, KeyPath
+from image_updater.engine.resolve import Resolved
+from image_updater.engine.result import Change, KeyChange
+from image_updater.errors import ValuesError
+from image_updater.values.editor import read_scalar, set_scalar
+
+
+def dotted(path: KeyPath) -> str:
+    return ".".join(str(p) for p in path)
+
+
+@dataclass(frozen=True)
+class Current:
+    """What a values file says an environment runs."""
+
+    tag: str | None
+    digest: str | None
+
+
+def desired_values(env: Environment, res: Resolved) -> list[tuple[KeyPath, str]]:
+    """The (key, value) pairs the policy's ``write`` asks for."""
+    out: list[tuple[KeyPath, str]] = []
+    if env.write.tag is not None:
+        out.append((env.write.tag, res.tag))
+    if env.write.digest is not None:
+        out.append((env.write.digest, res.digest))
+    if env.write.reference is not None:
+        out.append((env.write.reference, f"{res.tag}@{res.digest}"))
+    return out
+
+
+def read_current(env: Environment, text: str) -> Current:
+    """The tag and digest a values file holds for ``env`` (None where not written)."""
+    tag = digest = None
+    if env.write.tag is not None:
+        tag = read_scalar(text, env.write.tag, file=env.file)
+    if env.write.digest is not None:
+        digest = read_scalar(text, env.write.digest, file=env.file)
+    if env.write.reference is not None:
+        ref = read_scalar(text, env.write.reference, file=env.file) or ""
+        ref_tag, _, ref_digest = ref.partition("@")
+        tag, digest = tag or ref_tag or None, digest or ref_digest or None
+    if env.write.tag is None and env.write.reference is None and env.strategy.kind == "digest":
+        tag = env.strategy.tag
+    return Current(tag=tag, digest=digest)
+
+
+def plan_edit(app: App, env: Environment, res: Resolved, text: str
+              ) -> tuple[str, Change | None, str]:
+    """Return ``(new_text, change, why)``; ``change`` is None when nothing needs writing.
+
+    Raises ValuesError when a key is missing: we never invent structure in a values file
+    the chart may not read, and never write a value we are not sure of.
+    """
+    if (held := _held_back(env, res, text)) is not None:
+        return text, None, held
+    new_text = text
+    keys: list[KeyChange] = []
+    for path, value in desired_values(env, res):
+        old = read_scalar(new_text, path, file=env.file)
+        if old is None:
+            raise ValuesError(
+                f"{env.file} has no key {dotted(path)} (app {app.name}, environment "
+                f"{env.name}); add it to the values file (an empty string is fine) or fix "
+                "'write' in the policy. Nothing was written.")
+        if old != value:
+            new_text = set_scalar(new_text, path, value, file=env.file)
+            keys.append(KeyChange(key=dotted(path), old=old or None, new=value))
+    if not keys:
+        return text, None, f"already at {res.tag}@{res.digest[:19]}…"
+    change = Change(app=app.name, env=env.name, file=env.file, image=app.image, tag=res.tag,
+                    digest=res.digest, keys=tuple(keys), reason=res.reason)
+    return new_text, change, res.reason
+
+
+def _held_back(env: Environment, res: Resolved, text: str) -> str | None:
+    """A semver policy never moves an environment backwards."""
+    if env.strategy.kind != "semver":
+        return None
+    current = read_current(env, text).tag
+    if not current or current == res.tag:
+        return None
+    from image_updater.policy.semver import Version
+
+    try:
+        held, chosen = Version.parse(current), Version.parse(res.tag)
+    except ValueError:
+        return None
+    if held > chosen:
+        return (f"keeps {current}: it is higher than {res.tag}, the best candidate, and a semver "
+                "policy never moves an environment backwards")
+    return None

@@ -1,0 +1,488 @@
+"""Semantic versions and Masterminds/semver v3 constraints, as Argo CD Image Updater and Flux
+use them. Pure: strings in, values and decisions out.
+
+Versions (``Version.parse``)
+    An optional lowercase ``v``, then ``MAJOR[.MINOR[.PATCH]][-PRERELEASE][+BUILD]``.
+    Unless ``strict``, a missing minor or patch is coerced to 0 (``1.2`` -> ``1.2.0``) and
+    leading zeros in the numbers are accepted (``01.2.3`` -> ``1.2.3``), as Masterminds'
+    ``NewVersion`` does. ``strict`` demands all three numbers without leading zeros; it still
+    accepts the ``v`` prefix, because ``v1.2.3`` is the most common way to tag an image.
+
+Precedence (semver 2.0 section 11)
+    ``<``, ``>``, ``==`` and ``compare`` order by (major, minor, patch, prerelease): a
+    prerelease sorts before its release, identifiers compare one by one (numbers numerically,
+    numbers before words, words in ASCII order, a shorter list first when all else is equal).
+    Build metadata is ignored, so ``1.0.0+a == 1.0.0+b``. Sorting by ``Version.sort_key``
+    breaks such ties by the original text, so any sort is deterministic.
+
+Constraints (``Constraint.parse``)
+    Comparators ``=`` (or none), ``!=``, ``>``, ``<``, ``>=``/``=>``, ``<=``/``=<``, ``~``/``~>``,
+    ``^``; AND by whitespace or a comma, OR by ``||``; hyphen ranges ``1.2 - 1.4.5`` (spaces
+    required: ``1.2-1.4.5`` is version 1.2.0 with prerelease 1.4.5); wildcards ``x``, ``X``,
+    ``*`` or a missing part. A prerelease version only satisfies an OR-alternative in which
+    some comparator itself names a prerelease (``>=1.2.3-0`` admits them, ``>=1.2.3`` not).
+
+    Partial versions keep Masterminds' meaning per operator: ``1.2`` and ``=1.2`` mean
+    ``~1.2``; ``>1.2`` means ``>=1.3.0``; ``<=1.2`` means ``<1.3.0``; ``>=1.2`` and ``<1.2`` fill
+    in zeros. Known quirks are kept for compatibility (``~0.0.0`` admits every release,
+    ``<=*`` means ``<0.1.0``, ``!=*`` means ``!=0.0.0``), with one exception: Masterminds'
+    code makes ``^*`` admit only 0.0.0 although its documentation says "any"; we follow the
+    documentation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal, TypeVar
+
+from image_updater.errors import ConfigError, InvalidReferenceError
+
+#: Longer input is refused before any parsing (Masterminds uses the same bounds).
+MAX_VERSION_LEN = 256
+MAX_CONSTRAINT_LEN = 512
+MAX_ALTERNATIVES = 32
+_MAX_NUMBER = 2**64 - 1  # versions are uint64 in Masterminds; larger numbers are not versions
+
+_IDENTS = r"[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*"
+_VERSION_RE = re.compile(
+    rf"v?(?P<major>\d+)(?:\.(?P<minor>\d+))?(?:\.(?P<patch>\d+))?"
+    rf"(?:-(?P<pre>{_IDENTS}))?(?:\+(?P<build>{_IDENTS}))?",
+    re.ASCII,  # "\d" must not match other scripts' digits
+)
+
+T = TypeVar("T")
+# One prerelease identifier as a sort key: numbers (0, n, "") sort before words (1, 0, w).
+_IdentKey = tuple[int, int, str]
+_PrecedenceKey = tuple[int, int, int, int, tuple[_IdentKey, ...]]
+
+
+class InvalidVersionError(InvalidReferenceError, ValueError):
+    """A text (usually an untrusted tag) is not a semantic version."""
+
+
+class ConstraintError(ConfigError, ValueError):
+    """A constraint does not parse. ``text`` and ``column`` (1-based) locate the problem."""
+
+    def __init__(self, message: str, *, text: str, column: int) -> None:
+        super().__init__(message)
+        self.text = text
+        self.column = column
+
+
+# --------------------------------------------------------------------------- versions
+
+
+def _ident_key(ident: str) -> _IdentKey:
+    return (0, int(ident), "") if ident.isdigit() else (1, 0, ident)
+
+
+@dataclass(frozen=True, eq=False)
+class Version:
+    """A parsed version. Immutable; compares by semver precedence (build ignored)."""
+
+    major: int
+    minor: int
+    patch: int
+    prerelease: tuple[str, ...] = ()
+    build: tuple[str, ...] = ()
+    original: str = ""  # the text it was parsed from, e.g. the tag "v1.2"
+
+    @classmethod
+    def parse(cls, text: str, *, strict: bool = False) -> Version:
+        """Parse ``text``; raise :class:`InvalidVersionError` saying why it is no version."""
+        result = _parse_version(text, strict=strict)
+        if isinstance(result, str):
+            shown = repr(text)[:80] if isinstance(text, str) else repr(type(text))
+            raise InvalidVersionError(f"{shown} is not a semantic version: {result}.")
+        return result
+
+    @property
+    def is_prerelease(self) -> bool:
+        return bool(self.prerelease)
+
+    @cached_property
+    def precedence(self) -> _PrecedenceKey:
+        """The semver 2.0 precedence as a tuple: a release (1, ()) outranks any prerelease."""
+        if not self.prerelease:
+            return (self.major, self.minor, self.patch, 1, ())
+        idents = tuple(_ident_key(i) for i in self.prerelease)
+        return (self.major, self.minor, self.patch, 0, idents)
+
+    @property
+    def sort_key(self) -> tuple[_PrecedenceKey, str]:
+        """Precedence, then the original text: a total order, so every sort is deterministic."""
+        return (self.precedence, self.original or str(self))
+
+    def compare(self, other: Version) -> int:
+        """-1, 0 or 1 by precedence, like Masterminds' ``Compare``."""
+        a, b = self.precedence, other.precedence
+        return (a > b) - (a < b)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Version):
+            return NotImplemented
+        return self.precedence == other.precedence
+
+    def __hash__(self) -> int:
+        return hash(self.precedence)
+
+    def __lt__(self, other: Version) -> bool:
+        return self.precedence < other.precedence
+
+    def __le__(self, other: Version) -> bool:
+        return self.precedence <= other.precedence
+
+    def __gt__(self, other: Version) -> bool:
+        return self.precedence > other.precedence
+
+    def __ge__(self, other: Version) -> bool:
+        return self.precedence >= other.precedence
+
+    def __str__(self) -> str:
+        text = f"{self.major}.{self.minor}.{self.patch}"
+        if self.prerelease:
+            text += "-" + ".".join(self.prerelease)
+        if self.build:
+            text += "+" + ".".join(self.build)
+        return text
+
+
+def _parse_version(text: str, *, strict: bool) -> Version | str:
+    """The version, or a short reason why ``text`` is not one (no exception: tags are many)."""
+    if not isinstance(text, str) or not text:
+        return "it is empty"
+    if len(text) > MAX_VERSION_LEN:
+        return f"it is longer than {MAX_VERSION_LEN} characters"
+    m = _VERSION_RE.fullmatch(text)
+    if m is None:
+        return "expected [v]MAJOR[.MINOR[.PATCH]][-PRERELEASE][+BUILD] with numeric parts"
+    numbers = [m["major"], m["minor"], m["patch"]]
+    problem = _check_numbers(numbers, strict=strict) or _check_prerelease(m["pre"])
+    if problem:
+        return problem
+    major, minor, patch = (int(n) if n is not None else 0 for n in numbers)
+    return Version(major, minor, patch, _split(m["pre"]), _split(m["build"]), original=text)
+
+
+def _check_numbers(numbers: list[str | None], *, strict: bool) -> str | None:
+    if strict and None in numbers:
+        return "strict mode needs all of MAJOR.MINOR.PATCH (e.g. 1.2.0, not 1.2)"
+    for n in numbers:
+        if n is None:
+            continue
+        if strict and len(n) > 1 and n[0] == "0":
+            return f"strict mode forbids the leading zero in {n!r}"
+        if int(n) > _MAX_NUMBER:
+            return f"the number {n[:30]} is larger than 2^64-1"
+    return None
+
+
+def _check_prerelease(pre: str | None) -> str | None:
+    # Semver forbids leading zeros in numeric prerelease identifiers; Masterminds rejects
+    # them even when coercing, because "01" vs "1" would have no defined order.
+    for ident in _split(pre):
+        if ident.isdigit() and len(ident) > 1 and ident[0] == "0":
+            return f"the numeric prerelease identifier {ident!r} has a leading zero"
+    return None
+
+
+def _split(idents: str | None) -> tuple[str, ...]:
+    return tuple(idents.split(".")) if idents else ()
+
+
+# ------------------------------------------------------------------------ comparators
+
+Op = Literal["=", "!=", ">", "<", ">=", "<=", "~", "^"]
+#: Which part of the comparator's version was a wildcard or missing (Masterminds' "dirty").
+Wild = Literal["", "major", "minor", "patch"]
+
+
+@dataclass(frozen=True)
+class Comparator:
+    """One operator and version, e.g. ``>= 1.2`` -> op ">=", version 1.2.0, wild "patch"."""
+
+    op: Op
+    version: Version  # wildcards and missing parts filled with 0
+    wild: Wild
+    text: str  # as written, for messages
+
+    @property
+    def bound(self) -> str:
+        """The version as written in the constraint, e.g. "1.x"."""
+        return self.version.original or str(self.version)
+
+    def test(self, v: Version) -> str | None:
+        """None when ``v`` satisfies this comparator, else why not (prereleases aside)."""
+        return _OP_TESTS[self.op](self, v)
+
+
+def _fails(ok: bool, v: Version, why: str) -> str | None:
+    return None if ok else f"{v} {why}"
+
+
+def _test_eq(c: Comparator, v: Version) -> str | None:
+    if c.wild:  # "1.2", "=1.x", "*": a range, like tilde
+        return _test_tilde(c, v)
+    return _fails(v == c.version, v, f"is not {c.version}")
+
+
+def _test_ne(c: Comparator, v: Version) -> str | None:
+    con = c.version
+    if c.wild and v.major != con.major:
+        return None
+    if c.wild == "minor":
+        return f"{v} is within the excluded range {c.text}"
+    if c.wild and v.minor != con.minor:
+        return None
+    if c.wild == "patch":
+        # Within the excluded major.minor only a differing prerelease escapes (Masterminds).
+        differs = (v.prerelease or con.prerelease) and v.precedence[3:] != con.precedence[3:]
+        return None if differs else f"{v} is within the excluded range {c.text}"
+    return _fails(v != con, v, f"is excluded by {c.text}")
+
+
+def _test_gt(c: Comparator, v: Version) -> str | None:
+    con, why = c.version, f"is not greater than {c.bound}"
+    if c.wild in ("minor", "patch") and v.major != con.major:
+        return _fails(v.major > con.major, v, why)
+    if c.wild == "minor":  # ">1" means ">=2.0.0"
+        return f"{v} {why}"
+    if c.wild == "patch":  # ">1.2" means ">=1.3.0"
+        return _fails(v.minor > con.minor, v, why)
+    return _fails(v > con, v, why)
+
+
+def _test_lt(c: Comparator, v: Version) -> str | None:
+    return _fails(v < c.version, v, f"is not less than {c.bound}")
+
+
+def _test_ge(c: Comparator, v: Version) -> str | None:
+    return _fails(v >= c.version, v, f"is less than {c.bound}")
+
+
+def _test_le(c: Comparator, v: Version) -> str | None:
+    con, why = c.version, f"is greater than {c.bound}"
+    if not c.wild:
+        return _fails(v <= con, v, why)
+    # "<=1.2" admits all of 1.2.x, "<=1" all of 1.x.x (no lower bound, like Masterminds).
+    if v.major > con.major:
+        return f"{v} {why}"
+    too_high = v.major == con.major and v.minor > con.minor and c.wild != "minor"
+    return _fails(not too_high, v, why)
+
+
+def _test_tilde(c: Comparator, v: Version) -> str | None:
+    con = c.version
+    if v < con:
+        return f"{v} is less than {c.bound}"
+    if c.wild in ("", "major") and (con.major, con.minor, con.patch) == (0, 0, 0):
+        return None  # "~0.0.0" and "~*" admit everything (Masterminds' special case)
+    if v.major != con.major:
+        return f"{v} does not have the major version of {c.text} ({con.major})"
+    if v.minor != con.minor and c.wild != "minor":
+        return f"{v} does not have the major.minor version of {c.text} ({con.major}.{con.minor})"
+    return None
+
+
+def _test_caret(c: Comparator, v: Version) -> str | None:
+    con = c.version
+    if v < con:
+        return f"{v} is less than {c.bound}"
+    if c.wild == "major":
+        return None  # "^*": any, as documented (see the module docstring)
+    if con.major > 0 or c.wild == "minor":
+        return _fails(v.major == con.major, v, f"does not have the major version of {c.text}")
+    # Below 1.0.0 the minor version is the compatibility level, below 0.1.0 the patch.
+    if v.major > 0:
+        return f"{v} is not a 0.x version as {c.text} requires"
+    if con.minor > 0 or c.wild == "patch":
+        return _fails(v.minor == con.minor, v, f"does not have the minor version of {c.text}")
+    if v.minor > 0:
+        return f"{v} is not a 0.0.x version as {c.text} requires"
+    return _fails(v.patch == con.patch, v, f"is not {con}, the only version {c.text} admits")
+
+
+_OP_TESTS: dict[str, Callable[[Comparator, Version], str | None]] = {
+    "=": _test_eq, "!=": _test_ne, ">": _test_gt, "<": _test_lt,
+    ">=": _test_ge, "<=": _test_le, "~": _test_tilde, "^": _test_caret,
+}
+
+
+# ------------------------------------------------------------------------ constraints
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """Comparators joined by AND; one side of an ``||``."""
+
+    comparators: tuple[Comparator, ...]
+    text: str
+    admits_prereleases: bool  # some comparator names a prerelease
+
+    def failure(self, v: Version) -> str | None:
+        """None when ``v`` satisfies every comparator, else the first reason it does not."""
+        if v.is_prerelease and not self.admits_prereleases:
+            return (f"{v} is a prerelease and {self.text.strip()!r} names none (add '-0' to a "
+                    "bound, e.g. '>=1.2.3-0', to admit prereleases)")
+        for comparator in self.comparators:
+            why = comparator.test(v)
+            if why is not None:
+                return why
+        return None
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A parsed Masterminds constraint. Build it with :meth:`parse`; immutable afterwards."""
+
+    text: str
+    alternatives: tuple[Alternative, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Constraint:
+        """Parse once; raise :class:`ConstraintError` naming the text and column at fault."""
+        return _Parser(text).constraint()
+
+    def check(self, version: Version) -> bool:
+        return any(alt.failure(version) is None for alt in self.alternatives)
+
+    def explain(self, version: Version) -> str:
+        """A sentence saying whether ``version`` satisfies the constraint and, if not, why."""
+        reasons = [alt.failure(version) for alt in self.alternatives]
+        if any(r is None for r in reasons):
+            return f"{version} satisfies {self.text!r}"
+        if len(reasons) == 1:
+            return f"{version} does not satisfy {self.text!r}: {reasons[0]}"
+        each = "; ".join(f"{alt.text.strip()!r}: {r}" for alt, r in zip(
+            self.alternatives, reasons, strict=True))
+        return f"{version} does not satisfy {self.text!r}: {each}"
+
+    def filter(self, items: Iterable[T], key: Callable[[T], Version]) -> Iterator[T]:
+        """The items whose version (``key(item)``) satisfies the constraint, in input order."""
+        return (item for item in items if self.check(key(item)))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# --------------------------------------------------------------------------- parser
+
+# Longest operators first so ">=" is not read as ">" followed by "=1.2".
+_OP_RE = re.compile(r"!=|>=|=>|<=|=<|~>|[=<>~^]")
+_OP_ALIASES: dict[str, Op] = {"=>": ">=", "=<": "<=", "~>": "~"}
+_PART = r"\d+|[xX*]"
+_RANGE_VERSION_RE = re.compile(
+    rf"v?(?P<major>{_PART})(?:\.(?P<minor>{_PART}))?(?:\.(?P<patch>{_PART}))?"
+    rf"(?:-(?P<pre>{_IDENTS}))?(?:\+(?P<build>{_IDENTS}))?",
+    re.ASCII,
+)
+_HYPHEN_RE = re.compile(r"\s+-\s+", re.ASCII)
+_WS_RE = re.compile(r"\s*", re.ASCII)
+_HINT = "write comparators such as '^1.2', '~1.4.0', '>=1.0.0 <2.0.0', '1.x' or '1.2 - 1.4'"
+
+
+class _Parser:
+    """A small hand-written scanner so errors can point at the exact column."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def fail(self, pos: int, problem: str) -> ConstraintError:
+        shown = self.text if len(self.text) <= 120 else self.text[:120] + "…"
+        near = self.text[pos:pos + 12]
+        at = f" at column {pos + 1} ({near!r})" if near else f" at column {pos + 1} (the end)"
+        return ConstraintError(f"semver constraint {shown!r} is invalid{at}: {problem}; {_HINT}.",
+                               text=self.text, column=pos + 1)
+
+    def constraint(self) -> Constraint:
+        if not isinstance(self.text, str):
+            raise ConstraintError(f"a semver constraint must be text, not {type(self.text)}; "
+                                  f"{_HINT}.", text=repr(self.text)[:80], column=1)
+        if len(self.text) > MAX_CONSTRAINT_LEN:
+            raise self.fail(MAX_CONSTRAINT_LEN, f"it is longer than {MAX_CONSTRAINT_LEN} "
+                            "characters")
+        bounds, start = [], 0
+        for m in re.finditer(r"\|\|", self.text):
+            bounds.append((start, m.start()))
+            start = m.end()
+        bounds.append((start, len(self.text)))
+        if len(bounds) > MAX_ALTERNATIVES:
+            raise self.fail(0, f"it has more than {MAX_ALTERNATIVES} '||' alternatives")
+        return Constraint(self.text, tuple(self.alternative(a, b) for a, b in bounds))
+
+    def alternative(self, start: int, end: int) -> Alternative:
+        comparators: list[Comparator] = []
+        pos = self.skip_ws(start, end)
+        if pos == end:
+            what = "an empty constraint" if (start, end) == (0, len(self.text)) else (
+                "an empty alternative next to '||'")
+            raise self.fail(pos, f"{what}; use '*' to accept any release")
+        while True:
+            pos = self.comparators(pos, end, comparators)
+            gap = self.skip_ws(pos, end)
+            if gap == end:
+                break
+            if self.text[gap] == ",":
+                pos = self.skip_ws(gap + 1, end)
+                if pos == end:
+                    raise self.fail(pos, "expected a comparator after ','")
+            elif gap == pos:
+                raise self.fail(pos, "expected whitespace, ',' or '||' after a comparator")
+            else:
+                pos = gap
+        has_pre = any(c.version.is_prerelease for c in comparators)
+        return Alternative(tuple(comparators), self.text[start:end], has_pre)
+
+    def comparators(self, pos: int, end: int, out: list[Comparator]) -> int:
+        """Read one comparator, or the two of a hyphen range; return the position after."""
+        op_match = _OP_RE.match(self.text, pos, end)
+        op = op_match.group() if op_match else ""
+        vpos = self.skip_ws(op_match.end(), end) if op_match else pos
+        low, after = self.version(vpos, end)
+        hyphen = _HYPHEN_RE.match(self.text, after, end)
+        if hyphen and not op and _RANGE_VERSION_RE.match(self.text, hyphen.end(), end):
+            high, after_high = self.version(hyphen.end(), end)
+            out.append(self.comparator(">=", low, ">=" + low.group()))
+            out.append(self.comparator("<=", high, "<=" + high.group()))
+            return after_high
+        out.append(self.comparator(op, low, self.text[pos:after]))
+        return after
+
+    def version(self, pos: int, end: int) -> tuple[re.Match[str], int]:
+        m = _RANGE_VERSION_RE.match(self.text, pos, end)
+        if m is None:
+            raise self.fail(pos, "expected a version such as 1.2.3, 1.2, 1.x or *")
+        if m["pre"] and (problem := _check_prerelease(m["pre"])):
+            raise self.fail(m.start("pre"), problem)
+        for name in ("major", "minor", "patch"):
+            part = m[name]
+            if part is not None and part.isdigit() and int(part) > _MAX_NUMBER:
+                raise self.fail(m.start(name), f"the number {part[:30]} is larger than 2^64-1")
+        return m, m.end()
+
+    def comparator(self, op: str, m: re.Match[str], text: str) -> Comparator:
+        wild, numbers = _wildcard(m)
+        # A wildcard drops the build metadata but keeps the prerelease ("1.2.x-0" admits them).
+        version = Version(*numbers, prerelease=_split(m["pre"]),
+                          build=() if wild else _split(m["build"]), original=m.group())
+        canonical: Op = _OP_ALIASES.get(op) or op or "="  # type: ignore[assignment]
+        return Comparator(canonical, version, wild, text.strip())
+
+    def skip_ws(self, pos: int, end: int) -> int:
+        m = _WS_RE.match(self.text, pos, end)
+        return m.end() if m else pos
+
+
+def _wildcard(m: re.Match[str]) -> tuple[Wild, tuple[int, int, int]]:
+    """Which part is wild (Masterminds: the first of major/minor/patch that is x or missing)."""
+    major, minor, patch = m["major"], m["minor"], m["patch"]
+    if not major.isdigit():
+        return "major", (0, 0, 0)
+    if minor is None or not minor.isdigit():
+        return "minor", (int(major), 0, 0)
+    if patch is None or not patch.isdigit():
+        return "patch", (int(major), int(minor), 0)
+    return "", (int(major), int(minor), int(patch))

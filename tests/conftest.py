@@ -21,3 +21,14 @@ def fresh_registry() -> Iterator[RegistryServer]:
     """A registry of the test's own, for tests that count requests in its access log."""
     with RegistryServer() as server:
         yield server
+
+
+# ECR tests: appended here (not at the top) so concurrent edits to this file stay separate.
+from tests.fixtures.moto import MotoServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """One moto server (ECR, STS) for the session; tests use distinct repository names."""
+    with MotoServer() as server:
+        yield server

@@ -155,18 +155,20 @@ class EcrRegistry:
     """
 
     def __init__(self, host: str, *, options: EcrOptions | None = None,
-                 metrics: Metrics | None = None, session: Any = None,
+                 metrics: Metrics | None = None, session: Any = None, client: Any = None,
                  clock: Clock = utc_now, timer: Callable[[], float] = time.perf_counter,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         """``session`` is a ``boto3.Session`` holding the source credentials (default: a new
-        one on the default chain); ``clock`` dates tokens; ``timer`` and ``sleep`` serve
-        latency metrics and the rate cap."""
+        one on the default chain). ``client`` is a ready ECR client to use instead (then
+        ``session``, ``role_arn`` and the endpoint options are not used). ``clock`` dates
+        tokens; ``timer`` and ``sleep`` serve latency metrics and the rate cap."""
         self.host = host
         self.options = opts = options or EcrOptions()
         self._where = _location(host, opts)
         self._metrics = metrics
         self._timer = timer
-        self._client = _make_client(session, opts, self._where)
+        self._client = client if client is not None else _make_client(session, opts,
+                                                                      self._where)
         self._install_hooks(self._client.meta.events)
         self._tokens = EcrTokenProvider(self._client, host=host, clock=clock,
                                         margin=opts.token_refresh_margin,

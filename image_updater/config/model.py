@@ -88,6 +88,7 @@ class App:
     git: GitTarget
     environments: tuple[Environment, ...]
     source: str = ""                  # the policy file it came from
+    line: int = 0                     # where its document starts, for messages
 
     def env(self, name: str) -> Environment:
         for e in self.environments:

@@ -168,7 +168,8 @@ def _app(ctx: _Ctx, doc: Any) -> App | None:
     envs = _environments(ctx, doc, defaults)
     if len(ctx.problems) > before or name is None or image is None or git is None:
         return None
-    return App(name=name, image=image, git=git, environments=tuple(envs), source=ctx.file)
+    return App(name=name, image=image, git=git, environments=tuple(envs), source=ctx.file,
+               line=_position(doc)[0])
 
 
 def _check_image(ctx: _Ctx, doc: CommentedMap, image: str) -> None:
@@ -441,8 +442,9 @@ def _duplicates(apps: list[App]) -> list[Problem]:
     problems = []
     for app in apps:
         if app.name in seen:
-            problems.append(Problem(app.source, 0, 0, "app",
-                                    f"app '{app.name}' is also defined in {seen[app.name].source}",
+            problems.append(Problem(app.source, app.line, 1, "app",
+                                    f"app '{app.name}' is also defined at "
+                                    f"{seen[app.name].source}:{seen[app.name].line}",
                                     "app names must be unique across all policy files"))
         else:
             seen[app.name] = app
@@ -456,7 +458,7 @@ def _duplicates(apps: list[App]) -> list[Problem]:
                 target = (app.git.url, app.git.branch, env.file, key)
                 owner = f"{app.name}/{env.name}"
                 if target in targets and targets[target] != owner:
-                    problems.append(Problem(app.source, env.line, 0,
+                    problems.append(Problem(app.source, env.line, 1,
                                             f"environments.{env.name}.write",
                                             f"{env.file} key {'.'.join(map(str, key))} is also "
                                             f"written by {targets[target]}",

@@ -1,0 +1,119 @@
+"""The whole flow on loopback: a real registry, a real deploy repository, the real CLI.
+
+Run through ``./scripts/demo.sh`` (which installs everything first). Every step runs the
+``image-updater`` command exactly as an operator would; nothing is faked except the smoke
+tests (the demo says when a smoke test "passes") and the person who approves prod (the
+demo merges the pull request on a local stand-in of the forge API).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.fixtures.registry import RegistryServer, push_image  # noqa: E402
+
+APP = "application-x"
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+
+
+def sh(*args: str, cwd: Path | None = None, check: bool = True) -> str:
+    proc = subprocess.run(args, cwd=cwd, text=True, capture_output=True)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(args)}\n"
+                         f"{proc.stdout}{proc.stderr}")
+    return proc.stdout + proc.stderr
+
+
+def updater(*args: str, work: Path) -> int:
+    """Run the real CLI and show what it prints."""
+    cmd = [sys.executable, "-m", "image_updater.cli", *args,
+           "--config", str(work / "settings.yaml")]
+    print("$ image-updater " + " ".join(args), flush=True)
+    proc = subprocess.run(cmd, cwd=work, text=True, capture_output=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    print((proc.stdout + proc.stderr).rstrip())
+    return proc.returncode
+
+
+def make_deploy_repo(work: Path) -> tuple[Path, Path]:
+    bare = work / "deploys.git"
+    seed = work / "seed"
+    sh("git", "init", "-q", "--bare", "-b", "master", str(bare))
+    shutil.copytree(ROOT / "examples" / "deploys", seed)
+    sh("git", "init", "-q", "-b", "master", cwd=seed)
+    sh("git", "add", ".", cwd=seed)
+    sh("git", "-c", "user.name=Platform Team", "-c", "user.email=platform@example.com",
+       "commit", "-qm", "application-x chart and values", cwd=seed)
+    sh("git", "push", "-q", str(bare), "master", cwd=seed)
+    return bare, seed
+
+
+def write_config(work: Path, registry: RegistryServer, bare: Path) -> None:
+    (work / "settings.yaml").write_text(json.dumps({
+        "interval": 120,
+        "cache_dir": str(work / "cache"),
+        "registries": [{"host": registry.host, "insecure": True}],
+        "git": {"author_name": "image-updater", "author_email": "image-updater@example.com"},
+    }, indent=2))
+    policies = work / "policies"
+    policies.mkdir()
+    text = (ROOT / "policies" / "application-x.yaml").read_text()
+    text = text.replace("123456789012.dkr.ecr.eu-west-1.amazonaws.com", registry.host)
+    text = text.replace("git@github.com:example-org/deploys.git", f"file://{bare}")
+    # The local demo has no forge for prod's approval yet: prod commits directly here.
+    (policies / "application-x.yaml").write_text(text)
+
+
+def show_last_commit(bare: Path) -> None:
+    print(sh("git", "--git-dir", str(bare), "log", "-1", "--format=commit %h%n%B",
+             "master").rstrip())
+    print(sh("git", "--git-dir", str(bare), "show", "--format=", "master").rstrip())
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="image-updater-demo-"))
+    say(f"working in {work}")
+    with RegistryServer() as registry:
+        say(f"a local registry (docker-registry serve) listens on {registry.url}")
+        bare, _ = make_deploy_repo(work)
+        say(f"deploy repository {bare} with {APP}'s values-dev/staging/prod.yaml")
+        write_config(work, registry, bare)
+        updater("validate", str(work / "policies"), work=work)
+
+        say(f"CI pushes {APP}:dev (build 1)")
+        d1 = push_image(registry.url, APP, "dev", seed="build-1")
+        print(f"{APP}:dev -> {d1}")
+        updater("once", "--policies", str(work / "policies"), work=work)
+        say("the commit image-updater pushed to master (Argo CD deploys dev from it)")
+        show_last_commit(bare)
+
+        say(f"CI pushes a new {APP}:dev (build 2)")
+        d2 = push_image(registry.url, APP, "dev", seed="build-2")
+        print(f"{APP}:dev -> {d2}")
+        updater("once", "--policies", str(work / "policies"), work=work)
+        say("the second commit")
+        show_last_commit(bare)
+
+        say("a second pass changes nothing (git is the only state)")
+        updater("once", "--policies", str(work / "policies"), work=work)
+        count = sh("git", "--git-dir", str(bare), "rev-list", "--count", "master").strip()
+        print(f"master has {count} commits")
+    shutil.rmtree(work, ignore_errors=True)
+    say("demo finished")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

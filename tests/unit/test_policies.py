@@ -1,0 +1,143 @@
+"""Policy loading and validation: every mistake reported at once, located, with a hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from image_updater.cli import main
+from image_updater.config.model import DEFAULT_IGNORE
+from image_updater.config.policies import check_values_keys, load_policies, load_text
+from image_updater.errors import PolicyError
+
+HERE = Path(__file__).parent
+BROKEN = HERE / "policy_testdata" / "broken"
+REPO_POLICIES = HERE.parent.parent / "policies"
+
+
+def _problems() -> list[str]:
+    with pytest.raises(PolicyError) as info:
+        load_policies([BROKEN])
+    return [str(p) for p in info.value.problems]
+
+
+# (file, line, substring of the message) — one row per mistake planted in policy_testdata/broken
+EXPECTED = [
+    ("typos.yaml", 5, "git.brnach: unknown key 'brnach' (hint: did you mean 'branch'?"),
+    ("typos.yaml", 9, "environments.dev.stratgy: unknown key 'stratgy' (hint: did you mean "
+                      "'strategy'?"),
+    ("typos.yaml", 12, "unknown strategy 'semverr' (hint: did you mean 'semver'?"),
+    ("typos.yaml", 16, "invalid semver constraint"),
+    ("typos.yaml", 17, "invalid regex '^v(\\\\d+$'"),
+    ("typos.yaml", 18, "unknown approval 'manual'"),
+    ("structure.yaml", 1, "app name 'Checkout_Service' is not a valid name"),
+    ("structure.yaml", 2, "carries a tag or digest"),
+    ("structure.yaml", 7, "environments.dev.file: is required"),
+    ("structure.yaml", 9, "environments.dev.write.digest"),
+    ("structure.yaml", 11, "must be a relative path inside the deploy repository"),
+    ("structure.yaml", 12, "is not a valid tag"),
+    ("structure.yaml", 16, "unknown order 'sideways'"),
+    ("structure.yaml", 17, "the regex has no named group"),
+    ("structure.yaml", 18, "'linux' is not an os/arch[/variant] platform"),
+    ("duplicates.yaml", 11, "app 'cart' is also defined at"),
+    ("duplicates.yaml", 9, "cart/values.yaml key image.digest is also written by cart/dev"),
+    ("syntax.yaml", 4, "invalid YAML"),
+    ("dupenv.yaml", 6, "duplicate key"),
+]
+
+
+@pytest.mark.parametrize(("file", "line", "text"), EXPECTED)
+def test_each_mistake_is_reported_with_file_line_and_message(file: str, line: int,
+                                                             text: str) -> None:
+    problems = _problems()
+    prefix = f"{BROKEN / file}:{line}:" if line else f"{BROKEN / file}:"
+    matching = [p for p in problems if p.startswith(prefix) and text in p]
+    assert matching, f"no problem {prefix} … {text!r} among:\n" + "\n".join(problems)
+
+
+def test_all_problems_are_reported_at_once_each_with_a_hint_or_location() -> None:
+    problems = _problems()
+    assert len(problems) >= len(EXPECTED)
+    files = {Path(p.split(":", 1)[0]).name for p in problems}
+    assert files == {"typos.yaml", "structure.yaml", "duplicates.yaml", "syntax.yaml",
+                     "dupenv.yaml"}
+
+
+def test_validate_command_prints_every_problem_and_exits_1(capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    code = main(["validate", str(BROKEN)])
+    out = capsys.readouterr()
+    assert code == 1
+    for _file, _line, text in EXPECTED:
+        assert text in out.out, text
+    assert "problem(s) found" in out.err
+
+
+def test_repository_example_policies_are_valid(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(REPO_POLICIES)]) == 0
+    assert "ok: 2 app(s), 5 environment(s)" in capsys.readouterr().out
+
+
+GOOD = """\
+app: application-x
+image: registry.example.com/team/application-x
+git: {url: https://git.example.com/org/deploys.git}
+defaults:
+  write: {digest: image.digest}
+environments:
+  dev: {file: application-x/values-dev.yaml}
+  staging: {file: application-x/values-staging.yaml, tag: stage}
+  prod:
+    file: application-x/values-prod.yaml
+    strategy: semver
+    constraint: ^1.2
+    write: {tag: image.tag, digest: image.digest}
+    ignore: ['*-debug']
+    approval: pull-request
+"""
+
+
+def test_defaults_and_inference() -> None:
+    apps, problems = load_text(GOOD, "good.yaml")
+    assert problems == []
+    (app,) = apps
+    assert app.git.branch == "master"
+    dev, staging, prod = app.environments
+    assert (dev.strategy.kind, dev.strategy.tag) == ("digest", "dev")  # tag defaults to env
+    assert staging.strategy.tag == "stage"
+    assert dev.write.digest == ("image", "digest") and dev.write.tag is None
+    assert prod.strategy.kind == "semver" and prod.strategy.constraint == "^1.2"
+    assert prod.write.tag == ("image", "tag")
+    assert prod.strategy.filter.ignore == (*DEFAULT_IGNORE, "*-debug")
+    assert prod.approval == "pull-request" and dev.approval == "none"
+
+
+def test_semver_without_write_writes_tag_and_digest() -> None:
+    text = GOOD.replace("    write: {tag: image.tag, digest: image.digest}\n", "").replace(
+        "defaults:\n  write: {digest: image.digest}\n", "")
+    apps, problems = load_text(text, "good.yaml")
+    assert problems == []
+    prod = apps[0].env("prod")
+    assert (prod.write.tag, prod.write.digest) == (("image", "tag"), ("image", "digest"))
+
+
+def test_digest_strategy_refuses_writing_the_tag() -> None:
+    text = GOOD.replace("defaults:\n  write: {digest: image.digest}",
+                        "defaults:\n  write: {tag: image.tag}")
+    _, problems = load_text(text, "p.yaml")
+    assert any("would always write the same value" in str(p) for p in problems)
+
+
+def test_check_values_keys_reports_missing_files_and_keys() -> None:
+    apps, _ = load_text(GOOD, "good.yaml")
+    files = {
+        "application-x/values-dev.yaml": "image:\n  digest: ''\n",
+        "application-x/values-staging.yaml": "image:\n  repository: x\n",
+    }
+    problems = [str(p) for p in check_values_keys(apps, lambda _a, path: files.get(path))]
+    assert any("key image.digest is missing from application-x/values-staging.yaml" in p
+               for p in problems)
+    assert any("values file application-x/values-prod.yaml does not exist" in p
+               for p in problems)
+    assert not any("values-dev.yaml" in p for p in problems)

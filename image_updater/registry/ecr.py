@@ -228,9 +228,9 @@ class EcrRegistry:
     async def head_manifest(self, repository: str, reference: str) -> tuple[str, str] | None:
         """``(digest, media_type)`` via ``DescribeImages`` with one image id.
 
-        Not ``BatchGetImage``: DescribeImages needs no read-image permission, transfers no
-        manifest and is not recorded as a pull (which would reset ECR lifecycle rules keyed
-        on the last pull time). Not the cycle's cache either: retag compares against it.
+        Not ``BatchGetImage``: DescribeImages transfers no manifest and is not an image pull,
+        so ECR's pull-time statistics stay accurate. Not the cycle's cache either: retag
+        compares against it, so it must be fresh.
         """
         _check_repository(repository)
         image_id = _image_id(reference)

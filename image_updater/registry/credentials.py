@@ -1,0 +1,215 @@
+"""Where registry credentials come from. Every source answers ``(username, password) | None``.
+
+Sources are asked again on every token fetch, so rotated Kubernetes secrets and edited
+docker config files take effect without a restart. Errors name the file or variable that
+is wrong, never its value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from image_updater.errors import ConfigError
+from image_updater.registry.reference import DOCKER_HUB_ALIASES
+
+Credentials = tuple[str, str]
+
+
+class CredentialSource(Protocol):
+    def get(self) -> Credentials | None:
+        """The current credentials, or None for anonymous access."""
+        ...
+
+    def describe(self) -> str:
+        """Where the credentials come from, for messages (never the secret itself)."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Anonymous:
+    """No credentials: public repositories and anonymous token grants."""
+
+    def get(self) -> Credentials | None:
+        return None
+
+    def describe(self) -> str:
+        return "no credentials (anonymous access)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvCredentials:
+    """A fixed username and a password read from an environment variable at each use."""
+
+    username: str
+    password_env: str
+    #: the environment to read; the process environment when None (a parameter for tests)
+    environ: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
+
+    def get(self) -> Credentials | None:
+        env = os.environ if self.environ is None else self.environ
+        password = env.get(self.password_env)
+        if not password:
+            raise ConfigError(
+                f"environment variable {self.password_env} is not set or empty; it should hold "
+                f"the registry password for user {self.username!r}. Set it, or remove the "
+                "credentials to pull anonymously."
+            )
+        return self.username, password
+
+    def describe(self) -> str:
+        return f"user {self.username!r} with the password in environment variable " \
+               f"{self.password_env}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileCredentials:
+    """Username and password files, e.g. a Kubernetes secret mounted as a volume.
+
+    The files are re-read on every call because kubelet rewrites them on rotation.
+    """
+
+    password_file: Path
+    username_file: Path | None = None
+    username: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.username is None) == (self.username_file is None):
+            raise ConfigError(
+                f"credentials with password file {self.password_file} need exactly one of "
+                "'username' or 'username_file'."
+            )
+
+    def get(self) -> Credentials | None:
+        if self.username_file is not None:
+            user = _read_secret_file(self.username_file, "username")
+        else:
+            user = self.username or ""
+        return user, _read_secret_file(self.password_file, "password")
+
+    def describe(self) -> str:
+        user = self.username_file if self.username_file is not None else repr(self.username)
+        return f"username {user} and password file {self.password_file}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DockerConfigCredentials:
+    """The ``auths`` section of a docker ``config.json`` (``~/.docker/config.json`` or a
+    ``kubernetes.io/dockerconfigjson`` secret), matched by registry host.
+
+    Credential helpers (``credsStore``/``credHelpers``) are not run: they need programs
+    and a desktop keyring that a daemon does not have.
+    """
+
+    path: Path
+    host: str
+
+    def get(self) -> Credentials | None:
+        auths = self._auths()
+        entry = _find_entry(auths, self.host)
+        if entry is None:
+            return None
+        key, value = entry
+        return _entry_credentials(value, f"entry {key!r} of {self.path}")
+
+    def describe(self) -> str:
+        return f"the auths entry for {self.host} in docker config {self.path}"
+
+    def _auths(self) -> Mapping[str, Any]:
+        text = _read_secret_file(self.path, "docker config")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"docker config {self.path} is not valid JSON (line {exc.lineno}, column "
+                f"{exc.colno}); regenerate it with 'docker login' or kubectl create secret "
+                "docker-registry."
+            ) from exc
+        auths = data.get("auths", {}) if isinstance(data, dict) else None
+        if not isinstance(auths, dict):
+            raise ConfigError(
+                f"docker config {self.path} has no 'auths' object; expected "
+                '{"auths": {"HOST": {"auth": "BASE64(user:password)"}}}.'
+            )
+        return auths
+
+
+def host_of_config_key(key: str) -> str:
+    """``https://index.docker.io/v1/`` → ``index.docker.io``: docker accepts URLs as keys."""
+    text = key.strip().lower()
+    for scheme in ("https://", "http://"):
+        if text.startswith(scheme):
+            text = text[len(scheme):]
+    return text.split("/", 1)[0]
+
+
+def _same_registry(a: str, b: str) -> bool:
+    a, b = a.lower(), b.lower()
+    return a == b or (a in DOCKER_HUB_ALIASES and b in DOCKER_HUB_ALIASES)
+
+
+def _find_entry(auths: Mapping[str, Any], host: str) -> tuple[str, Any] | None:
+    # An exact key wins over a URL-shaped key for the same host, as in docker.
+    if host in auths:
+        return host, auths[host]
+    for key, value in auths.items():
+        if _same_registry(host_of_config_key(key), host):
+            return key, value
+    return None
+
+
+def _entry_credentials(value: Any, where: str) -> Credentials | None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} is not an object; expected {{\"auth\": \"...\"}}.")
+    if value.get("auth"):
+        return _decode_auth(value["auth"], where)
+    user, password = value.get("username"), value.get("password")
+    if isinstance(user, str) and isinstance(password, str) and user and password:
+        return user, password
+    token = value.get("identitytoken")
+    if isinstance(token, str) and token:
+        # Registries that issue identity tokens (ACR, Harbor) accept them as the basic
+        # password at the token endpoint; docker's placeholder user is used when none is set.
+        return (user if isinstance(user, str) and user else "<token>"), token
+    return None
+
+
+def _decode_auth(auth: Any, where: str) -> Credentials:
+    hint = "it must be base64 of 'username:password'; run 'docker login' again to rewrite it."
+    if not isinstance(auth, str):
+        raise ConfigError(f"the 'auth' field of {where} is not a string; {hint}")
+    try:
+        decoded = base64.b64decode(auth, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ConfigError(f"the 'auth' field of {where} is not valid base64; {hint}") from exc
+    user, sep, password = decoded.partition(":")
+    if not sep or not user:
+        raise ConfigError(f"the 'auth' field of {where} has no 'username:' part; {hint}")
+    return user, password
+
+
+def _read_secret_file(path: Path, what: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{what} file {path} does not exist; mount the secret there or fix the path in "
+            "the registry settings."
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{what} file {path} cannot be read ({type(exc).__name__}); check its permissions "
+            "and that it is UTF-8 text."
+        ) from exc
+    # Secret files written by hand or by echo usually end in a newline that is not part
+    # of the secret.
+    text = text.rstrip("\r\n")
+    if not text:
+        raise ConfigError(f"{what} file {path} is empty; write the {what} into it.")
+    return text

@@ -61,6 +61,10 @@ class EcrTokenProvider:
 
     __call__ = get
 
+    def describe(self) -> str:
+        """Where the credentials come from (the OCI client's ``CredentialSource`` protocol)."""
+        return f"an ECR authorization token for {self._host} (ecr:GetAuthorizationToken)"
+
     def _fetch(self) -> tuple[tuple[str, str], datetime | None]:
         try:
             response = self._client.get_authorization_token()

@@ -341,7 +341,8 @@ def test_token_is_cached_and_refreshed_before_it_expires(client: Any, stub: Stub
     assert provider() == ("AWS", "first")  # cached: no second call yet
     clock.now = start + timedelta(hours=11, minutes=45)
     assert provider.get() == ("AWS", "second")  # inside the margin: fetched again
-    assert "second" not in repr(provider)
+    assert "second" not in repr(provider) and "second" not in provider.describe()
+    assert ECR_HOST in provider.describe()
 
 
 def test_registry_offers_the_token_as_basic_credentials(client: Any, stub: Stubber) -> None:

@@ -42,6 +42,7 @@ COPY --from=builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/var/cache/image-updater \
     GIT_CONFIG_GLOBAL=/var/cache/image-updater/gitconfig \
+    IMAGE_UPDATER_CACHE_DIR=/var/cache/image-updater/repos \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 USER 65532:65532

@@ -152,6 +152,7 @@ def test_writable_paths_live_on_the_cache_volume(final) -> None:
     env = dict(kv.split("=", 1) for e in _all(final, "ENV") for kv in e.split())
     assert env["HOME"].startswith("/var/cache/image-updater")
     assert env["GIT_CONFIG_GLOBAL"].startswith("/var/cache/image-updater/")
+    assert env["IMAGE_UPDATER_CACHE_DIR"].startswith("/var/cache/image-updater/")  # clones
     assert json.loads(_last(final, "VOLUME")) == ["/var/cache/image-updater"]
     assert _last(final, "EXPOSE") == "8080"
 

@@ -37,7 +37,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings = replace(settings, interval=args.interval)
     from image_updater.observability.logs import configure_logging
 
-    configure_logging(fmt=settings.log_format, level=settings.log_level)  # type: ignore[arg-type]
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
     return settings
 
 

@@ -390,7 +390,7 @@ def _pull_request(ctx: _Ctx, layer: _Layer) -> PullRequestSpec:
             if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
                 ctx.add(raw, key, f"{fld}.{key}", "must be a list of strings", "")
             else:
-                spec = replace(spec, **{key: tuple(items)})
+                spec = replace(spec, **{key: tuple(items)})  # type: ignore[arg-type]
     if "draft" in raw:
         if not isinstance(raw["draft"], bool):
             ctx.add(raw, "draft", f"{fld}.draft", "must be true or false", "")

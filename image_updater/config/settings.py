@@ -29,7 +29,7 @@ class CredentialsSettings:
     """Where a registry's credentials come from; at most one source is used."""
 
     docker_config: str | None = None   #: path of a Docker config.json (``auths``)
-    username_env: str | None = None    #: env var holding the username
+    username: str | None = None        #: the user name (not a secret)
     password_env: str | None = None    #: env var holding the password or token
     username_file: str | None = None   #: file holding the username (k8s secret mount)
     password_file: str | None = None   #: file holding the password (k8s secret mount)
@@ -75,6 +75,9 @@ class ForgeSettings:
     repository: str                    #: org/repo (GitHub, Gitea) or group/project (GitLab)
     token_env: str | None = None
     token_file: str | None = None
+    app_id: str | None = None          #: GitHub App instead of a token (all three together)
+    app_private_key_file: str | None = None
+    app_installation_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

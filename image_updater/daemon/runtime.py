@@ -14,6 +14,7 @@ from image_updater.config.model import GitTarget
 from image_updater.config.settings import Settings
 from image_updater.engine.approval import Approvals
 from image_updater.engine.reconcile import Deps
+from image_updater.forge.base import Forge
 from image_updater.gitops.credentials import GitAuth
 from image_updater.gitops.repo import DeployRepo
 from image_updater.observability.metrics import Metrics
@@ -27,6 +28,7 @@ class Runtime:
         self.metrics = metrics or Metrics()
         self._registries: dict[str, Registry] = {}
         self._repos: dict[GitTarget, DeployRepo] = {}
+        self._forges: dict[str, Forge] = {}
         self._lock = threading.Lock()  # repos are created from worker threads
 
     def registry_for(self, host: str) -> Registry:
@@ -47,13 +49,23 @@ class Runtime:
             return self._repos[target]
 
     def approvals_for(self, target: GitTarget, repo: DeployRepo) -> Approvals | None:
-        forge_settings = self.settings.forge_for(target.url)
-        if forge_settings is None:
+        fs = self.settings.forge_for(target.url)
+        if fs is None:
             return None
-        from image_updater.forge.factory import forge_from_settings
+        from image_updater.forge.base import ForgeOptions
+        from image_updater.forge.factory import open_forge
 
-        return Approvals(forge=forge_from_settings(forge_settings), repo=repo,
-                         base_branch=target.branch, metrics=self.metrics)
+        with self._lock:
+            if fs.url_prefix not in self._forges:
+                self._forges[fs.url_prefix] = open_forge(ForgeOptions(
+                    kind=fs.kind,  # type: ignore[arg-type]
+                    api_url=fs.api_url, repository=fs.repository, token_env=fs.token_env,
+                    token_file=fs.token_file, app_id=fs.app_id,
+                    app_private_key_file=fs.app_private_key_file,
+                    app_installation_id=fs.app_installation_id))
+            forge = self._forges[fs.url_prefix]
+        return Approvals(forge=forge, repo=repo, base_branch=target.branch,
+                         metrics=self.metrics)
 
     def deps(self) -> Deps:
         return Deps(registry_for=self.registry_for, repo_for=self.repo_for,

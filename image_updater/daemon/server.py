@@ -43,7 +43,7 @@ class HttpServer:
     @property
     def address(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"{host}:{port}"
+        return f"{host!s}:{port}"
 
     def start(self) -> None:
         self._thread.start()

@@ -143,7 +143,7 @@ def _harbor(p: dict[str, Any], _h: Mapping[str, str]) -> list[Image]:
 def _github(p: dict[str, Any], h: Mapping[str, str]) -> list[Image]:
     if h.get("x-github-event") not in ("package", "registry_package"):
         return []
-    pkg = p.get("package") or p.get("registry_package")
+    pkg = p.get("package") or p["registry_package"]
     if pkg.get("package_type", "").lower() != "container":
         return []
     owner = pkg["owner"]["login"].lower()

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from image_updater.config.model import App, Environment, GitTarget
 from image_updater.engine.plan import plan_edit, read_current
@@ -79,11 +80,11 @@ async def reconcile(apps: Sequence[App], deps: Deps, *, dry_run: bool = False) -
     return result
 
 
-def _begin_cycle_targets(apps: Sequence[App], deps: Deps) -> list[object]:
+def _begin_cycle_targets(apps: Sequence[App], deps: Deps) -> list[Any]:
     """Registries with a per-cycle cache (ECR's listing) start each cycle fresh."""
     from image_updater.engine.resolve import group_by_repository
 
-    seen: dict[str, object] = {}
+    seen: dict[str, Any] = {}
     for group in group_by_repository(apps):
         try:
             reg = deps.registry_for(group.host)

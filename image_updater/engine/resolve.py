@@ -13,10 +13,11 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from image_updater.config.model import App, Environment
 from image_updater.errors import ImageUpdaterError, NotFoundError
-from image_updater.policy.strategies import select
+from image_updater.policy.strategies import Selection, select
 from image_updater.registry.base import Manifest, Registry, check_digest, check_tag
 from image_updater.registry.reference import parse_reference
 
@@ -95,19 +96,18 @@ async def _resolve_members(group: _Group, registry: Registry, out: Resolution) -
 
 
 async def _one(group: _Group, registry: Registry, env: Environment, digests: dict[str, str],
-               selection: object | None) -> Resolved:
+               selection: Selection | None) -> Resolved:
     where = f"{group.host}/{group.repository}"
     if selection is None:  # digest strategy: follow one mutable tag
         tag = env.strategy.tag or env.name
         reason = f"tag {tag} points at {{digest}}"
     else:
-        chosen = getattr(selection, "tag", None)
-        if not chosen:
+        if not selection.tag:
             raise NotFoundError(
                 f"no tag in {where} satisfies the {env.strategy.kind} policy of environment "
-                f"{env.name}: {getattr(selection, 'reason', '')}; push a matching tag or relax "
-                "the policy (try `image-updater check`).", registry=group.host)
-        tag, reason = chosen, str(getattr(selection, "reason", ""))
+                f"{env.name}: {selection.reason}; push a matching tag or relax the policy "
+                "(try `image-updater check`).", registry=group.host)
+        tag, reason = selection.tag, selection.reason
     if tag not in digests:
         raise NotFoundError(
             f"tag {tag} not found in {where}; push it or fix the policy's tag for environment "
@@ -130,7 +130,7 @@ def _valid_tags(tags: Iterable[str]) -> list[str]:
 
 
 async def _created_times(registry: Registry, repository: str, env: Environment,
-                         tags: list[str]) -> dict[str, object] | None:
+                         tags: list[str]) -> dict[str, datetime] | None:
     """newest-build needs creation times: one manifest + config per *new* digest (cached)."""
     if env.strategy.kind != "newest-build":
         return None
@@ -138,7 +138,7 @@ async def _created_times(registry: Registry, repository: str, env: Environment,
 
     candidates = [t for t in tags if compile_filter(env.strategy.filter).keeps(t)]
     digests = await registry.digests(repository, candidates)
-    created: dict[str, object] = {}
+    created: dict[str, datetime] = {}
     for tag, digest in digests.items():
         when = await registry.created(repository, digest)
         if when is not None:

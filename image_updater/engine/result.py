@@ -41,4 +41,5 @@ class CycleResult:
     failures: list[Failure] = field(default_factory=list)
     unchanged: list[tuple[str, str]] = field(default_factory=list)  # (app, env) already current
     commits: list[str] = field(default_factory=list)                # shas pushed
-    pull_requests: list[str] = field(default_factory=list)          # URLs opened or updated
+    pull_requests: list[str] = field(default_factory=list)          # open PR URLs after the cycle
+    previews: list[str] = field(default_factory=list)               # dry run: diffs and messages

@@ -273,6 +273,7 @@ class ForgeHttp:
         auth: Mapping[str, str] | None,
     ) -> httpx.Response:
         url = path.lstrip("/")
+        path = "/" + url  # as shown in messages and logs
         attempts = self.options.max_retries + 1
         for attempt in range(attempts):
             last = attempt == attempts - 1

@@ -57,7 +57,7 @@ class Metrics:
         self.deployed.labels(app=app, env=env, tag=tag, digest=digest).set(1)
 
     def _deployed_labels(self, app: str, env: str) -> list[tuple[str, ...]]:
-        found = []
+        found: list[tuple[str, ...]] = []
         for metric in self.deployed.collect():
             for s in metric.samples:
                 if s.labels.get("app") == app and s.labels.get("env") == env:

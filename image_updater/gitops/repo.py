@@ -1,0 +1,580 @@
+"""The deploy repository: a cached working clone that is synced, edited, committed and pushed.
+
+This is the only module that imports GitPython. Every git failure leaves it as one of ours
+(``GitError``, ``GitAuthError``, ``GitUnavailableError``, ``PushRejectedError``) with git's
+stderr redacted and truncated.
+
+A push race is resolved by *re-planning*, never by rebasing: after a rejected push the clone is
+reset to the new remote head and the caller's ``plan`` runs again on it, so every edit is
+derived from the files as they are now, applied exactly once, and never written over someone
+else's change.
+
+One ``DeployRepo`` owns its cache directory; use one instance per (url, branch) per process.
+Its methods are serialised by a lock, so scheduler threads may share an instance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+import git
+from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
+
+from image_updater.errors import (
+    ConfigError,
+    GitAuthError,
+    GitError,
+    GitUnavailableError,
+    PushRejectedError,
+    ValuesError,
+    truncate,
+)
+from image_updater.gitops.credentials import GitAuth, redact_text, redact_url, url_has_password
+from image_updater.gitops.message import parse_trailers
+
+log = logging.getLogger(__name__)
+
+Reader = Callable[[str], str | None]
+
+_SYMLINK_MODE = 0o120000
+
+# Markers in git's stderr (LC_ALL=C, set by GitPython) that decide which error we raise.
+_AUTH_MARKERS = (
+    "authentication failed", "could not read username", "could not read password",
+    "terminal prompts disabled", "permission denied (publickey", "host key verification failed",
+    "access denied", "returned error: 401", "returned error: 403", "invalid credentials",
+)
+_UNAVAILABLE_MARKERS = (
+    "unable to connect", "could not resolve host", "connection refused", "connection timed out",
+    "timed out", "timeout:", "could not read from remote repository", "early eof",
+    "remote end hung up", "returned error: 5", "failed to connect", "network is unreachable",
+)
+_RACE_MARKERS = (
+    "(fetch first)", "(non-fast-forward)", "cannot lock ref", "failed to update ref",
+    "incorrect old value", "stale info",
+)
+_NO_REPOSITORY_MARKERS = (
+    "does not appear to be a git repository", "repository not found", "no such repository",
+    "returned error: 404",
+)
+_MISSING_REF_MARKER = "couldn't find remote ref"
+_CORRUPT_MARKERS = (
+    "not a git repository", "bad object", "corrupt", "unable to read", "index file",
+    "loose object", "broken link", "invalid object", "did not send all necessary objects",
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to commit: path (relative to the repository root) → complete new file text."""
+
+    files: Mapping[str, str]
+    message: str
+
+
+@dataclass(frozen=True)
+class PushResult:
+    sha: str | None       # the pushed commit; None when the plan changed nothing
+    attempts: int         # how many times the plan was derived (1 without a race)
+    rejected_count: int   # pushes refused because somebody else pushed first
+
+
+@dataclass(frozen=True)
+class TrailerRecord:
+    """One image-updater commit read back from history."""
+
+    sha: str
+    trailers: tuple[Mapping[str, str], ...]  # one mapping per change, see message.parse_trailers
+
+
+PlanFn = Callable[[Reader], Plan]
+
+
+class _CorruptCache(Exception):
+    """The cached clone cannot be used; it is deleted and cloned again."""
+
+
+def check_path(path: str) -> PurePosixPath:
+    """A repository-relative path, validated: values file paths come from policy files."""
+    if not isinstance(path, str) or not path or re.search(r"[\x00-\x1f\x7f\\]", path):
+        raise ConfigError(
+            f"The file path {path!r} is empty or contains control characters or backslashes; "
+            "write it relative to the repository root with '/' separators."
+        )
+    pure = PurePosixPath(path)
+    if pure.is_absolute():
+        raise ConfigError(
+            f"The file path {path!r} is absolute; write it relative to the deploy repository "
+            "root, e.g. 'application-x/values-dev.yaml'."
+        )
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ConfigError(
+            f"The file path {path!r} contains an empty, '.' or '..' component; write a plain "
+            "path inside the deploy repository without them."
+        )
+    if any(p.lower().rstrip(". ") == ".git" for p in parts):
+        raise ConfigError(
+            f"The file path {path!r} points into git's own '.git' directory; image-updater only "
+            "writes files tracked in the deploy repository."
+        )
+    return pure
+
+
+def check_branch(name: str, *, what: str = "branch") -> str:
+    """A branch name git accepts (a subset of git check-ref-format), checked before any command."""
+    bad = (
+        not isinstance(name, str) or not name or len(name) > 200 or name.startswith(("-", "/"))
+        or name.endswith(("/", ".", ".lock")) or ".." in name or "//" in name or "@{" in name
+        or name == "@" or "/." in name or name.startswith(".")
+        or re.search(r"[\x00-\x20\x7f~^:?*\[\\]", name) is not None
+    )
+    if bad:
+        raise ConfigError(
+            f"The {what} name {name!r} is not a valid git branch name; use letters, digits and "
+            "'-', '_', '.', '/' (no '..', no leading '-' or '.', no trailing '/' or '.lock')."
+        )
+    return name
+
+
+class DeployRepo:
+    """A persistent working clone of one branch of the deploy repository."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        branch: str,
+        cache_dir: Path | str,
+        auth: GitAuth | None = None,
+        author_name: str = "image-updater",
+        author_email: str = "image-updater@localhost",
+        clock: Callable[[], datetime] | None = None,
+        network_timeout: float = 120.0,
+        backoff_base: float = 1.0,
+        backoff_cap: float = 30.0,
+        jitter: Callable[[], float] | None = None,
+    ) -> None:
+        """
+        ``clock`` (if given) dates the commits, so tests get reproducible shas.
+        ``network_timeout`` (seconds) bounds each fetch, push and ls-remote; git is killed after.
+        ``backoff_base``/``backoff_cap`` (seconds) shape the delay between push attempts after
+        a race; ``jitter`` returns a number in [0, 1) that spreads competing writers apart.
+        """
+        if not url:
+            raise ConfigError("The deploy repository URL is empty; set git.url in the policy.")
+        if url_has_password(url):
+            raise ConfigError(
+                f"The deploy repository URL {redact_url(url)} contains a password or token; "
+                "remove it from the URL and configure a token file or variable instead."
+            )
+        self.url = url
+        self.branch = check_branch(branch)
+        self.auth = auth or GitAuth.none()
+        self.author_name = author_name
+        self.author_email = author_email
+        self.clock = clock
+        self.network_timeout = network_timeout
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.jitter = jitter or random.Random().random
+        self.path = Path(cache_dir) / _cache_name(url, branch)
+        self._repo: git.Repo | None = None
+        self._head: str | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def shown_url(self) -> str:
+        return redact_url(self.url)
+
+    # ---- public API ------------------------------------------------------------------------
+
+    def sync(self) -> str:
+        """Fetch, hard-reset and clean the clone to ``origin/<branch>``; return the head sha."""
+        with self._lock:
+            try:
+                self._head = self._sync_once()
+            except _CorruptCache as exc:
+                log.warning("The cached clone %s of %s is unusable (%s); deleting it and cloning "
+                            "again.", self.path, self.shown_url, exc)
+                self._discard()
+                try:
+                    self._head = self._sync_once()
+                except _CorruptCache as again:
+                    raise GitError(
+                        f"The fresh clone of {self.shown_url} in {self.path} cannot be used "
+                        f"({again}); check the disk and permissions of the cache directory."
+                    ) from again
+            return self._head
+
+    def read(self, path: str) -> str | None:
+        """The text of ``path`` at the synced head (syncing first if needed); None if absent."""
+        with self._lock:
+            head = self._head or self.sync()
+            return self._reader(head)(path)
+
+    def commit_and_push(self, plan: PlanFn, *, max_attempts: int = 5,
+                        sleep: Callable[[float], None] = time.sleep) -> PushResult:
+        """Derive a plan on the current head, commit it, push; on a race re-derive and retry."""
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        with self._lock:
+            rejected = 0
+            for attempt in range(1, max_attempts + 1):
+                head = self.sync()
+                sha = self._commit_plan(plan(self._reader(head)), head)
+                if sha is None:
+                    return PushResult(sha=None, attempts=attempt, rejected_count=rejected)
+                if self._push(f"HEAD:refs/heads/{self.branch}"):
+                    self._head = sha
+                    return PushResult(sha=sha, attempts=attempt, rejected_count=rejected)
+                rejected += 1
+                if attempt < max_attempts:
+                    delay = self._backoff(rejected)
+                    log.info("Push to %s of %s was rejected because somebody else pushed first; "
+                             "re-planning on the new head, attempt %d/%d in %.1f s.",
+                             self.branch, self.shown_url, attempt + 1, max_attempts, delay)
+                    sleep(delay)
+            raise PushRejectedError(
+                f"Pushing to branch {self.branch} of {self.shown_url} was rejected {rejected} "
+                "times because others pushed first; the update will be retried next cycle."
+            )
+
+    def push_branch(self, branch: str, plan_files: Mapping[str, str], message: str, *,
+                    base: str | None = None) -> str:
+        """Force-update ``branch`` to one commit with ``plan_files`` on top of ``base``'s head.
+
+        Used for pull requests. If the remote branch already holds exactly this change on the
+        current base, it is left alone (no force-push noise on the pull request).
+        """
+        check_branch(branch)
+        base = check_branch(base or self.branch, what="base branch")
+        if branch in (base, self.branch):
+            raise ConfigError(
+                f"The pull request branch {branch!r} is the branch image-updater watches or the "
+                "base; choose a separate branch prefix for pull requests."
+            )
+        with self._lock:
+            # sync() leaves a clean tree; checking out another base from it stays clean
+            base_head = self.sync() if base == self.branch else self._sync_to(base)
+            self._local("checkout", "-q", "-f", "--detach", base_head)
+            sha = self._commit_plan(Plan(files=plan_files, message=message), base_head)
+            sha = sha or base_head
+            existing = self._fetch(branch, missing_ok=True)
+            if existing is not None and self._same_change(existing, sha, base_head):
+                return existing
+            if not self._push(f"+{sha}:refs/heads/{branch}"):
+                raise PushRejectedError(
+                    f"The forced push of branch {branch} to {self.shown_url} was refused; "
+                    "it will be retried next cycle."
+                )
+            return sha
+
+    def remote_branch_sha(self, branch: str) -> str | None:
+        """The sha ``branch`` has on the remote now (``git ls-remote``), or None if absent."""
+        ref = f"refs/heads/{check_branch(branch)}"
+        with self._lock:
+            out = self._network("ls-remote", "--heads", "origin", ref, action="listing branches")
+        for line in out.splitlines():
+            sha, _, name = line.partition("\t")
+            if name == ref:
+                return sha
+        return None
+
+    def delete_remote_branch(self, branch: str) -> bool:
+        """Delete ``branch`` on the remote; False if it was already gone."""
+        check_branch(branch)
+        if branch == self.branch:
+            raise ConfigError(f"Refusing to delete {branch!r}: it is the branch being watched.")
+        with self._lock:
+            if self.remote_branch_sha(branch) is None:
+                return False
+            self._network("push", "--porcelain", "origin", f":refs/heads/{branch}",
+                          action=f"deleting branch {branch}")
+            return True
+
+    def log_trailers(self, path: str | None = None, limit: int = 50) -> list[TrailerRecord]:
+        """The newest ``limit`` image-updater commits at the synced head (touching ``path``)."""
+        with self._lock:
+            head = self._head or self.sync()
+            args = ["-n", str(limit), "--grep=^Image-Updater-App: ", "--format=%H%x1f%B%x1e",
+                    head]
+            if path is not None:
+                args += ["--", str(check_path(path))]
+            out = self._local("log", *args)
+        records = []
+        for entry in out.split("\x1e"):
+            sha, sep, body = entry.strip().partition("\x1f")
+            trailers = parse_trailers(body) if sep else []
+            if trailers:
+                records.append(TrailerRecord(sha=sha, trailers=tuple(trailers)))
+        return records
+
+    # ---- clone lifecycle -------------------------------------------------------------------
+
+    def _open(self) -> git.Repo:
+        if self._repo is not None:
+            return self._repo
+        try:
+            repo = git.Repo(self.path)
+            if Path(repo.working_dir).resolve() != self.path.resolve():
+                raise _CorruptCache("the cache directory is not the top of a clone")
+        except (InvalidGitRepositoryError, NoSuchPathError, _CorruptCache, ValueError) as exc:
+            if self.path.exists():
+                log.warning("The cache %s is not a usable clone (%s); cloning %s again.",
+                            self.path, type(exc).__name__, self.shown_url)
+                shutil.rmtree(self.path)
+            repo = self._init()
+        self._repo = repo
+        self._set_remote(repo)
+        return repo
+
+    def _init(self) -> git.Repo:
+        # init + fetch of one branch instead of `git clone`: a missing branch then gets its
+        # own clear error, and the URL never appears on a command line.
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self._translate("creating the cache clone"):
+            return git.Repo.init(self.path)
+
+    def _set_remote(self, repo: git.Repo) -> None:
+        try:
+            current = repo.git.config("--get", "remote.origin.url", env=self._env())
+        except GitCommandError:
+            current = None
+        if current != self.url:
+            verb = "add" if current is None else "set-url"
+            with self._translate("configuring the remote"):
+                repo.git.remote(verb, "origin", self.url, env=self._env())
+
+    def _discard(self) -> None:
+        self._repo = None
+        self._head = None
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def _sync_once(self) -> str:
+        try:
+            self._open()
+        except GitError as exc:
+            raise _CorruptCache(str(exc)) from exc
+        remote_head = self._fetch(self.branch)
+        assert remote_head is not None
+        ref = f"refs/remotes/origin/{self.branch}"
+        try:
+            # -f and reset --hard discard edits, -B leaves a detached head, clean -ffdx removes
+            # untracked and ignored files (even nested repositories): nothing carries over.
+            self._local("checkout", "-q", "-f", "-B", self.branch, ref)
+            self._local("reset", "-q", "--hard", ref)
+            self._local("clean", "-q", "-ffdx")
+            head = self._local("rev-parse", "HEAD")
+        except GitError as exc:
+            raise _CorruptCache(str(exc)) from exc
+        if head != remote_head:
+            raise _CorruptCache(f"HEAD is {head} after reset, not {remote_head}")
+        return head
+
+    def _sync_to(self, branch: str) -> str:
+        self.sync()
+        head = self._fetch(branch)
+        assert head is not None
+        return head
+
+    def _fetch(self, branch: str, *, missing_ok: bool = False) -> str | None:
+        """Fetch ``branch`` into ``refs/remotes/origin/<branch>``; return its sha."""
+        refspec = f"+refs/heads/{branch}:refs/remotes/origin/{branch}"
+        try:
+            self._network("fetch", "-q", "--no-tags", "origin", refspec,
+                          action=f"fetching branch {branch}")
+        except GitError as exc:
+            if _MISSING_REF_MARKER in str(exc).lower():
+                if missing_ok:
+                    return None
+                raise GitError(
+                    f"The branch {branch} does not exist in {self.shown_url}; create it there "
+                    "(push an initial commit) or fix the branch in the policy's git settings."
+                ) from exc
+            if type(exc) is GitError and _has(str(exc), _CORRUPT_MARKERS):
+                raise _CorruptCache(str(exc)) from exc
+            raise
+        return self._local("rev-parse", f"refs/remotes/origin/{branch}")
+
+    # ---- editing ---------------------------------------------------------------------------
+
+    def _reader(self, head: str) -> Reader:
+        tree = self._open().commit(head).tree
+
+        def read(path: str) -> str | None:
+            rel = str(check_path(path))
+            try:
+                obj = tree / rel
+            except KeyError:
+                return None
+            if obj.type != "blob" or obj.mode == _SYMLINK_MODE:
+                raise ValuesError(
+                    f"{rel} in {self.shown_url} is a {obj.type if obj.type != 'blob' else 'link'}"
+                    ", not a regular file; point the policy at the values file itself."
+                )
+            data: bytes = obj.data_stream.read()
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValuesError(
+                    f"{rel} in {self.shown_url} is not UTF-8 text; values files must be UTF-8."
+                ) from None
+
+        return read
+
+    def _commit_plan(self, plan: Plan, head: str) -> str | None:
+        """Write the plan's files that differ from ``head`` and commit them; None if none do."""
+        read = self._reader(head)
+        changed = {str(check_path(p)): text for p, text in plan.files.items() if read(p) != text}
+        if not changed:
+            return None
+        if not plan.message.strip():
+            raise ValueError("A plan with file changes needs a commit message.")
+        for rel, text in changed.items():
+            self._write(rel, text)
+        self._local("add", "--", *changed)
+        self._local("commit", "-q", "--no-verify", "--cleanup=whitespace", "-m", plan.message)
+        return self._local("rev-parse", "HEAD")
+
+    def _write(self, rel: str, text: str) -> None:
+        root = self.path.resolve()
+        target = root / rel
+        # A tracked symlink could point outside the clone; refuse any linked component.
+        for parent in [*reversed(target.relative_to(root).parents), target.relative_to(root)]:
+            if (root / parent).is_symlink():
+                raise ValuesError(
+                    f"{rel} in {self.shown_url} goes through the symbolic link {parent}; "
+                    "point the policy at the real values file."
+                )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(text.encode("utf-8"))  # bytes: no newline translation
+
+    def _same_change(self, existing: str, sha: str, base_head: str) -> bool:
+        if existing == sha:
+            return True
+        if sha == base_head:
+            return False
+        parents = self._local("rev-list", "--parents", "-n", "1", existing).split()[1:]
+        same_tree = (self._local("rev-parse", f"{existing}^{{tree}}")
+                     == self._local("rev-parse", f"{sha}^{{tree}}"))
+        return same_tree and parents == [base_head]
+
+    def _push(self, refspec: str) -> bool:
+        """Push; False when refused because the remote moved (a race), else raise or True."""
+        try:
+            self._network("push", "--porcelain", "origin", refspec,
+                          action=f"pushing to {refspec.rpartition(':')[2]}", raw=True)
+        except _PushRaced:
+            return False
+        return True
+
+    def _backoff(self, rejected: int) -> float:
+        delay = min(self.backoff_cap, self.backoff_base * 2 ** (rejected - 1))
+        return delay * (0.5 + 0.5 * self.jitter())
+
+    # ---- running git -----------------------------------------------------------------------
+
+    def _env(self, *, network: bool = False) -> dict[str, str]:
+        env = {
+            "GIT_TERMINAL_PROMPT": "0",  # never wait for a human at a prompt
+            "GIT_ASKPASS": "",           # nor ask a GUI helper inherited from the environment
+            "SSH_ASKPASS": "",
+            "GIT_AUTHOR_NAME": self.author_name, "GIT_AUTHOR_EMAIL": self.author_email,
+            "GIT_COMMITTER_NAME": self.author_name, "GIT_COMMITTER_EMAIL": self.author_email,
+        }
+        if self.clock is not None:
+            now = self.clock()
+            now = now if now.tzinfo else now.replace(tzinfo=UTC)
+            env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = f"{int(now.timestamp())} +0000"
+        # Bytes in = bytes out, and no signing prompt or hook from the user's own config.
+        config = [("core.autocrlf", "false"), ("core.safecrlf", "false"),
+                  ("commit.gpgsign", "false"), ("core.hooksPath", "/dev/null")]
+        if network:
+            config += self.auth.config()
+            env.update(self.auth.environment())  # the token only ever lives here
+        env["GIT_CONFIG_COUNT"] = str(len(config))
+        for i, (key, value) in enumerate(config):
+            env[f"GIT_CONFIG_KEY_{i}"] = key
+            env[f"GIT_CONFIG_VALUE_{i}"] = value
+        return env
+
+    def _local(self, cmd: str, *args: str) -> str:
+        with self._translate(f"running git {cmd}"):
+            out: str = getattr(self._open().git, cmd)(*args, env=self._env())
+            return out
+
+    def _network(self, cmd: str, *args: str, action: str, raw: bool = False) -> str:
+        env = self._env(network=True)
+        with self._translate(action, push=raw):
+            out: str = getattr(self._open().git, cmd)(
+                *args, env=env, kill_after_timeout=self.network_timeout)
+            return out
+
+    @contextmanager
+    def _translate(self, action: str, *, push: bool = False) -> Iterator[None]:
+        try:
+            yield
+        except GitCommandError as exc:
+            text = redact_text(_output_of(exc), self.auth.secrets())
+            if push and _has(text, _RACE_MARKERS) and not _has(text, ("hook declined",)):
+                raise _PushRaced() from None
+            raise self._error(action, truncate(text)) from exc
+
+    def _error(self, action: str, text: str) -> GitError:
+        if _has(text, _AUTH_MARKERS):
+            return GitAuthError(
+                f"git could not authenticate to {self.shown_url} while {action} ({text}); "
+                f"check {self.auth.describe()}."
+            )
+        if _has(text, _NO_REPOSITORY_MARKERS):
+            return GitError(
+                f"The deploy repository {self.shown_url} does not exist or is not readable "
+                f"({text}); check the git URL in the policy and {self.auth.describe()}."
+            )
+        if _has(text, _UNAVAILABLE_MARKERS):
+            return GitUnavailableError(
+                f"The deploy repository {self.shown_url} could not be reached while {action} "
+                f"({text}); the update will be retried next cycle."
+            )
+        return GitError(f"git failed while {action} for {self.shown_url} ({text}); "
+                        "check the repository and the cache directory "
+                        f"{self.path}.")
+
+
+class _PushRaced(Exception):
+    """The remote branch moved under our push (non-fast-forward, or a concurrent ref update)."""
+
+
+def _has(text: str, markers: tuple[str, ...]) -> bool:
+    lowered = text.lower()
+    return any(m in lowered for m in markers)
+
+
+def _output_of(exc: GitCommandError) -> str:
+    """git's stderr and stdout without GitPython's "stderr: '…'" decoration."""
+    parts = []
+    for raw in (exc.stderr, exc.stdout):
+        text = str(raw or "")
+        match = re.match(r"\s*std(?:err|out): '(.*)'\s*$", text, re.DOTALL)
+        parts.append(match.group(1) if match else text)
+    return " ".join(p.strip() for p in parts if p.strip())
+
+
+def _cache_name(url: str, branch: str) -> str:
+    """``<repo name>-<hash>``: readable in `ls`, unique per URL and branch, safe as a path."""
+    stem = redact_url(url).rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem.removesuffix(".git"))[:40].lstrip(".") or "repo"
+    digest = hashlib.sha256(f"{url}\n{branch}".encode()).hexdigest()[:16]
+    return f"{stem}-{digest}"

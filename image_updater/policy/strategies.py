@@ -1,0 +1,281 @@
+"""Tag selection strategies: one pure function per strategy behind one interface.
+
+``select(strategy, tags, created=..., current=...)`` returns a :class:`Selection`: the chosen
+tag (or None), a reason readable in logs and commit messages, and a verdict for every tag.
+
+=============  =========================================================================
+digest         the tag named by ``strategy.tag``, if listed (the engine usually skips the
+               listing: see :func:`needs_tag_list`)
+semver         the highest version satisfying ``strategy.constraint`` (default ``*``);
+               tags that are not versions are dropped. Never moves backwards: a higher
+               ``current`` version is kept.
+alphabetical   ``order: asc`` picks the last tag in byte order, ``desc`` the first
+numerical      the same over numbers; tags that are not numbers are dropped
+newest-build   the most recently created image; tags without a creation time are dropped
+=============  =========================================================================
+
+The filter (:mod:`image_updater.policy.filters`) runs first for every strategy but digest,
+and its ``extract`` value is what semver, alphabetical and numerical sort on. Ties (equal
+sort values from different tags) go to the tag that sorts last by name (first for
+``desc``), and duplicates are merged, so the result never depends on the input order.
+Pure: no I/O, clock or logging; ``created`` times are passed in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from image_updater.config.model import Strategy
+from image_updater.errors import ConfigError, ImageUpdaterError
+from image_updater.policy.filters import CompiledFilter, TagVerdict, compile_filter
+from image_updater.policy.semver import Constraint, InvalidVersionError, Version
+from image_updater.registry.base import check_tag
+
+_NUMBER_RE = re.compile(r"[+-]?\d+(?:\.\d+)?", re.ASCII)
+
+
+class StrategyError(ConfigError, ValueError):
+    """A strategy is incomplete or inconsistent (e.g. digest without a tag)."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of one strategy over one tag list. Equal inputs give equal selections."""
+
+    tag: str | None
+    reason: str
+    considered: tuple[TagVerdict, ...]  # candidates best first, then dropped tags by name
+
+
+@dataclass(frozen=True)
+class CompiledStrategy:
+    """A strategy with its filter and constraint parsed once; select() as often as needed."""
+
+    strategy: Strategy
+    filter: CompiledFilter
+    constraint: Constraint | None = None
+
+    def select(self, tags: Sequence[str], *, created: Mapping[str, datetime] | None = None,
+               current: str | None = None) -> Selection:
+        unique = sorted({t for t in tags if isinstance(t, str)})
+        return _PICKERS[self.strategy.kind](self, _Input(unique, created, current))
+
+
+def needs_tag_list(strategy: Strategy) -> bool:
+    """Whether the engine must list the repository's tags (digest follows one known tag)."""
+    return strategy.kind != "digest"
+
+
+def compile_strategy(strategy: Strategy) -> CompiledStrategy:
+    """Validate and compile ``strategy``; raise a ConfigError subclass that says what to fix."""
+    if strategy.kind not in _PICKERS:
+        raise StrategyError(f"unknown strategy {strategy.kind!r}; use one of "
+                            f"{', '.join(sorted(_PICKERS))}.")
+    if strategy.kind == "digest":
+        _check_followed_tag(strategy.tag)
+    if strategy.order not in ("asc", "desc"):
+        raise StrategyError(f"unknown order {strategy.order!r}; use 'asc' (pick the highest) "
+                            "or 'desc' (pick the lowest).")
+    constraint = None
+    if strategy.kind == "semver":
+        constraint = Constraint.parse(strategy.constraint or "*")
+    return CompiledStrategy(strategy, compile_filter(strategy.filter), constraint)
+
+
+def select(strategy: Strategy, tags: Sequence[str], *,
+           created: Mapping[str, datetime] | None = None,
+           current: str | None = None) -> Selection:
+    """Choose a tag from ``tags`` (untrusted registry output) as ``strategy`` says."""
+    return compile_strategy(strategy).select(tags, created=created, current=current)
+
+
+# ------------------------------------------------------------------------ internals
+
+
+@dataclass(frozen=True)
+class _Input:
+    tags: list[str]  # unique, sorted
+    created: Mapping[str, Any] | None
+    current: str | None
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    rank: Any  # what the strategy orders by: Version precedence, Decimal, datetime, str
+    tag: str
+    why: str
+    sort_key: str
+
+
+#: A strategy's opinion of one filtered tag: a candidate, or why it is dropped.
+_Judge = Callable[[TagVerdict], "_Candidate | str"]
+
+
+def _check_followed_tag(tag: str | None) -> None:
+    if not tag:
+        raise StrategyError("the digest strategy needs 'tag', the mutable tag to follow "
+                            "(e.g. tag: dev).")
+    try:
+        check_tag(tag, what="the digest strategy's tag")
+    except ImageUpdaterError as exc:
+        raise StrategyError(str(exc)) from exc
+
+
+def _rank(cs: CompiledStrategy, inp: _Input, judge: _Judge, *, highest: bool
+          ) -> tuple[list[_Candidate], list[TagVerdict]]:
+    """Filter and judge every tag; candidates best first, dropped verdicts by tag."""
+    candidates: list[_Candidate] = []
+    dropped: list[TagVerdict] = []
+    for verdict in cs.filter.apply(inp.tags):
+        outcome = judge(verdict) if verdict.kept else verdict.why
+        if isinstance(outcome, _Candidate):
+            candidates.append(outcome)
+        else:
+            dropped.append(TagVerdict(verdict.tag, False, outcome, verdict.sort_key))
+    candidates.sort(key=lambda c: (c.rank, c.tag), reverse=highest)
+    return candidates, dropped
+
+
+def _considered(candidates: list[_Candidate], dropped: list[TagVerdict]
+                ) -> tuple[TagVerdict, ...]:
+    kept = [TagVerdict(c.tag, True, c.why, c.sort_key) for c in candidates]
+    return tuple(kept) + tuple(dropped)
+
+
+def _counts(total: int, kept: int) -> str:
+    noun = "tag" if total == 1 else "tags"
+    return f"({total} {noun} considered, {total - kept} ignored)"
+
+
+def _outcome(what: str, candidates: list[_Candidate], dropped: list[TagVerdict],
+             describe: Callable[[_Candidate], str]) -> Selection:
+    counts = _counts(len(candidates) + len(dropped), len(candidates))
+    considered = _considered(candidates, dropped)
+    if not candidates:
+        return Selection(None, f"no tag qualifies as {what} {counts}", considered)
+    best = candidates[0]
+    return Selection(best.tag, f"{what} is {describe(best)} {counts}", considered)
+
+
+# ---------------------------------------------------------------------- strategies
+
+
+def _digest(cs: CompiledStrategy, inp: _Input) -> Selection:
+    followed = cs.strategy.tag or ""
+    verdicts = tuple(
+        TagVerdict(t, t == followed, "the followed tag" if t == followed else
+                   f"not the followed tag {followed}", t if t == followed else "")
+        for t in inp.tags)
+    verdicts = tuple(sorted(verdicts, key=lambda v: not v.kept))  # the followed tag first
+    if followed in inp.tags:
+        return Selection(followed, f"follows tag {followed}", verdicts)
+    return Selection(None, f"tag {followed} is not among the {len(inp.tags)} listed tags",
+                     verdicts)
+
+
+def _semver(cs: CompiledStrategy, inp: _Input) -> Selection:
+    assert cs.constraint is not None  # compile_strategy parsed it
+    constraint, strict = cs.constraint, cs.strategy.strict
+
+    def judge(verdict: TagVerdict) -> _Candidate | str:
+        try:
+            version = Version.parse(verdict.sort_key, strict=strict)
+        except InvalidVersionError as exc:
+            return str(exc).removesuffix(".")
+        if not constraint.check(version):
+            return f"{version} does not satisfy {constraint}"
+        return _Candidate(version.precedence, verdict.tag, f"{version} satisfies {constraint}",
+                          str(version))
+
+    candidates, dropped = _rank(cs, inp, judge, highest=True)
+    what = f"the highest version matching {constraint}"
+    chosen = _outcome(what, candidates, dropped, lambda c: c.tag)
+    held = _current_version(cs, inp.current)
+    if held is None or not candidates:
+        return chosen
+    return _never_backwards(held, candidates, chosen, what)
+
+
+def _never_backwards(held: Version, candidates: list[_Candidate], chosen: Selection,
+                     what: str) -> Selection:
+    """Keep the current tag when its version is higher than the best candidate's."""
+    best, current = candidates[0], held.original
+    counts = _counts(len(chosen.considered), len(candidates))
+    if held.precedence > best.rank:
+        return Selection(current, f"keeps {current}: it is higher than {best.tag}, {what} "
+                         f"{counts}, and a semver policy never moves backwards",
+                         chosen.considered)
+    # Equal versions under two tags ("v1.2.0", "1.2.0"): stay put rather than flip-flop.
+    if best.tag != current and held.precedence == best.rank and any(
+            c.tag == current for c in candidates):
+        return Selection(current, f"keeps {current}: it is as high as {best.tag}, {what} "
+                         f"{counts}", chosen.considered)
+    return chosen
+
+
+def _current_version(cs: CompiledStrategy, current: str | None) -> Version | None:
+    """The version of the tag now in the values file, read the way candidates are read."""
+    if not current:
+        return None
+    verdict = cs.filter.verdict(current)
+    text = verdict.sort_key if verdict.kept else current
+    try:
+        version = Version.parse(text, strict=cs.strategy.strict)
+    except InvalidVersionError:
+        return None
+    return replace(version, original=current)  # keep the tag itself, not the extracted text
+
+
+def _alphabetical(cs: CompiledStrategy, inp: _Input) -> Selection:
+    def judge(verdict: TagVerdict) -> _Candidate:
+        return _Candidate(verdict.sort_key, verdict.tag, verdict.why, verdict.sort_key)
+
+    candidates, dropped = _rank(cs, inp, judge, highest=cs.strategy.order == "asc")
+    which = "last" if cs.strategy.order == "asc" else "first"
+    return _outcome(f"the alphabetically {which} tag", candidates, dropped, lambda c: c.tag)
+
+
+def _numerical(cs: CompiledStrategy, inp: _Input) -> Selection:
+    def judge(verdict: TagVerdict) -> _Candidate | str:
+        text = verdict.sort_key
+        if len(text) > 64 or _NUMBER_RE.fullmatch(text) is None:
+            return f"{text!r} is not a number"
+        number = Decimal(text)  # exact: 1.10 and 1.1 are equal, big build numbers stay exact
+        return _Candidate(number, verdict.tag, f"is the number {text}", text)
+
+    candidates, dropped = _rank(cs, inp, judge, highest=cs.strategy.order == "asc")
+    which = "highest" if cs.strategy.order == "asc" else "lowest"
+    return _outcome(f"the {which} number", candidates, dropped, lambda c: c.tag)
+
+
+def _newest_build(cs: CompiledStrategy, inp: _Input) -> Selection:
+    created = inp.created or {}
+
+    def judge(verdict: TagVerdict) -> _Candidate | str:
+        when = created.get(verdict.tag)
+        if when is None:
+            return "its creation time is unknown"
+        if not isinstance(when, datetime):
+            return f"its creation time is not a timestamp ({type(when).__name__})"
+        if when.tzinfo is None:  # registries report UTC; a naive time must not crash sorting
+            when = when.replace(tzinfo=UTC)
+        stamp = when.astimezone(UTC).isoformat()
+        return _Candidate(when, verdict.tag, f"created {stamp}", stamp)
+
+    candidates, dropped = _rank(cs, inp, judge, highest=True)  # "order" does not apply
+    return _outcome("the newest build", candidates, dropped,
+                    lambda c: f"{c.tag}, created {c.sort_key}")
+
+
+_PICKERS: dict[str, Callable[[CompiledStrategy, _Input], Selection]] = {
+    "digest": _digest,
+    "semver": _semver,
+    "alphabetical": _alphabetical,
+    "numerical": _numerical,
+    "newest-build": _newest_build,
+}

@@ -1,0 +1,70 @@
+"""Build the right registry adapter for a host from settings.
+
+ECR hosts get the boto3 provider; everything else the OCI client. boto3 is imported only
+when an ECR host is actually used, so short-lived ``retag`` jobs stay fast to start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from image_updater.config.settings import CredentialsSettings, RegistrySettings
+from image_updater.errors import ConfigError
+from image_updater.observability.metrics import Metrics
+from image_updater.registry.base import Registry
+from image_updater.registry.credentials import (
+    Anonymous,
+    CredentialSource,
+    DockerConfigCredentials,
+    EnvCredentials,
+    FileCredentials,
+)
+from image_updater.registry.ecr_host import parse_ecr_host
+from image_updater.registry.oci import OciRegistry
+from image_updater.registry.options import RegistryOptions
+
+
+def open_registry(settings: RegistrySettings, *, metrics: Metrics | None = None) -> Registry:
+    if settings.ecr is not None or parse_ecr_host(settings.host) is not None:
+        return open_ecr(settings, metrics=metrics)
+    return open_oci(settings, metrics=metrics)
+
+
+def open_oci(settings: RegistrySettings, *, metrics: Metrics | None = None,
+             credentials: CredentialSource | None = None) -> OciRegistry:
+    """The OCI API client; for ECR hosts pass the ECR token provider as ``credentials``."""
+    options = RegistryOptions(
+        host=settings.host, insecure=settings.insecure,
+        ca_file=Path(settings.ca_file) if settings.ca_file else None,
+        credentials=credentials or credential_source(settings.host, settings.credentials),
+        timeout=settings.timeout, max_concurrency=settings.max_concurrency,
+        requests_per_second=settings.requests_per_second)
+    return OciRegistry(options, metrics=metrics)
+
+
+def open_ecr(settings: RegistrySettings, *, metrics: Metrics | None = None) -> Registry:
+    from image_updater.registry.ecr import EcrOptions, EcrRegistry
+
+    ecr = settings.ecr
+    options = EcrOptions(
+        region=ecr.region if ecr else None, role_arn=ecr.role_arn if ecr else None,
+        external_id=ecr.external_id if ecr else None,
+        endpoint_url=ecr.endpoint_url if ecr else None,
+        max_concurrency=settings.max_concurrency,
+        requests_per_second=settings.requests_per_second or None)
+    return EcrRegistry(settings.host, options=options, metrics=metrics)
+
+
+def credential_source(host: str, creds: CredentialsSettings) -> CredentialSource:
+    if creds.docker_config:
+        return DockerConfigCredentials(path=Path(creds.docker_config), host=host)
+    if creds.password_file:
+        return FileCredentials(
+            password_file=Path(creds.password_file), username=creds.username,
+            username_file=Path(creds.username_file) if creds.username_file else None)
+    if creds.password_env:
+        if not creds.username:
+            raise ConfigError(f"registry {host}: credentials.password_env needs "
+                              "credentials.username as well.")
+        return EnvCredentials(username=creds.username, password_env=creds.password_env)
+    return Anonymous()

@@ -440,6 +440,7 @@ def best_effort(what: str, number: int, step: Callable[[], object]) -> None:
         step()
     except ForgeError as exc:
         log.warning(
-            "pull request #%d was opened but %s failed: %s The pull request is kept; fix "
-            "the policy's pull_request settings for the next one.", number, what, exc,
+            "pull request #%d was opened but %s failed: %s The pull request is kept "
+            "without it; check the policy's pull_request settings if this repeats.",
+            number, what, exc,
         )

@@ -197,9 +197,11 @@ class ForgeOptions:
                 f"{sources})."
             )
         if self.token_env is not None and not _ENV_NAME.fullmatch(self.token_env):
+            # Not echoed: people paste the token itself here by mistake.
             raise ConfigError(
-                f"forge token_env {self.token_env[:60]!r} is not an environment variable "
-                "name; give the variable's name, never the token itself."
+                f"forge settings for {self.repository}: token_env is not an environment "
+                "variable name (letters, digits, '_'); give the variable's name, never the "
+                "token itself."
             )
         if all(app_set) and not (
             str(self.app_id).isdigit() and str(self.app_installation_id).isdigit()

@@ -12,9 +12,10 @@ from typing import TextIO
 
 from image_updater.config.model import App
 from image_updater.config.policies import load_policies
-from image_updater.config.settings import Settings, load_settings
+from image_updater.config.settings import Settings, load_settings, secret_sources
 from image_updater.engine.result import CycleResult
 from image_updater.errors import PolicyError
+from image_updater.observability.logs import SecretRegistry, configure_logging
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -35,10 +36,27 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings = replace(settings, log_level=args.log_level)
     if getattr(args, "interval", None):
         settings = replace(settings, interval=args.interval)
-    from image_updater.observability.logs import configure_logging
-
-    configure_logging(fmt=settings.log_format, level=settings.log_level)
+    configure_logging(fmt=settings.log_format, level=settings.log_level,
+                      secrets=known_secrets(settings))
     return settings
+
+
+def known_secrets(settings: Settings) -> SecretRegistry:
+    """Every secret value the settings point at, so no log line can ever show one.
+
+    Pattern-based masking (headers, URL userinfo, tokens) catches the rest.
+    """
+    envs, files = secret_sources(settings)
+    secrets = SecretRegistry(os.environ.get(name, "") for name in envs)
+    for path in files:
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue  # reported by the component that needs it, with its own message
+        secrets.add(text)
+        for line in text.splitlines():
+            secrets.add(line)
+    return secrets
 
 
 def _policy_paths(args: argparse.Namespace) -> list[str]:
@@ -79,7 +97,8 @@ async def run_once(settings: Settings, apps: Sequence[App], *, dry_run: bool = F
         await runtime.aclose()
 
 
-def print_result(result: CycleResult, *, dry_run: bool, out: TextIO = sys.stdout) -> None:
+def print_result(result: CycleResult, *, dry_run: bool, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
     for preview in result.previews:
         print(preview, file=out)
     verb = "would update" if dry_run else "updated"

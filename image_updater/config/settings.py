@@ -52,6 +52,7 @@ class RegistrySettings:
     max_concurrency: int = 16          #: requests in flight to this registry
     requests_per_second: float = 0     #: 0 = unlimited
     timeout: float = 10.0              #: seconds per request
+    max_retries: int = 4               #: retries after connection errors, 5xx and 429
     ecr: EcrSettings | None = None     #: set for ECR hosts (detected from the host otherwise)
 
 
@@ -111,6 +112,21 @@ class Settings:
     def forge_for(self, url: str) -> ForgeSettings | None:
         matches = [f for f in self.forges if url.startswith(f.url_prefix)]
         return max(matches, key=lambda f: len(f.url_prefix)) if matches else None
+
+
+def secret_sources(settings: Settings) -> tuple[list[str], list[str]]:
+    """(environment variable names, file paths) that hold secrets, for log masking."""
+    envs: list[str] = []
+    files: list[str] = []
+    for reg in settings.registries:
+        envs += [reg.credentials.password_env or ""]
+        files += [reg.credentials.password_file or "", reg.credentials.docker_config or ""]
+    envs += [settings.git.token_env or "", settings.webhooks.secret_env or ""]
+    files += [settings.git.token_file or "", settings.webhooks.secret_file or ""]
+    for forge in settings.forges:
+        envs.append(forge.token_env or "")
+        files.append(forge.token_file or "")
+    return [e for e in envs if e], [f for f in files if f]
 
 
 _ENV = {

@@ -23,6 +23,7 @@ import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from image_updater.config.model import TagFilter
 from image_updater.errors import ConfigError, ImageUpdaterError
@@ -39,9 +40,12 @@ class FilterError(ConfigError, ValueError):
         self.field = field
 
 
-@dataclass(frozen=True)
-class TagVerdict:
-    """What a policy made of one tag: kept or dropped, why, and the text it sorts on."""
+class TagVerdict(NamedTuple):
+    """What a policy made of one tag: kept or dropped, why, and the text it sorts on.
+
+    A NamedTuple rather than a frozen dataclass: one is built per tag, and a listing can
+    hold ten thousand tags.
+    """
 
     tag: str
     kept: bool
@@ -70,14 +74,16 @@ class CompiledFilter:
     ignore: tuple[IgnoreRule, ...]
     extract: re.Pattern[str] | None
     group: str = DEFAULT_GROUP
+    any_ignored: re.Pattern[str] | None = None  # all ignore rules in one regex: one test per tag
 
     def verdict(self, tag: str) -> TagVerdict:
         problem = _invalid_tag(tag)
         if problem:
             return TagVerdict(_shown(tag), False, problem)
-        for rule in self.ignore:
-            if rule.matches(tag):
-                return TagVerdict(tag, False, f"ignored by {rule.text!r}")
+        if self.any_ignored is None or self.any_ignored.search(tag):
+            for rule in self.ignore:
+                if rule.matches(tag):
+                    return TagVerdict(tag, False, f"ignored by {rule.text!r}")
         if self.allow is not None and self.allow.fullmatch(tag) is None:
             return TagVerdict(tag, False, f"does not match allow {self.allow.pattern!r}")
         return self._extract(tag)
@@ -103,13 +109,31 @@ class CompiledFilter:
 def compile_filter(spec: TagFilter) -> CompiledFilter:
     """Compile ``spec`` once; raise :class:`FilterError` quoting the regex error."""
     extract = _compile("extract", spec.extract) if spec.extract is not None else None
+    ignore = tuple(_ignore_rule(text) for text in spec.ignore)
     return CompiledFilter(
         spec=spec,
         allow=_compile("allow", spec.allow) if spec.allow is not None else None,
-        ignore=tuple(_ignore_rule(text) for text in spec.ignore),
+        ignore=ignore,
         extract=extract,
         group=_extract_group(extract) if extract is not None else DEFAULT_GROUP,
+        any_ignored=_union(ignore),
     )
+
+
+def _union(rules: tuple[IgnoreRule, ...]) -> re.Pattern[str] | None:
+    """One regex that finds a tag any rule ignores, or None to test the rules one by one.
+
+    Globs are anchored at the start because search() is used. Rules with groups (whose
+    backreferences would be renumbered) or global inline flags (which must come first)
+    cannot be joined; then the rules are simply tested in turn.
+    """
+    if not rules or any(r.pattern.groups for r in rules):
+        return None
+    parts = [r.pattern.pattern if r.is_regex else r"\A" + r.pattern.pattern for r in rules]
+    try:
+        return re.compile("|".join(f"(?:{p})" for p in parts), re.ASCII)
+    except re.error:
+        return None
 
 
 def _compile(field: str, pattern: str) -> re.Pattern[str]:

@@ -79,6 +79,12 @@ def _ident_key(ident: str) -> _IdentKey:
     return (0, int(ident), "") if ident.isdigit() else (1, 0, ident)
 
 
+def _precedence(numbers: tuple[int, int, int], pre: tuple[str, ...]) -> _PrecedenceKey:
+    if not pre:
+        return (*numbers, 1, ())
+    return (*numbers, 0, tuple(_ident_key(i) for i in pre))
+
+
 @dataclass(frozen=True, eq=False)
 class Version:
     """A parsed version. Immutable; compares by semver precedence (build ignored)."""
@@ -106,10 +112,7 @@ class Version:
     @cached_property
     def precedence(self) -> _PrecedenceKey:
         """The semver 2.0 precedence as a tuple: a release (1, ()) outranks any prerelease."""
-        if not self.prerelease:
-            return (self.major, self.minor, self.patch, 1, ())
-        idents = tuple(_ident_key(i) for i in self.prerelease)
-        return (self.major, self.minor, self.patch, 0, idents)
+        return _precedence((self.major, self.minor, self.patch), self.prerelease)
 
     @property
     def sort_key(self) -> tuple[_PrecedenceKey, str]:
@@ -159,32 +162,43 @@ def _parse_version(text: str, *, strict: bool) -> Version | str:
     m = _VERSION_RE.fullmatch(text)
     if m is None:
         return "expected [v]MAJOR[.MINOR[.PATCH]][-PRERELEASE][+BUILD] with numeric parts"
-    numbers = [m["major"], m["minor"], m["patch"]]
-    problem = _check_numbers(numbers, strict=strict) or _check_prerelease(m["pre"])
-    if problem:
+    major, minor, patch, pre, build = m.group("major", "minor", "patch", "pre", "build")
+    if strict and (problem := _strict_problem(major, minor, patch)):
         return problem
-    major, minor, patch = (int(n) if n is not None else 0 for n in numbers)
-    return Version(major, minor, patch, _split(m["pre"]), _split(m["build"]), original=text)
+    numbers = (int(major), int(minor) if minor else 0, int(patch) if patch else 0)
+    if max(numbers) > _MAX_NUMBER:
+        return "a number is larger than 2^64-1"
+    idents = tuple(pre.split(".")) if pre else ()
+    if idents and (problem := _prerelease_problem(idents)):
+        return problem
+    return _new_version(numbers, idents, tuple(build.split(".")) if build else (), text)
 
 
-def _check_numbers(numbers: list[str | None], *, strict: bool) -> str | None:
-    if strict and None in numbers:
+def _new_version(numbers: tuple[int, int, int], pre: tuple[str, ...], build: tuple[str, ...],
+                 original: str) -> Version:
+    """Build a Version without the frozen-dataclass __init__: parsing 10,000 tags is a hot
+    path, and filling __dict__ at once (precedence included) is several times cheaper."""
+    v = object.__new__(Version)
+    major, minor, patch = numbers
+    v.__dict__.update(major=major, minor=minor, patch=patch, prerelease=pre, build=build,
+                      original=original, precedence=_precedence(numbers, pre))
+    return v
+
+
+def _strict_problem(major: str, minor: str | None, patch: str | None) -> str | None:
+    if minor is None or patch is None:
         return "strict mode needs all of MAJOR.MINOR.PATCH (e.g. 1.2.0, not 1.2)"
-    for n in numbers:
-        if n is None:
-            continue
-        if strict and len(n) > 1 and n[0] == "0":
+    for n in (major, minor, patch):
+        if len(n) > 1 and n[0] == "0":
             return f"strict mode forbids the leading zero in {n!r}"
-        if int(n) > _MAX_NUMBER:
-            return f"the number {n[:30]} is larger than 2^64-1"
     return None
 
 
-def _check_prerelease(pre: str | None) -> str | None:
+def _prerelease_problem(idents: tuple[str, ...]) -> str | None:
     # Semver forbids leading zeros in numeric prerelease identifiers; Masterminds rejects
     # them even when coercing, because "01" vs "1" would have no defined order.
-    for ident in _split(pre):
-        if ident.isdigit() and len(ident) > 1 and ident[0] == "0":
+    for ident in idents:
+        if len(ident) > 1 and ident[0] == "0" and ident.isdigit():
             return f"the numeric prerelease identifier {ident!r} has a leading zero"
     return None
 
@@ -216,17 +230,34 @@ class Comparator:
 
     def test(self, v: Version) -> str | None:
         """None when ``v`` satisfies this comparator, else why not (prereleases aside)."""
-        return _OP_TESTS[self.op](self, v)
+        template = _OP_TESTS[self.op](self, v)
+        return None if template is None else self.why(template, v)
+
+    def why(self, template: str, v: Version) -> str:
+        return template.format(v=v, bound=self.bound, text=self.text, con=self.version)
 
 
-def _fails(ok: bool, v: Version, why: str) -> str | None:
-    return None if ok else f"{v} {why}"
+# The tests return None (pass) or a constant message template, like Masterminds' error ids:
+# checking thousands of tags formats nothing, and explain() formats only what it shows.
+_NOT_EQUAL = "{v} is not {bound}"
+_IN_EXCLUDED = "{v} is within the excluded range {text}"
+_EXCLUDED = "{v} is excluded by {text}"
+_NOT_GT = "{v} is not greater than {bound}"
+_NOT_LT = "{v} is not less than {bound}"
+_LESS = "{v} is less than {bound}"
+_GREATER = "{v} is greater than {bound}"
+_OTHER_MAJOR = "{v} does not have the major version of {text}"
+_OTHER_MINOR = "{v} does not have the major.minor version of {text}"
+_NOT_0X = "{v} is not a 0.x version as {text} requires"
+_OTHER_0_MINOR = "{v} does not have the minor version of {text}"
+_NOT_00X = "{v} is not a 0.0.x version as {text} requires"
+_NOT_ONLY = "{v} is not {con}, the only version {text} admits"
 
 
 def _test_eq(c: Comparator, v: Version) -> str | None:
     if c.wild:  # "1.2", "=1.x", "*": a range, like tilde
         return _test_tilde(c, v)
-    return _fails(v == c.version, v, f"is not {c.version}")
+    return None if v == c.version else _NOT_EQUAL
 
 
 def _test_ne(c: Comparator, v: Version) -> str | None:
@@ -234,75 +265,75 @@ def _test_ne(c: Comparator, v: Version) -> str | None:
     if c.wild and v.major != con.major:
         return None
     if c.wild == "minor":
-        return f"{v} is within the excluded range {c.text}"
+        return _IN_EXCLUDED
     if c.wild and v.minor != con.minor:
         return None
     if c.wild == "patch":
         # Within the excluded major.minor only a differing prerelease escapes (Masterminds).
         differs = (v.prerelease or con.prerelease) and v.precedence[3:] != con.precedence[3:]
-        return None if differs else f"{v} is within the excluded range {c.text}"
-    return _fails(v != con, v, f"is excluded by {c.text}")
+        return None if differs else _IN_EXCLUDED
+    return None if v != con else _EXCLUDED
 
 
 def _test_gt(c: Comparator, v: Version) -> str | None:
-    con, why = c.version, f"is not greater than {c.bound}"
+    con = c.version
     if c.wild in ("minor", "patch") and v.major != con.major:
-        return _fails(v.major > con.major, v, why)
+        return None if v.major > con.major else _NOT_GT
     if c.wild == "minor":  # ">1" means ">=2.0.0"
-        return f"{v} {why}"
+        return _NOT_GT
     if c.wild == "patch":  # ">1.2" means ">=1.3.0"
-        return _fails(v.minor > con.minor, v, why)
-    return _fails(v > con, v, why)
+        return None if v.minor > con.minor else _NOT_GT
+    return None if v > con else _NOT_GT
 
 
 def _test_lt(c: Comparator, v: Version) -> str | None:
-    return _fails(v < c.version, v, f"is not less than {c.bound}")
+    return None if v < c.version else _NOT_LT
 
 
 def _test_ge(c: Comparator, v: Version) -> str | None:
-    return _fails(v >= c.version, v, f"is less than {c.bound}")
+    return None if v >= c.version else _LESS
 
 
 def _test_le(c: Comparator, v: Version) -> str | None:
-    con, why = c.version, f"is greater than {c.bound}"
+    con = c.version
     if not c.wild:
-        return _fails(v <= con, v, why)
+        return None if v <= con else _GREATER
     # "<=1.2" admits all of 1.2.x, "<=1" all of 1.x.x (no lower bound, like Masterminds).
     if v.major > con.major:
-        return f"{v} {why}"
+        return _GREATER
     too_high = v.major == con.major and v.minor > con.minor and c.wild != "minor"
-    return _fails(not too_high, v, why)
+    return _GREATER if too_high else None
 
 
 def _test_tilde(c: Comparator, v: Version) -> str | None:
     con = c.version
     if v < con:
-        return f"{v} is less than {c.bound}"
+        return _LESS
     if c.wild in ("", "major") and (con.major, con.minor, con.patch) == (0, 0, 0):
         return None  # "~0.0.0" and "~*" admit everything (Masterminds' special case)
     if v.major != con.major:
-        return f"{v} does not have the major version of {c.text} ({con.major})"
+        return _OTHER_MAJOR
     if v.minor != con.minor and c.wild != "minor":
-        return f"{v} does not have the major.minor version of {c.text} ({con.major}.{con.minor})"
+        return _OTHER_MINOR
     return None
 
 
 def _test_caret(c: Comparator, v: Version) -> str | None:
     con = c.version
     if v < con:
-        return f"{v} is less than {c.bound}"
+        return _LESS
     if c.wild == "major":
         return None  # "^*": any, as documented (see the module docstring)
     if con.major > 0 or c.wild == "minor":
-        return _fails(v.major == con.major, v, f"does not have the major version of {c.text}")
+        return None if v.major == con.major else _OTHER_MAJOR
     # Below 1.0.0 the minor version is the compatibility level, below 0.1.0 the patch.
     if v.major > 0:
-        return f"{v} is not a 0.x version as {c.text} requires"
+        return _NOT_0X
     if con.minor > 0 or c.wild == "patch":
-        return _fails(v.minor == con.minor, v, f"does not have the minor version of {c.text}")
+        return None if v.minor == con.minor else _OTHER_0_MINOR
     if v.minor > 0:
-        return f"{v} is not a 0.0.x version as {c.text} requires"
-    return _fails(v.patch == con.patch, v, f"is not {con}, the only version {c.text} admits")
+        return _NOT_00X
+    return None if v.patch == con.patch else _NOT_ONLY
 
 
 _OP_TESTS: dict[str, Callable[[Comparator, Version], str | None]] = {
@@ -321,6 +352,11 @@ class Alternative:
     comparators: tuple[Comparator, ...]
     text: str
     admits_prereleases: bool  # some comparator names a prerelease
+
+    def admits(self, v: Version) -> bool:
+        if v.prerelease and not self.admits_prereleases:
+            return False
+        return all(_OP_TESTS[c.op](c, v) is None for c in self.comparators)
 
     def failure(self, v: Version) -> str | None:
         """None when ``v`` satisfies every comparator, else the first reason it does not."""
@@ -347,7 +383,7 @@ class Constraint:
         return _Parser(text).constraint()
 
     def check(self, version: Version) -> bool:
-        return any(alt.failure(version) is None for alt in self.alternatives)
+        return any(alt.admits(version) for alt in self.alternatives)
 
     def explain(self, version: Version) -> str:
         """A sentence saying whether ``version`` satisfies the constraint and, if not, why."""
@@ -455,7 +491,7 @@ class _Parser:
         m = _RANGE_VERSION_RE.match(self.text, pos, end)
         if m is None:
             raise self.fail(pos, "expected a version such as 1.2.3, 1.2, 1.x or *")
-        if m["pre"] and (problem := _check_prerelease(m["pre"])):
+        if m["pre"] and (problem := _prerelease_problem(tuple(m["pre"].split(".")))):
             raise self.fail(m.start("pre"), problem)
         for name in ("major", "minor", "patch"):
             part = m[name]

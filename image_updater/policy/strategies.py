@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from image_updater.config.model import Strategy
 from image_updater.errors import ConfigError, ImageUpdaterError
@@ -104,8 +104,7 @@ class _Input:
     current: str | None
 
 
-@dataclass(frozen=True)
-class _Candidate:
+class _Candidate(NamedTuple):
     rank: Any  # what the strategy orders by: Version precedence, Decimal, datetime, str
     tag: str
     why: str

@@ -37,7 +37,8 @@ def open_oci(settings: RegistrySettings, *, metrics: Metrics | None = None,
         host=settings.host, insecure=settings.insecure,
         ca_file=Path(settings.ca_file) if settings.ca_file else None,
         credentials=credentials or credential_source(settings.host, settings.credentials),
-        timeout=settings.timeout, max_concurrency=settings.max_concurrency,
+        timeout=settings.timeout, max_retries=settings.max_retries,
+        max_concurrency=settings.max_concurrency,
         requests_per_second=settings.requests_per_second)
     return OciRegistry(options, metrics=metrics)
 

@@ -173,6 +173,8 @@ class OciRegistry:
         url = self._manifest_url(repository, reference)
         response = await self._request("GET", url, headers={"Accept": ACCEPT_MANIFESTS})
         async with _closing(response):
+            if response.status_code == 404:
+                await self._fail_manifest_unknown(response, repository, reference)
             if response.status_code != 200:
                 await self._fail(response, repository=repository, reference=reference)
             body = await self._read_capped(response, MAX_MANIFEST_BYTES, what="manifest")
@@ -323,8 +325,11 @@ class OciRegistry:
                        retries: int | None = None) -> httpx.Response:
         """Send with retries; the response is streamed: the caller reads and closes it."""
         extensions = {SCOPES_EXTENSION: scopes} if scopes else None
+        if params:
+            # httpx would replace an existing query (an upload's _state), so merge by hand.
+            url = str(httpx.URL(url).copy_merge_params(params))
         request = self._client.build_request(method, url, headers=headers, content=content,
-                                             params=params, extensions=extensions)
+                                             extensions=extensions)
         retries = self._options.max_retries if retries is None else retries
         for attempt in range(retries + 1):
             try:
@@ -498,6 +503,15 @@ class OciRegistry:
         async with _closing(response):
             if response.status_code == 404:
                 await self._fail(response, repository=repository)
+
+    async def _fail_manifest_unknown(self, response: httpx.Response, repository: str,
+                                     reference: str) -> NoReturn:
+        body = await _read_error_body(response)
+        if "NAME_UNKNOWN" not in _error_codes(body):
+            # The CNCF registry says MANIFEST_UNKNOWN even when the whole repository is
+            # missing; ask once more so the message points at the right fix.
+            await self._require_repository(repository)
+        await self._fail(response, repository=repository, reference=reference, body=body)
 
     async def _load_created(self, repository: str, digest: str,
                             platform: str | None) -> datetime | None:

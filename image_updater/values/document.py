@@ -33,7 +33,7 @@ View = dict[Path, Entry]
 def parse(text: str, *, file: str) -> list[Node | None]:
     """Compose every document of ``text``; one parse, nothing constructed."""
     try:
-        return list(YAML(typ="rt").compose_all(text))
+        return list(YAML(typ="safe", pure=True).compose_all(text))
     except MarkedYAMLError as exc:
         raise ValuesError(_syntax_message(exc, file)) from exc
     except ReaderError as exc:

@@ -73,13 +73,14 @@ def set_scalar(text: str, path: KeyPath | str, value: str, *, file: str, documen
     if isinstance(found, Missing):
         concrete = _insertable(found, key_path, file)
         assert isinstance(found.parent, MappingNode)  # _insertable checked it
-        _refuse_shared(before[document], found.parent, shown, file)
+        parent = format_key_path(key_path[:-1]) or "the top-level mapping"
+        _refuse_shared(before[document], found.parent, shown, file, f"the mapping {parent}")
         edited = _insert(text, found.parent, str(key_path[-1]), value)
     else:
         if found.node.tag == STR_TAG and found.node.value == value:
             return text
         concrete = found.concrete
-        _refuse_shared(before[document], found.node, shown, file)
+        _refuse_shared(before[document], found.node, shown, file, "its value")
         edited = _replace(text, found, value, shown, file)
     _verify(edited, before, document, concrete, value, shown, file)
     return edited
@@ -123,13 +124,13 @@ def _insertable(missing: Missing, path: KeyPath, file: str) -> tuple[str | int, 
     )
 
 
-def _refuse_shared(flat: Flattener, node: Node, shown: str, file: str) -> None:
+def _refuse_shared(flat: Flattener, node: Node, shown: str, file: str, what: str) -> None:
     paths = flat.paths.get(id(node), [])
     if len(paths) <= 1:
         return
     others = ", ".join(format_key_path(p) or "(top level)" for p in paths[:4])
     raise ValuesError(
-        f"Cannot write {shown} in {file}: its value is shared through a YAML anchor and "
+        f"Cannot write {shown} in {file}: {what} is shared through a YAML anchor and "
         f"alias (it is reachable as {others}), so changing it would change the others "
         f"too. Give {shown} its own value in the file (replace the alias by a copy or add "
         "an override next to a `<<` merge) or point `write:` at a key that is not shared."

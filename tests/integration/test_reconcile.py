@@ -1,0 +1,210 @@
+"""The dev loop end to end: a real registry, real bare git repositories, the real engine.
+
+Faults are real too: a closed port, a registry answering 5xx (scripted stub), a repository
+that does not exist, a missing tag, a missing values file, a missing key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from image_updater.cli import main
+from image_updater.commands import run_once
+from image_updater.config.model import App
+from image_updater.config.policies import load_text
+from image_updater.config.settings import GitSettings, RegistrySettings, Settings
+from image_updater.engine.result import CycleResult
+from tests.fixtures.gitrepo import OLD_DIGEST, VALUES_FILES, BareRepo, git, make_bare_repo
+from tests.fixtures.http_stub import HttpStub, Reply
+from tests.fixtures.registry import RegistryServer, free_port, push_image
+
+DEV = "application-x/values-dev.yaml"
+
+
+def policy(name: str, image: str, repo: BareRepo, envs: str = "dev: {file: " + DEV + "}",
+           ) -> str:
+    return textwrap.dedent(f"""\
+        app: {name}
+        image: {image}
+        git: {{url: "file://{repo.path}", branch: master}}
+        environments:
+        """) + textwrap.indent(envs, "  ") + "\n"
+
+
+def load(*docs: str) -> list[App]:
+    apps, problems = load_text("---\n".join(docs), "test-policies.yaml")
+    assert problems == []
+    return apps
+
+
+def settings_for(tmp_path: Path, *hosts: str) -> Settings:
+    return Settings(cache_dir=str(tmp_path / "cache"),
+                    registries=tuple(RegistrySettings(host=h, insecure=True, timeout=2,
+                                                      max_retries=1)
+                                     for h in hosts),
+                    git=GitSettings(author_name="image-updater",
+                                    author_email="bot@example.com"))
+
+
+def cycle(settings: Settings, apps: list[App], dry_run: bool = False) -> CycleResult:
+    return asyncio.run(run_once(settings, apps, dry_run=dry_run))
+
+
+def commit_count(repo: BareRepo) -> int:
+    return int(git("rev-list", "--count", "master", cwd=repo.path))
+
+
+@pytest.fixture
+def deploy(tmp_path: Path) -> BareRepo:
+    return make_bare_repo(tmp_path)
+
+
+def test_new_dev_digest_is_committed_once_touching_one_line(
+        registry: RegistryServer, deploy: BareRepo, tmp_path: Path) -> None:
+    apps = load(policy("application-x", f"{registry.host}/loop/application-x", deploy))
+    settings = settings_for(tmp_path, registry.host)
+    digest_a = push_image(registry.url, "loop/application-x", "dev", seed="A")
+
+    result = cycle(settings, apps)
+    assert [c.digest for c in result.changes] == [digest_a]
+    assert result.failures == []
+    assert f"digest: {digest_a}  # written by image-updater" in deploy.show("master", DEV).decode()
+    numstat = git("show", "--numstat", "--format=", "master", cwd=deploy.path)
+    assert numstat.split() == ["1", "1", DEV]  # exactly one line changed, in one file
+    message = git("log", "-1", "--format=%B", "master", cwd=deploy.path)
+    assert f"Image-Updater-Digest: {digest_a}" in message
+    assert "Image-Updater-App: application-x" in message
+
+    digest_b = push_image(registry.url, "loop/application-x", "dev", seed="A-prime")
+    result = cycle(settings, apps)
+    assert [c.digest for c in result.changes] == [digest_b]
+    assert [k.old for k in result.changes[0].keys] == [digest_a]
+    assert f"digest: {digest_b}" in deploy.show("master", DEV).decode()
+    count = commit_count(deploy)
+
+    result = cycle(settings, apps)  # a second pass with nothing new: no commit
+    assert result.changes == [] and result.failures == []
+    assert result.unchanged == [("application-x", "dev")]
+    assert commit_count(deploy) == count
+
+
+def test_all_changes_of_one_cycle_share_one_commit(
+        registry: RegistryServer, deploy: BareRepo, tmp_path: Path) -> None:
+    envs = "\n".join(f"{e}: {{file: application-x/values-{e}.yaml}}"
+                     for e in ("dev", "staging", "prod"))
+    apps = load(policy("application-x", f"{registry.host}/one/application-x", deploy, envs))
+    digests = {e: push_image(registry.url, "one/application-x", e, seed=e)
+               for e in ("dev", "staging", "prod")}
+    before = commit_count(deploy)
+    result = cycle(settings_for(tmp_path, registry.host), apps)
+    assert {c.env: c.digest for c in result.changes} == digests
+    assert commit_count(deploy) == before + 1
+    files = git("show", "--name-only", "--format=", "master", cwd=deploy.path).split()
+    assert sorted(files) == sorted(VALUES_FILES)
+
+
+def test_dry_run_prints_the_diff_and_writes_nothing(
+        registry: RegistryServer, deploy: BareRepo, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    digest = push_image(registry.url, "dry/application-x", "dev", seed="dry")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "app.yaml").write_text(
+        policy("application-x", f"{registry.host}/dry/application-x", deploy))
+    (tmp_path / "settings.yaml").write_text(
+        f"cache_dir: {tmp_path / 'cache'}\nregistries: [{{host: '{registry.host}', "
+        "insecure: true}]\n")
+    head = deploy.head()
+    code = main(["once", "--dry-run", "--config", str(tmp_path / "settings.yaml"),
+                 "--policies", str(policies)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert f"-  digest: {OLD_DIGEST}" in out and f"+  digest: {digest}" in out
+    assert "Image-Updater-Digest: " + digest in out  # the commit message it would write
+    assert deploy.head() == head
+
+
+@pytest.fixture
+def failing_stub() -> Iterator[HttpStub]:
+    stub = HttpStub()
+    stub.start()
+    stub.add("HEAD", "/v2/broken/app/manifests/dev", Reply(status=503))
+    stub.add("GET", "/v2/", Reply(status=200))
+    yield stub
+    stub.stop()
+
+
+def test_one_apps_failure_never_stops_the_others(
+        registry: RegistryServer, tmp_path: Path, failing_stub: HttpStub) -> None:
+    files = dict(VALUES_FILES)
+    files["nokey/values.yaml"] = "image:\n  repository: x\n"
+    deploy = make_bare_repo(tmp_path, files)
+    closed = f"127.0.0.1:{free_port()}"
+    stub_host = failing_stub.host
+    good = push_image(registry.url, "iso/good", "dev", seed="good")
+    push_image(registry.url, "iso/nokey", "dev", seed="nokey")
+    push_image(registry.url, "iso/nofile", "dev", seed="nofile")
+    push_image(registry.url, "iso/notag", "other", seed="notag")
+    apps = load(
+        policy("good", f"{registry.host}/iso/good", deploy),
+        policy("missing-tag", f"{registry.host}/iso/notag", deploy,
+               "dev: {file: application-x/values-staging.yaml}"),
+        policy("missing-repo", f"{registry.host}/iso/does-not-exist", deploy,
+               "dev: {file: application-x/values-prod.yaml}"),
+        policy("refused", f"{closed}/iso/app", deploy, "dev: {file: a/values.yaml}"),
+        policy("server-error", f"{stub_host}/broken/app", deploy, "dev: {file: b/values.yaml}"),
+        policy("no-file", f"{registry.host}/iso/nofile", deploy,
+               "dev: {file: missing/values.yaml}"),
+        policy("no-key", f"{registry.host}/iso/nokey", deploy, "dev: {file: nokey/values.yaml}"),
+    )
+    settings = settings_for(tmp_path, registry.host, closed, stub_host)
+    result = cycle(settings, apps)
+
+    assert [c.app for c in result.changes] == ["good"]
+    assert f"digest: {good}" in deploy.show("master", DEV).decode()
+    failures = {f.app: f for f in result.failures}
+    assert sorted(failures) == ["missing-repo", "missing-tag", "no-file", "no-key", "refused",
+                                "server-error"]
+    assert "tag dev not found in" in failures["missing-tag"].message
+    assert "iso/notag" in failures["missing-tag"].message
+    assert "iso/does-not-exist" in failures["missing-repo"].message
+    assert closed in failures["refused"].message and failures["refused"].temporary
+    assert stub_host in failures["server-error"].message and failures["server-error"].temporary
+    assert "missing/values.yaml does not exist" in failures["no-file"].message
+    assert "has no key image.digest" in failures["no-key"].message
+    for name in ("missing-tag", "missing-repo", "no-file", "no-key"):
+        assert not failures[name].temporary, name
+    # nothing but the good app's line changed
+    for path in ("application-x/values-staging.yaml", "application-x/values-prod.yaml"):
+        assert deploy.show("master", path).decode() == VALUES_FILES[path]
+    assert deploy.show("master", "nokey/values.yaml").decode() == files["nokey/values.yaml"]
+    assert len(failing_stub.requests_to("HEAD", "/v2/broken/app/manifests/dev")) > 1  # retried
+
+
+def test_once_exit_code_says_partial_failure(registry: RegistryServer, deploy: BareRepo,
+                                             tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "app.yaml").write_text(
+        policy("application-x", f"{registry.host}/exit/missing", deploy))
+    (tmp_path / "settings.yaml").write_text(
+        f"cache_dir: {tmp_path / 'cache'}\nregistries: [{{host: '{registry.host}', "
+        "insecure: true}]\n")
+    assert main(["once", "--config", str(tmp_path / "settings.yaml"),
+                 "--policies", str(policies)]) == 7
+
+
+def test_restart_gives_the_same_result(registry: RegistryServer, deploy: BareRepo,
+                                       tmp_path: Path) -> None:
+    """Git is the only state: a fresh cache (a restarted pod) sees nothing to do."""
+    apps = load(policy("application-x", f"{registry.host}/restart/application-x", deploy))
+    push_image(registry.url, "restart/application-x", "dev", seed="r")
+    assert len(cycle(settings_for(tmp_path / "first", registry.host), apps).changes) == 1
+    count = commit_count(deploy)
+    again = cycle(settings_for(tmp_path / "second", registry.host), apps)
+    assert again.changes == [] and commit_count(deploy) == count

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from image_updater.values.editor import read_scalar, set_scalar, values_diff
+from image_updater.values.editor import read_scalar, read_scalars, set_scalar, values_diff
 from image_updater.values.keypath import KeyPath, format_key_path, parse_key_path
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "format_key_path",
     "parse_key_path",
     "read_scalar",
+    "read_scalars",
     "set_scalar",
     "values_diff",
 ]

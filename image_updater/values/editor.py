@@ -20,6 +20,7 @@ added to the local mapping as an override, leaving the shared one untouched.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 
@@ -38,7 +39,7 @@ from image_updater.values.document import (
 from image_updater.values.keypath import format_key_path, parse_key_path
 from image_updater.values.scalars import STR_TAG, check_value, double_quoted, plain_ok, render
 
-__all__ = ["read_scalar", "set_scalar", "values_diff"]
+__all__ = ["read_scalar", "read_scalars", "set_scalar", "values_diff"]
 
 
 def read_scalar(text: str, path: KeyPath | str, *, file: str, document: int = 0) -> str | None:
@@ -48,11 +49,23 @@ def read_scalar(text: str, path: KeyPath | str, *, file: str, document: int = 0)
     Keys merged in with ``<<: *anchor`` are seen, as Helm sees them.
     """
     key_path = _as_path(path)
+    return read_scalars(text, [key_path], file=file, document=document)[key_path]
+
+
+def read_scalars(
+    text: str, paths: Iterable[KeyPath | str], *, file: str, document: int = 0
+) -> dict[KeyPath, str | None]:
+    """Like :func:`read_scalar` for several paths (tag, digest, reference) with one parse."""
     root = pick(parse(text, file=file), document, file=file)
-    found = locate(root, key_path, file=file, follow_merges=True)
-    if isinstance(found, Missing) or is_null(found.node):
-        return None
-    return str(found.node.value)
+    values: dict[KeyPath, str | None] = {}
+    for path in paths:
+        key_path = _as_path(path)
+        found = locate(root, key_path, file=file, follow_merges=True)
+        if isinstance(found, Missing) or is_null(found.node):
+            values[key_path] = None
+        else:
+            values[key_path] = str(found.node.value)
+    return values
 
 
 def set_scalar(text: str, path: KeyPath | str, value: str, *, file: str, document: int = 0) -> str:

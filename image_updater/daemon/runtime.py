@@ -77,6 +77,9 @@ class Runtime:
         for registry in self._registries.values():
             await registry.aclose()
         self._registries.clear()
+        for forge in self._forges.values():
+            forge.disconnect()
+        self._forges.clear()
 
 
 def _git_auth(settings: Settings) -> GitAuth:

@@ -82,16 +82,15 @@ def set_scalar(text: str, path: KeyPath | str, value: str, *, file: str, documen
     documents = parse(text, file=file)
     root = pick(documents, document, file=file)
     found = locate(root, key_path, file=file)
+    if isinstance(found, Found) and found.node.tag == STR_TAG and found.node.value == value:
+        return text
     before = list(views(documents, file=file))
     if isinstance(found, Missing):
-        concrete = _insertable(found, key_path, file)
-        assert isinstance(found.parent, MappingNode)  # _insertable checked it
+        mapping, concrete = _insertable(found, key_path, file)
         parent = format_key_path(key_path[:-1]) or "the top-level mapping"
-        _refuse_shared(before[document], found.parent, shown, file, f"the mapping {parent}")
-        edited = _insert(text, found.parent, str(key_path[-1]), value)
+        _refuse_shared(before[document], mapping, shown, file, f"the mapping {parent}")
+        edited = _insert(text, mapping, str(key_path[-1]), value)
     else:
-        if found.node.tag == STR_TAG and found.node.value == value:
-            return text
         concrete = found.concrete
         _refuse_shared(before[document], found.node, shown, file, "its value")
         edited = _replace(text, found, value, shown, file)
@@ -117,10 +116,12 @@ def _as_path(path: KeyPath | str) -> KeyPath:
     return parse_key_path(path) if isinstance(path, str) else path
 
 
-def _insertable(missing: Missing, path: KeyPath, file: str) -> tuple[str | int, ...]:
-    """Accept a missing final key under a mapping; explain anything else."""
+def _insertable(
+    missing: Missing, path: KeyPath, file: str
+) -> tuple[MappingNode, tuple[str | int, ...]]:
+    """Accept a missing final key under a mapping (return it and the new key's path)."""
     if missing.depth == len(path) - 1 and isinstance(missing.parent, MappingNode):
-        return (*missing.concrete, str(path[-1]))
+        return missing.parent, (*missing.concrete, str(path[-1]))
     shown = format_key_path(path)
     absent = format_key_path(path[: missing.depth + 1])
     above = format_key_path(path[: missing.depth]) or "the document"

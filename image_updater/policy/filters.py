@@ -79,7 +79,7 @@ class CompiledFilter:
     def verdict(self, tag: str) -> TagVerdict:
         problem = _invalid_tag(tag)
         if problem:
-            return TagVerdict(_shown(tag), False, problem)
+            return TagVerdict(shown(tag), False, problem)
         if self.any_ignored is None or self.any_ignored.search(tag):
             for rule in self.ignore:
                 if rule.matches(tag):
@@ -180,8 +180,8 @@ def _invalid_tag(tag: str) -> str | None:
     return None
 
 
-def _shown(tag: object) -> str:
-    """Untrusted text shown in verdicts stays short and printable."""
+def shown(tag: object) -> str:
+    """How an untrusted tag appears in verdicts and messages: short and printable."""
     text = tag if isinstance(tag, str) else repr(tag)
     text = text if text.isprintable() else repr(text)
     return text if len(text) <= 80 else text[:80] + "…"

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 from image_updater.config.model import Strategy
 from image_updater.errors import ConfigError, ImageUpdaterError
-from image_updater.policy.filters import CompiledFilter, TagVerdict, compile_filter
+from image_updater.policy.filters import CompiledFilter, TagVerdict, compile_filter, shown
 from image_updater.policy.semver import Constraint, InvalidVersionError, Version
 from image_updater.registry.base import check_tag
 
@@ -166,20 +166,18 @@ def _outcome(what: str, candidates: list[_Candidate], dropped: list[TagVerdict],
 
 def _digest(cs: CompiledStrategy, inp: _Input) -> Selection:
     followed = cs.strategy.tag or ""
-    verdicts = tuple(
-        TagVerdict(t, t == followed, "the followed tag" if t == followed else
-                   f"not the followed tag {followed}", t if t == followed else "")
-        for t in inp.tags)
-    verdicts = tuple(sorted(verdicts, key=lambda v: not v.kept))  # the followed tag first
-    if followed in inp.tags:
+    others = tuple(TagVerdict(shown(t), False, f"not the followed tag {followed}")
+                   for t in inp.tags if t != followed)
+    verdicts = (TagVerdict(followed, True, "the followed tag", followed), *others)
+    if len(others) < len(inp.tags):
         return Selection(followed, f"follows tag {followed}", verdicts)
     return Selection(None, f"tag {followed} is not among the {len(inp.tags)} listed tags",
-                     verdicts)
+                     others)
 
 
 def _semver(cs: CompiledStrategy, inp: _Input) -> Selection:
-    assert cs.constraint is not None  # compile_strategy parsed it
-    constraint, strict = cs.constraint, cs.strategy.strict
+    constraint = cs.constraint or Constraint.parse("*")  # compile_strategy always sets it
+    strict = cs.strategy.strict
 
     def judge(verdict: TagVerdict) -> _Candidate | str:
         try:

@@ -6,17 +6,29 @@ commit path, the pull-request path, dry runs and the retry after a rejected push
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from image_updater.config.model import App, Environment, KeyPath
 from image_updater.engine.resolve import Resolved
 from image_updater.engine.result import Change, KeyChange
 from image_updater.errors import ValuesError
-from image_updater.values.editor import read_scalar, set_scalar
+from image_updater.values.editor import read_scalars, set_scalar
 
 
 def dotted(path: KeyPath) -> str:
     return ".".join(str(p) for p in path)
+
+
+@functools.lru_cache(maxsize=16384)
+def _scalars(text: str, paths: tuple[KeyPath, ...], file: str) -> dict[KeyPath, str | None]:
+    """Parsing YAML in pure Python costs milliseconds per file; values files rarely change,
+    so a steady-state cycle re-reads the same texts: remember the answers by content."""
+    return read_scalars(text, paths, file=file)
+
+
+def _written_paths(env: Environment) -> tuple[KeyPath, ...]:
+    return tuple(p for p in (env.write.tag, env.write.digest, env.write.reference) if p)
 
 
 @dataclass(frozen=True)
@@ -41,13 +53,14 @@ def desired_values(env: Environment, res: Resolved) -> list[tuple[KeyPath, str]]
 
 def read_current(env: Environment, text: str) -> Current:
     """The tag and digest a values file holds for ``env`` (None where not written)."""
+    values = _scalars(text, _written_paths(env), env.file)
     tag = digest = None
     if env.write.tag is not None:
-        tag = read_scalar(text, env.write.tag, file=env.file)
+        tag = values[env.write.tag]
     if env.write.digest is not None:
-        digest = read_scalar(text, env.write.digest, file=env.file)
+        digest = values[env.write.digest]
     if env.write.reference is not None:
-        ref = read_scalar(text, env.write.reference, file=env.file) or ""
+        ref = values[env.write.reference] or ""
         ref_tag, _, ref_digest = ref.partition("@")
         tag, digest = tag or ref_tag or None, digest or ref_digest or None
     if env.write.tag is None and env.write.reference is None and env.strategy.kind == "digest":
@@ -66,8 +79,9 @@ def plan_edit(app: App, env: Environment, res: Resolved, text: str
         return text, None, held
     new_text = text
     keys: list[KeyChange] = []
+    current = _scalars(text, _written_paths(env), env.file)
     for path, value in desired_values(env, res):
-        old = read_scalar(new_text, path, file=env.file)
+        old = current[path]
         if old is None:
             raise ValuesError(
                 f"{env.file} has no key {dotted(path)} (app {app.name}, environment "

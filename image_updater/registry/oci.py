@@ -335,6 +335,8 @@ class OciRegistry:
             try:
                 response = await self._send_once(request)
             except (httpx.TransportError, TransientRegistryError) as exc:
+                if _certificate_rejected(exc):
+                    raise self._untrusted(request, exc) from exc
                 reason = _transport_reason(exc)
                 if attempt == retries:
                     raise self._unavailable(request, reason, attempt + 1) from exc
@@ -564,6 +566,15 @@ class OciRegistry:
             f"{attempts} attempt(s) ({reason}); it will be retried next cycle.",
             registry=self.host, url=url)
 
+    def _untrusted(self, request: httpx.Request, exc: BaseException) -> RegistryError:
+        url = _shown(str(request.url))
+        bundle = self._options.ca_file or "certifi's public roots"
+        return RegistryError(
+            f"The TLS certificate of registry {self.host} could not be verified against "
+            f"{bundle} ({truncate(str(exc), 160)}) at {url}; set ca_file to the CA bundle "
+            "that signed it. Retrying cannot help, so this is not retried.",
+            registry=self.host, url=url)
+
     async def _fail_put_manifest(self, response: httpx.Response, repository: str,
                                  tag: str) -> NoReturn:
         body = await _read_error_body(response)
@@ -642,6 +653,17 @@ def _tls_verify(options: RegistryOptions) -> ssl.SSLContext | bool:
 
 def _retryable(status: int) -> bool:
     return status == 429 or (status >= 500 and status not in _NON_RETRYABLE_5XX)
+
+
+def _certificate_rejected(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):  # the ssl error sits a few causes down (httpx ← httpcore ← ssl)
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _transport_reason(exc: Exception) -> str:

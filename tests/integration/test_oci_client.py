@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import json
+import ssl
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from image_updater.errors import (
     DigestMismatchError,
@@ -437,3 +444,62 @@ def test_rate_limiter_sleeps_and_caps_concurrency() -> None:
     asyncio.run(main())
     assert peak[0] == 2
     assert sleeps.delays == [1.0, 2.0, 3.0, 4.0]
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, as PEM files."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    workdir = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = workdir / "cert.pem", workdir / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture
+def tls_stub(tls_files: tuple[Path, Path]) -> Iterator[HttpStub]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls_files)
+    with HttpStub(tls=context) as server:
+        server.add("GET", "/v2/", Reply(200, JSON, b"{}"))
+        yield server
+
+
+def test_tls_custom_ca_file_is_trusted(tls_stub: HttpStub, tls_files: tuple[Path, Path]
+                                       ) -> None:
+    options = RegistryOptions(host=tls_stub.host, ca_file=tls_files[0])
+    run(OciRegistry(options, sleep=Sleeps()), lambda reg: reg.ping())
+    assert [r.path for r in tls_stub.requests] == ["/v2/"]
+
+
+def test_tls_unknown_ca_is_permanent_and_points_at_ca_file(tls_stub: HttpStub) -> None:
+    sleeps = Sleeps()
+    with pytest.raises(RegistryError) as info:
+        run(OciRegistry(RegistryOptions(host=tls_stub.host), sleep=sleeps),
+            lambda reg: reg.ping())
+    assert not isinstance(info.value, TransientRegistryError)
+    assert "could not be verified against certifi's public roots" in str(info.value)
+    assert "set ca_file" in str(info.value)
+    assert sleeps.delays == []  # not retried
+    assert tls_stub.requests == []
+
+
+def test_tls_skip_verify_connects(tls_stub: HttpStub) -> None:
+    options = RegistryOptions(host=tls_stub.host, insecure_skip_verify=True)
+    run(OciRegistry(options, sleep=Sleeps()), lambda reg: reg.ping())
+    assert len(tls_stub.requests) == 1

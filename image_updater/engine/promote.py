@@ -1,0 +1,359 @@
+"""Promotion by digest: ``retag`` one image to another tag, and ``promote`` an environment.
+
+Why by digest: smoke tests run against what an environment *deployed*, which is a digest.
+Meanwhile CI may push a new ``:dev``; "retag :dev to :staging" would then promote an image
+nobody tested. ``retag`` therefore accepts the exact digest to promote (``digest``) and
+refuses to move a destination that changed under it (``expect_current``), and ``promote``
+takes the digest from the source environment's values file in git: the one Argo CD applied.
+
+Exit codes of the commands are those of :mod:`image_updater.cli`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+from image_updater.config.model import App, Environment
+from image_updater.config.settings import Settings
+from image_updater.errors import (
+    ConfigError,
+    ConflictError,
+    ImageUpdaterError,
+    InvalidReferenceError,
+    NotFoundError,
+    ValuesError,
+)
+from image_updater.observability.metrics import Metrics
+from image_updater.registry.base import Manifest, Registry, check_digest
+from image_updater.registry.copy import copy_image
+from image_updater.registry.reference import ImageRef, parse_reference
+
+if TYPE_CHECKING:
+    from image_updater.daemon.runtime import Runtime
+
+RegistryFor = Callable[[str], Registry]
+Status = Literal["promoted", "already"]
+#: ``expect_current`` value meaning "the destination tag must not exist yet"
+NONE = "none"
+
+
+@dataclass(frozen=True)
+class RetagResult:
+    """What one retag did. ``requests`` counts registry requests when the caller can count."""
+
+    status: Status
+    digest: str
+    requests: int | None
+    moved_tag_note: str | None = None
+    source: str = ""
+    destination: str = ""
+    previous: str | None = None     # what the destination tag pointed at before
+
+    def line(self) -> str:
+        """One line for people and job logs."""
+        if self.status == "already":
+            text = f"already promoted: {self.destination} is {self.digest}"
+        else:
+            was = self.previous or "nothing"
+            text = f"promoted {self.source} to {self.destination}: {self.digest} (was {was})"
+        return f"{text}; {self.moved_tag_note}" if self.moved_tag_note else text
+
+
+@dataclass(frozen=True)
+class _Request:
+    """The validated arguments of one retag."""
+
+    src: ImageRef
+    dst: ImageRef
+    pinned: str | None        # the digest to promote, if the caller named one
+    expect: str | None        # a digest, NONE, or None for "no compare-and-swap"
+
+    @property
+    def dst_tag(self) -> str:
+        assert self.dst.tag is not None
+        return self.dst.tag
+
+
+async def retag(src_ref: str, dst_ref: str, *, digest: str | None = None,
+                expect_current: str | None = None, registry_for: RegistryFor,
+                count_requests: Callable[[], int] | None = None) -> RetagResult:
+    """Point ``dst_ref`` (which names a tag) at exactly the image ``src_ref`` names.
+
+    ``src_ref`` is ``repo:tag`` or ``repo@sha256:…``. ``digest`` promotes that digest, which
+    must exist in the source repository, even if the source tag has moved on since (the
+    result's note says so). ``expect_current`` (a digest, or ``"none"`` for "must not exist")
+    refuses with ConflictError when the destination tag points elsewhere. A destination
+    already at the digest is success (``status="already"``), whatever ``expect_current`` says,
+    so a job that is retried after it promoted succeeds again.
+    """
+    before = count_requests() if count_requests else 0
+    req = _validate(src_ref, dst_ref, digest, expect_current)
+    src_reg, dst_reg = registry_for(req.src.registry), registry_for(req.dst.registry)
+    # Independent reads run at once: a promotion costs two round trips, "already" one.
+    manifest, current, src_tag_now = await _gather3(
+        _read_source(src_reg, req), dst_reg.head_manifest(req.dst.repository, req.dst_tag),
+        _source_tag_now(src_reg, req))
+    previous = current[0] if current else None
+    result = RetagResult(status="already", digest=manifest.digest, requests=None,
+                         moved_tag_note=_moved_note(req, src_tag_now), source=str(req.src),
+                         destination=str(req.dst), previous=previous)
+    if previous != manifest.digest:
+        _compare(req, previous, manifest.digest)
+        await copy_image(manifest, src=src_reg, src_repository=req.src.repository, dst=dst_reg,
+                         dst_repository=req.dst.repository, tag=req.dst_tag)
+        result = replace(result, status="promoted")
+    return replace(result, requests=count_requests() - before if count_requests else None)
+
+
+def _validate(src_ref: str, dst_ref: str, digest: str | None, expect: str | None) -> _Request:
+    src, dst = parse_reference(src_ref), parse_reference(dst_ref)
+    if dst.tag is None or dst.digest is not None:
+        raise InvalidReferenceError(
+            f"Destination {dst_ref!r} must name a tag and no digest, e.g. "
+            f"{dst.name}:staging; the tag is what retag moves.")
+    if digest is not None:
+        check_digest(digest, what="--digest")
+        if src.digest is not None and src.digest != digest:
+            raise InvalidReferenceError(
+                f"Source {src_ref!r} names digest {src.digest} but --digest is {digest}; give "
+                "one digest to promote.")
+    pinned = digest or src.digest
+    if src.tag is None and pinned is None:
+        raise InvalidReferenceError(
+            f"Source {src_ref!r} names neither a tag nor a digest; write {src.name}:TAG or "
+            f"{src.name}@sha256:….")
+    if expect is not None and expect != NONE:
+        check_digest(expect, what="--expect-current")
+    return _Request(src=src, dst=dst, pinned=pinned, expect=expect)
+
+
+async def _read_source(registry: Registry, req: _Request) -> Manifest:
+    reference = req.pinned or req.src.tag
+    assert reference is not None
+    try:
+        manifest = await registry.get_manifest(req.src.repository, reference)
+    except NotFoundError as exc:
+        what = f"Digest {reference}" if req.pinned else f"Tag {reference}"
+        raise NotFoundError(
+            f"{what} does not exist in {req.src.name}, so there is nothing to promote; check "
+            f"the source image and digest ({exc})", registry=exc.registry, url=exc.url) from exc
+    if req.pinned and manifest.digest != req.pinned:
+        raise NotFoundError(f"{req.src.name} served {manifest.digest} when asked for "
+                            f"{req.pinned}; nothing was promoted.", registry=registry.host)
+    return manifest
+
+
+async def _source_tag_now(registry: Registry, req: _Request) -> str | None:
+    """Where the source tag points now, when a pinned digest is promoted from a tag.
+
+    Returns the pinned digest itself when there is nothing to compare, and "" when the tag
+    no longer exists.
+    """
+    if req.pinned is None or req.src.tag is None:
+        return req.pinned
+    now = await registry.head_manifest(req.src.repository, req.src.tag)
+    return now[0] if now else ""
+
+
+def _moved_note(req: _Request, now: str | None) -> str | None:
+    if now == req.pinned:
+        return None
+    where = f"{req.src.name}:{req.src.tag}"
+    if not now:
+        return f"note: {where} no longer exists; promoted the given digest {req.pinned}"
+    return (f"note: {where} has moved on to {now}; promoted the given digest "
+            f"{req.pinned}, not the tag's new image")
+
+
+def _compare(req: _Request, previous: str | None, digest: str) -> None:
+    """Compare-and-swap: the destination must still be what the caller saw."""
+    if req.expect is None:
+        return
+    expected = None if req.expect == NONE else req.expect
+    if previous != expected:
+        raise ConflictError(
+            f"{req.dst} points at {previous or 'nothing (the tag does not exist)'}, not at "
+            f"{expected or 'nothing'} as --expect-current requires; {digest} was not "
+            "promoted. Someone else moved the tag: check what runs there, then retry with "
+            "the current value.")
+
+
+async def _gather3(a: Awaitable[Manifest], b: Awaitable[tuple[str, str] | None],
+                   c: Awaitable[str | None]
+                   ) -> tuple[Manifest, tuple[str, str] | None, str | None]:
+    # Every read finishes before an error propagates, so no request outlives the command;
+    # the source's error comes first, as it is the one that explains the others.
+    first, second, third = await asyncio.gather(a, b, c, return_exceptions=True)
+    for item in (first, second, third):
+        if isinstance(item, BaseException):
+            raise item
+    assert not isinstance(first, BaseException)
+    assert not isinstance(second, BaseException)
+    assert not isinstance(third, BaseException)
+    return first, second, third
+
+
+# -- the commands ----------------------------------------------------------------------------
+
+
+class RegistryPool:
+    """Registry clients built from settings on first use, with requests counted.
+
+    Built on the factory alone (not the daemon's Runtime) so ``retag`` imports neither git
+    nor boto3 unless an ECR host is involved: a PostSync job should start fast.
+    """
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        self._settings = settings
+        self.metrics = metrics or Metrics()
+        self._open: dict[str, Registry] = {}
+
+    def __call__(self, host: str) -> Registry:
+        from image_updater.registry.factory import open_registry
+
+        if host not in self._open:
+            self._open[host] = open_registry(self._settings.registry(host),
+                                             metrics=self.metrics)
+        return self._open[host]
+
+    def requests(self) -> int:
+        """Registry requests sent so far (each retry counts), from the metrics."""
+        return int(sum(sample.value for metric in self.metrics.registry_requests.collect()
+                       for sample in metric.samples if sample.name.endswith("_total")))
+
+    async def aclose(self) -> None:
+        for registry in self._open.values():
+            await registry.aclose()
+        self._open.clear()
+
+
+def retag_command(settings: Settings, src: str, dst: str, *, digest: str | None = None,
+                  expect_current: str | None = None, out: TextIO | None = None,
+                  err: TextIO | None = None) -> int:
+    """``image-updater retag``: print one line and return the exit code (see cli.py)."""
+
+    async def run() -> RetagResult:
+        pool = RegistryPool(settings)
+        try:
+            return await retag(src, dst, digest=digest, expect_current=expect_current,
+                               registry_for=pool, count_requests=pool.requests)
+        finally:
+            await pool.aclose()
+
+    return _report(run, out=out, err=err)
+
+
+def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, source: str,
+                    target: str, *, digest: str | None = None, out: TextIO | None = None,
+                    err: TextIO | None = None) -> int:
+    """``image-updater promote``: retag what ``source`` runs (per git) to ``target``'s tag."""
+
+    async def run() -> RetagResult:
+        from image_updater.config.policies import load_policies
+        from image_updater.daemon.runtime import Runtime
+
+        chosen = _find_app(load_policies(policy_paths), app)
+        src_env, dst_env = _env(chosen, source), _env(chosen, target)
+        runtime = Runtime(settings)
+        pool = RegistryPool(settings, metrics=runtime.metrics)
+        try:
+            return await promote(chosen, src_env, dst_env, digest=digest, registry_for=pool,
+                                 read_file=lambda path: _read_head(runtime, chosen, path),
+                                 count_requests=pool.requests)
+        finally:
+            await pool.aclose()
+            await runtime.aclose()
+
+    return _report(run, out=out, err=err)
+
+
+async def promote(app: App, source: Environment, target: Environment, *,
+                  digest: str | None, registry_for: RegistryFor,
+                  read_file: Callable[[str], str | None],
+                  count_requests: Callable[[], int] | None = None) -> RetagResult:
+    """Retag the digest ``source``'s values file holds to ``target``'s tag.
+
+    ``read_file(path)`` returns the file at the deploy branch's head (after a sync); it is
+    blocking (git) and runs in a worker thread.
+    """
+    from image_updater.engine.plan import read_current
+
+    tag = _target_tag(app, target)
+    image = parse_reference(app.image)
+    # Read the target tag before git: the compare-and-swap then also catches anyone moving
+    # it while we fetch and read the deploy repository.
+    seen = await registry_for(image.registry).head_manifest(image.repository, tag)
+    text = await asyncio.to_thread(read_file, source.file)
+    if text is None:
+        raise ValuesError(f"{source.file} does not exist in {app.git.url} (branch "
+                          f"{app.git.branch}); app {app.name} has no {source.name} environment "
+                          "deployed to promote from. Fix the policy's file path.")
+    deployed = _deployed_digest(app, source, read_current(source, text).digest)
+    if digest is not None and check_digest(digest, what="--digest") != deployed:
+        raise ConflictError(
+            f"The job tested {digest}, but {source.file} in git says {app.name}/{source.name} "
+            f"runs {deployed}; nothing was promoted. A newer sync replaced what was tested, "
+            "and that sync's own PostSync job will test and promote its image.")
+    src_ref = (f"{app.image}:{source.strategy.tag}" if source.strategy.tag
+               else f"{app.image}@{deployed}")
+    return await retag(src_ref, f"{app.image}:{tag}", digest=deployed,
+                       expect_current=seen[0] if seen else NONE, registry_for=registry_for,
+                       count_requests=count_requests)
+
+
+def _find_app(apps: Sequence[App], name: str) -> App:
+    for app in apps:
+        if app.name == name:
+            return app
+    known = ", ".join(sorted(a.name for a in apps)) or "none"
+    raise ConfigError(f"No policy defines app {name!r} (known apps: {known}); check the app "
+                      "name or the --policies path.")
+
+
+def _env(app: App, name: str) -> Environment:
+    try:
+        return app.env(name)
+    except KeyError:
+        known = ", ".join(e.name for e in app.environments)
+        raise ConfigError(f"App {app.name} has no environment {name!r} (it has: {known}) in "
+                          f"{app.source}; fix --from/--to.") from None
+
+
+def _target_tag(app: App, env: Environment) -> str:
+    if env.strategy.kind != "digest" or not env.strategy.tag:
+        raise ConfigError(
+            f"Environment {env.name} of app {app.name} follows a {env.strategy.kind} policy, "
+            "not a tag with 'strategy: digest'; promotion moves a tag, so give the target "
+            "environment 'strategy: digest' and 'tag'.")
+    return env.strategy.tag
+
+
+def _deployed_digest(app: App, env: Environment, value: str | None) -> str:
+    if not value:
+        raise ValuesError(f"{env.file} holds no image digest for {app.name}/{env.name}, so "
+                          "nothing deployed there can be promoted yet; wait for image-updater "
+                          "to write one.")
+    return check_digest(value, what=f"the image digest in {env.file}")
+
+
+def _read_head(runtime: Runtime, app: App, path: str) -> str | None:
+    repo = runtime.repo_for(app.git)
+    repo.sync()  # the head of the deploy branch now: what Argo CD applies
+    return repo.read(path)
+
+
+def _report(run: Callable[[], Coroutine[Any, Any, RetagResult]], *, out: TextIO | None,
+            err: TextIO | None) -> int:
+    from image_updater.cli import exit_code_for
+
+    try:
+        result = asyncio.run(run())
+    except ImageUpdaterError as exc:
+        print(f"error: {exc}", file=err or sys.stderr)
+        return exit_code_for(exc)
+    print(result.line(), file=out or sys.stdout)
+    return 0

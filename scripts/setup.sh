@@ -34,7 +34,13 @@ fi
 stamp=.venv/.installed-$(cat pyproject.toml requirements/test.lock | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   echo "setup: installing Python packages (pinned by requirements/test.lock)"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -c requirements/test.lock -e '.[test]'
+  # pip's output goes to a log (shown only on failure) so the test run stays readable
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -c requirements/test.lock -e '.[test]'; } \
+       >.venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    echo "setup: pip install failed (log above)" >&2
+    exit 1
+  fi
   rm -f .venv/.installed-*; touch "$stamp"
 fi

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 import shutil
+import socket
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +22,7 @@ from image_updater.errors import (
     PushRejectedError,
     ValuesError,
 )
-from image_updater.gitops.credentials import GitAuth
+from image_updater.gitops.credentials import GitAuth, redact_url
 from image_updater.gitops.message import commit_message
 from image_updater.gitops.repo import DeployRepo, Plan, Reader
 from tests.fixtures.gitrepo import (
@@ -440,3 +442,47 @@ def test_a_wrong_token_is_an_auth_error_that_never_shows_it(
     assert "DEPLOY_TOKEN" in message and http_remote.url("deploy.git") in message
     assert not info.value.temporary
     assert any(r.endswith(" 401") for r in http_remote.requests)
+
+
+def test_a_remote_that_never_answers_is_killed_after_the_timeout(tmp_path: Path) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never speaks
+    try:
+        url = f"git://127.0.0.1:{silent.getsockname()[1]}/deploy.git"
+        repo = deploy_repo(url, tmp_path, network_timeout=1.0)
+        with pytest.raises(GitUnavailableError, match="did not complete") as info:
+            repo.sync()
+        assert info.value.temporary and url in str(info.value)
+    finally:
+        silent.close()
+
+
+# ---- credential options (pure) -----------------------------------------------------------
+
+def test_ssh_options_are_quoted_strict_and_never_prompt(tmp_path: Path) -> None:
+    key = tmp_path / "my keys" / "id_ed25519"
+    auth = GitAuth.ssh(key_file=key, known_hosts_file=tmp_path / "known hosts")
+    command = auth.environment()["GIT_SSH_COMMAND"]
+    assert shlex.split(command) == [
+        "ssh", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={tmp_path / 'known hosts'}", "-o", "BatchMode=yes"]
+    assert auth.config() == []
+    assert str(key) in auth.describe()
+
+
+@pytest.mark.parametrize("kwargs", [
+    {}, {"token_file": "/t", "token_env": "T"}, {"token_env": "NOT A NAME"},
+    {"token_env": "T", "username": "user;rm -rf /"},
+])
+def test_bad_token_settings_are_config_errors(kwargs: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        GitAuth.token(**kwargs)
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("https://bot:tok@git.example.com/org/d.git", "https://git.example.com/org/d.git"),
+    ("https://tok@git.example.com:8443/d.git", "https://git.example.com:8443/d.git"),
+    ("git@github.com:org/d.git", "git@github.com:org/d.git"),
+    ("git://127.0.0.1:9418/d.git", "git://127.0.0.1:9418/d.git"),
+])
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown

@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-echo "== ruff";  ruff check image_updater tests bench
+echo "== ruff";  ruff check image_updater tests bench scripts
 echo "== mypy";  mypy
 echo "== pytest"; python -m pytest "$@"

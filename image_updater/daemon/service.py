@@ -5,6 +5,11 @@
 - ``worker``: runs cycles one at a time; requests that arrive while a cycle runs are
   coalesced into the next one (a webhook for app A during a full cycle costs one more
   cycle for A only);
+
+A webhook's cycle starts ``settle`` seconds after it arrives, and when that cycle changes
+nothing for an app, the app is checked once more ``recheck_after`` seconds later: registries
+notify before a push is fully visible (distribution sends the manifest event before it moves
+the tag), so the first look can still see the old digest or no tag at all.
 - ``server``: the HTTP endpoints (metrics, health, webhooks) in a thread.
 
 SIGTERM/SIGINT stop the scheduler, let a running cycle finish for up to ``grace`` seconds
@@ -52,12 +57,15 @@ class Daemon:
     ``grace`` (s): how long SIGTERM waits for a running cycle. ``heartbeat_every`` (s): the
     liveness tick; /healthz fails after ``MISSED_HEARTBEATS`` missed ticks (at least 60 s).
     ``reload_every`` (s): how often policy files are checked for changes.
+    ``settle`` (s): delay between a webhook and its cycle, so a burst of events is one cycle.
+    ``recheck_after`` (s): when a webhook's cycle changed nothing for an app, look once more.
     """
 
     def __init__(self, *, settings: Settings, policy_paths: Sequence[str], runtime: Runtime,
                  apps: Sequence[App], clock: Callable[[], float] = time.time,
                  grace: float = 30.0, heartbeat_every: float = 5.0,
-                 reload_every: float = 10.0) -> None:
+                 reload_every: float = 10.0, settle: float = 0.2,
+                 recheck_after: float = 1.0) -> None:
         self.settings = settings
         self.policy_paths = list(policy_paths)
         self.runtime = runtime
@@ -66,12 +74,15 @@ class Daemon:
         self.grace = grace
         self.heartbeat_every = heartbeat_every
         self.reload_every = reload_every
+        self.settle = settle
+        self.recheck_after = recheck_after
         self.last_tick = clock()
         self.repo_reached = False
         self.in_cycle = False
         self.cycles = 0
         self._pending: set[str] | None = None     # None: nothing; empty set never stored
         self._full = False
+        self._recheck: set[str] = set()  # webhook apps to look at again if nothing changed
         self._wake = asyncio.Event()
         self._policy_hash = _hash_policies(self.policy_paths)
         self.last_result: CycleResult | None = None
@@ -82,12 +93,18 @@ class Daemon:
         self._wake.set()
 
     def request_apps(self, names: set[str]) -> None:
-        """Reconcile only these apps soon (webhooks); coalesced with pending requests."""
-        known = {a.name for a in self.apps}
-        names = names & known
-        if not names:
-            return
+        """Reconcile only these apps soon (webhooks); coalesced with pending requests.
+
+        Call on the daemon's loop. The cycle starts after ``settle`` seconds.
+        """
+        names = names & {a.name for a in self.apps}
+        if names:
+            asyncio.get_running_loop().call_later(self.settle, self._enqueue, names, True)
+
+    def _enqueue(self, names: set[str], recheck: bool) -> None:
         self._pending = (self._pending or set()) | names
+        if recheck:
+            self._recheck |= names
         self._wake.set()
 
     def apps_for_image(self, registry: str, repository: str) -> set[str]:
@@ -158,19 +175,32 @@ class Daemon:
             self._wake.clear()
             if stop.is_set():
                 return  # a shutdown wakes us too; never start a cycle after it
+            recheck, self._recheck = self._recheck, set()
             apps = self._next_batch()
             if apps:
-                await self._guarded_cycle(apps)
+                result = await self._guarded_cycle(apps)
+                self._schedule_recheck(recheck, result)
 
-    async def _guarded_cycle(self, apps: Sequence[App]) -> None:
+    async def _guarded_cycle(self, apps: Sequence[App]) -> CycleResult | None:
         # reconcile records expected failures per app; anything escaping it is a bug, which
         # must not end the daemon: the next cycle (or webhook) tries again.
         try:
-            await self.cycle(apps)
+            return await self.cycle(apps)
         except Exception:
             log.exception("the reconcile cycle failed unexpectedly (a bug; please report it); "
                           "the next cycle runs within %d s",
                           int(self.settings.interval + self.settings.jitter))
+            return None
+
+    def _schedule_recheck(self, names: set[str], result: CycleResult | None) -> None:
+        """One more look at webhook apps whose cycle changed nothing (see the module doc)."""
+        changed = {c.app for c in result.changes} if result is not None else set()
+        again = names - changed
+        if again:
+            log.debug("no change yet for app(s) %s after their webhook; checking again in "
+                      "%.1f s", ", ".join(sorted(again)), self.recheck_after)
+            asyncio.get_running_loop().call_later(self.recheck_after, self._enqueue, again,
+                                                  False)
 
     async def cycle(self, apps: Sequence[App]) -> CycleResult:
         metrics = self.runtime.metrics

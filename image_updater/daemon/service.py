@@ -101,6 +101,10 @@ class Daemon:
         if names:
             asyncio.get_running_loop().call_later(self.settle, self._enqueue, names, True)
 
+    def queued(self) -> tuple[bool, frozenset[str]]:
+        """What the next cycle covers: (a full cycle was requested, apps requested alone)."""
+        return self._full, frozenset(self._pending or ())
+
     def _enqueue(self, names: set[str], recheck: bool) -> None:
         self._pending = (self._pending or set()) | names
         if recheck:

@@ -71,9 +71,11 @@ def verify(source_path: str, headers: Mapping[str, str], body: bytes,
                                 "(set webhooks.secret_env or webhooks.secret_file)")
     if _authentic(secret, headers, body, token):
         return
-    raise WebhookError(401, "webhook authentication failed: send 'Authorization: Bearer "
-                            "<secret>', an X-Hub-Signature-256 HMAC, or the secret as the last "
-                            "path segment")
+    # Worded without a literal "Authorization: …" so the log redaction leaves the hint readable.
+    raise WebhookError(401, "webhook authentication failed: send the shared secret as a Bearer "
+                            "token in the Authorization header, sign the body with an "
+                            "X-Hub-Signature-256 HMAC, or append the secret as the last path "
+                            "segment")
 
 
 def _authentic(secret: str, headers: Mapping[str, str], body: bytes, token: str) -> bool:

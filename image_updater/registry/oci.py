@@ -593,20 +593,21 @@ class OciRegistry:
             body = await _read_error_body(response)
         status = response.status_code
         url = _shown(str(response.request.url))
-        detail = truncate(_error_detail(body)) or f"HTTP {status}"
+        detail = truncate(_error_detail(body))
+        said = f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
         target = f"repository {repository}" if repository else "the registry API"
         if status in (401, 403):
             verb = "push to" if response.request.method not in ("GET", "HEAD") else "pull from"
             raise RegistryAuthError(
-                f"Registry {self.host} refused access to {target} (HTTP {status}: {detail}) "
+                f"Registry {self.host} refused access to {target} ({said}) "
                 f"using {self._options.credentials.describe()}; check that these credentials "
                 f"are valid and allowed to {verb} it.", registry=self.host, url=url)
         if status == 404:
             raise NotFoundError(self._not_found(repository, reference, _error_codes(body)),
                                 registry=self.host, url=url)
         raise RegistryError(
-            f"Registry {self.host} answered {response.request.method} {url} with HTTP "
-            f"{status}: {detail}.", registry=self.host, url=url)
+            f"Registry {self.host} answered {response.request.method} {url} with {said}.",
+            registry=self.host, url=url)
 
     def _not_found(self, repository: str, reference: str | None, codes: set[str]) -> str:
         where = f"{self.host}/{repository}"

@@ -1,0 +1,388 @@
+"""Poll-cycle benchmark (not a test): N apps x 3 environment tags against a local registry.
+
+Measures, in one run and one event loop:
+
+- the engine: ``reconcile(apps, runtime.deps())`` cycles in steady state (every values file
+  already holds the right digest), then one cycle in which 1% of the tags moved;
+- the floor: a bare asyncio httpx HEAD loop over the same 3N tags at the same concurrency;
+- the alternative we did not choose: the same HEADs from a thread pool with sync httpx.
+
+Prints requests per tracked tag (from the client's ``on_request`` hook and from the
+registry's access log), cycle wall time with its resolve/git split, peak RSS, and the
+targets with PASS/FAIL. Run from the repository root::
+
+    python -m bench.poll_cycle --apps 1000 --concurrency 16 --cycles 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import httpx
+
+from bench import _common as common
+from image_updater.config.model import App, GitTarget
+from image_updater.config.policies import load_policies
+from image_updater.config.settings import GitSettings, RegistrySettings, Settings
+from image_updater.daemon.runtime import Runtime
+from image_updater.engine.reconcile import Deps, reconcile
+from image_updater.engine.result import CycleResult
+from image_updater.gitops.repo import DeployRepo
+from image_updater.observability.logs import configure_logging
+from image_updater.registry.oci import ACCEPT_MANIFESTS, OciRegistry
+from image_updater.registry.options import RegistryOptions
+from tests.fixtures.registry import RegistryServer
+
+TARGET_REQUESTS_PER_TAG = 1.0
+TARGET_RATIO_TO_BARE = 1.5
+TARGET_PEAK_RSS_MB = 150.0
+MOVED_SHARE = 0.01
+
+
+@dataclass
+class RequestCounter:
+    """The ``on_request`` hook: every HTTP request the OCI client sends, token fetches too."""
+
+    count: int = 0
+
+    def __call__(self, method: str, url: str) -> None:
+        self.count += 1
+
+
+@dataclass
+class StageClock:
+    """Marks when a cycle leaves the registry stage: the first ``repo_for`` call."""
+
+    git_started: float | None = None
+
+    def wrap(self, repo_for: Callable[[GitTarget], DeployRepo]
+             ) -> Callable[[GitTarget], DeployRepo]:
+        def timed(target: GitTarget) -> DeployRepo:
+            if self.git_started is None:
+                self.git_started = time.perf_counter()
+            return repo_for(target)
+        return timed
+
+
+@dataclass(frozen=True)
+class CycleStats:
+    wall: float
+    resolve: float
+    git: float
+    cpu: float
+    hook_requests: int
+    log_requests: int
+    result: CycleResult
+
+
+@dataclass
+class LoopStats:
+    walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Engine:
+    """The daemon's wiring, with our own OciRegistry so its requests can be counted."""
+
+    runtime: Runtime
+    registry: OciRegistry
+    counter: RequestCounter
+    server: RegistryServer
+
+    def deps(self, stage: StageClock) -> Deps:
+        base = self.runtime.deps()  # per cycle, as the daemon does
+        return replace(base, registry_for=lambda _host: self.registry,
+                       repo_for=stage.wrap(base.repo_for))
+
+    async def cycle(self, apps: Sequence[App]) -> CycleStats:
+        stage = StageClock()
+        before_hook, before_log = self.counter.count, common.count_access_log(self.server)
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        result = await reconcile(apps, self.deps(stage))
+        t1, cpu1 = time.perf_counter(), time.process_time()
+        split = stage.git_started or t1
+        return CycleStats(wall=t1 - t0, resolve=split - t0, git=t1 - split, cpu=cpu1 - cpu0,
+                          hook_requests=self.counter.count - before_hook,
+                          log_requests=_settled_log_count(self.server) - before_log,
+                          result=result)
+
+
+def _settled_log_count(server: RegistryServer) -> int:
+    """The registry writes its access log asynchronously: wait until the count stops moving."""
+    count = common.count_access_log(server)
+    for _ in range(50):
+        time.sleep(0.02)
+        again = common.count_access_log(server)
+        if again == count:
+            return count
+        count = again
+    return count
+
+
+# -- the floor: bare HEAD loops --------------------------------------------------------------
+
+def tag_urls(base: str, apps: int) -> list[str]:
+    return [f"{base}/v2/{common.repository(i)}/manifests/{env}"
+            for i in range(apps) for env in common.ENVS]
+
+
+def _limits(concurrency: int) -> httpx.Limits:
+    return httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+
+async def bare_async(client: httpx.AsyncClient, urls: Sequence[str], concurrency: int
+                     ) -> tuple[float, float]:
+    """One HEAD per URL, ``concurrency`` in flight; returns (wall, cpu) seconds."""
+    gate = asyncio.Semaphore(concurrency)  # as the client's RateLimiter does
+
+    async def head(url: str) -> None:
+        async with gate:
+            response = await client.head(url, headers={"Accept": ACCEPT_MANIFESTS})
+        _check_head(response)
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(head(u) for u in urls))
+    return time.perf_counter() - t0, time.process_time() - cpu0
+
+
+def bare_threads(client: httpx.Client, pool: ThreadPoolExecutor, urls: Sequence[str]
+                 ) -> tuple[float, float]:
+    def head(url: str) -> None:
+        _check_head(client.head(url, headers={"Accept": ACCEPT_MANIFESTS}))
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    list(pool.map(head, urls))
+    return time.perf_counter() - t0, time.process_time() - cpu0
+
+
+def _check_head(response: httpx.Response) -> None:
+    if response.status_code != 200 or "Docker-Content-Digest" not in response.headers:
+        raise RuntimeError(f"HEAD {response.request.url} answered {response.status_code} "
+                           "without a digest; the benchmark registry is not seeded right.")
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    apps: int
+    concurrency: int
+    cycles: int
+    keep: bool
+    log_level: str
+
+
+@dataclass
+class Report:
+    options: Options
+    setup_seconds: float = 0.0
+    steady: list[CycleStats] = field(default_factory=list)
+    moved: CycleStats | None = None
+    moved_expected: int = 0
+    moved_verified: bool = False
+    bare_async: LoopStats = field(default_factory=LoopStats)
+    bare_threads: LoopStats = field(default_factory=LoopStats)
+    rss_before_cycles: float = 0.0
+    rss_peak: float = 0.0
+
+
+def run(options: Options) -> Report:
+    work = common.workdir(options.keep)
+    report = Report(options)
+    try:
+        with RegistryServer() as server:
+            try:
+                asyncio.run(_run(options, server, work, report))
+            finally:
+                if options.keep:
+                    shutil.copy(server.log_path, work / "registry.log")
+    finally:
+        common.remove(work, options.keep)
+    report.rss_peak = common.peak_rss_mb()
+    return report
+
+
+async def _run(options: Options, server: RegistryServer, work: Path, report: Report) -> None:
+    started = time.perf_counter()
+    image = common.small_image()
+    digests = common.seed_registry(server, image, options.apps)
+    deploy = common.make_deploy_repo(work, options.apps, digests)
+    apps = load_policies([common.write_policies(work / "policies", server.host, deploy,
+                                                options.apps)])
+    report.setup_seconds = time.perf_counter() - started
+    _progress(f"setup: {options.apps} apps x {len(common.ENVS)} tags in "
+              f"{report.setup_seconds:.1f} s")
+    log_file = (work / "image-updater.log").open("w", encoding="utf-8")
+    handler = configure_logging(fmt="text", level=options.log_level, stream=log_file)
+    engine = _engine(options, server, work)
+    urls = tag_urls(server.url, options.apps)
+    report.rss_before_cycles = common.peak_rss_mb()
+    try:
+        await _rounds(options, engine, apps, urls, report)
+        await _moved_cycle(options, engine, image, apps, deploy, report)
+    finally:
+        await engine.registry.aclose()
+        await engine.runtime.aclose()
+        logging.getLogger().removeHandler(handler)
+        log_file.close()
+
+
+def _engine(options: Options, server: RegistryServer, work: Path) -> Engine:
+    settings = Settings(
+        cache_dir=str(work / "cache"),
+        registries=(RegistrySettings(host=server.host, insecure=True,
+                                     max_concurrency=options.concurrency),),
+        git=GitSettings(author_name="image-updater", author_email="bench@example.com"))
+    runtime = Runtime(settings)
+    counter = RequestCounter()
+    registry = OciRegistry(
+        RegistryOptions(host=server.host, insecure=True, max_concurrency=options.concurrency),
+        metrics=runtime.metrics, on_request=counter)
+    return Engine(runtime=runtime, registry=registry, counter=counter, server=server)
+
+
+async def _rounds(options: Options, engine: Engine, apps: Sequence[App], urls: Sequence[str],
+                  report: Report) -> None:
+    """Interleave engine cycles with both bare loops so drift hits all three alike."""
+    limits = _limits(options.concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as aclient:
+        with httpx.Client(limits=limits, timeout=30) as client, \
+                ThreadPoolExecutor(max_workers=options.concurrency) as pool:
+            for n in range(options.cycles):
+                stats = await engine.cycle(apps)
+                _check_steady(stats, n)
+                report.steady.append(stats)
+                wall, cpu = await bare_async(aclient, urls, options.concurrency)
+                report.bare_async.walls.append(wall)
+                report.bare_async.cpus.append(cpu)
+                wall, cpu = bare_threads(client, pool, urls)
+                report.bare_threads.walls.append(wall)
+                report.bare_threads.cpus.append(cpu)
+                _progress(f"round {n + 1}/{options.cycles}: engine {stats.wall:.2f} s "
+                          f"({stats.hook_requests} requests), bare asyncio "
+                          f"{report.bare_async.walls[-1]:.2f} s, threads "
+                          f"{report.bare_threads.walls[-1]:.2f} s")
+
+
+def _check_steady(stats: CycleStats, n: int) -> None:
+    r = stats.result
+    if r.changes or r.failures or r.commits:
+        first = r.failures[0].message if r.failures else ""
+        raise RuntimeError(f"steady-state cycle {n + 1} was not a no-op: {len(r.changes)} "
+                           f"change(s), {len(r.failures)} failure(s) {first}")
+
+
+async def _moved_cycle(options: Options, engine: Engine, image: common.Image,
+                       apps: Sequence[App], deploy: Path, report: Report) -> None:
+    tags = options.apps * len(common.ENVS)
+    count = max(1, round(tags * MOVED_SHARE))
+    step = tags // count
+    targets = [(k // len(common.ENVS), common.ENVS[k % len(common.ENVS)])
+               for k in range(0, step * count, step)]
+    moved = common.move_tags(engine.server, image, targets)
+    commits = common.commit_count(deploy)
+    stats = await engine.cycle(apps)
+    report.moved, report.moved_expected = stats, len(moved)
+    got = {(c.app, c.env): c.digest for c in stats.result.changes}
+    want = {(common.app_name(i), env): d for (i, env), d in moved.items()}
+    sample_app, sample_env = next(iter(want))
+    written = common.head_file(deploy, f"{sample_app}/values-{sample_env}.yaml")
+    report.moved_verified = (got == want and not stats.result.failures
+                             and common.commit_count(deploy) == commits + 1
+                             and want[(sample_app, sample_env)] in written)
+
+
+# -- printing --------------------------------------------------------------------------------
+
+def render(report: Report) -> str:
+    o = report.options
+    tags = o.apps * len(common.ENVS)
+    warm = report.steady[1:] or report.steady
+    wall = common.median([s.wall for s in warm])
+    bare = common.median(report.bare_async.walls[1:] or report.bare_async.walls)
+    threads = common.median(report.bare_threads.walls[1:] or report.bare_threads.walls)
+    per_tag = max(s.hook_requests for s in warm) / tags
+    per_tag_log = max(s.log_requests for s in warm) / tags
+    rows = [["measure", "value", "target", "verdict"],
+            ["registry requests per tracked tag (client hook)", f"{per_tag:.3f}",
+             f"<= {TARGET_REQUESTS_PER_TAG}", _verdict(per_tag <= TARGET_REQUESTS_PER_TAG)],
+            ["registry requests per tracked tag (access log)", f"{per_tag_log:.3f}",
+             f"<= {TARGET_REQUESTS_PER_TAG}", _verdict(per_tag_log <= TARGET_REQUESTS_PER_TAG)],
+            ["cycle wall time, median (s)", f"{wall:.3f}", "", ""],
+            ["  resolve stage, median (s)", f"{common.median([s.resolve for s in warm]):.3f}",
+             "", ""],
+            ["  git stage, median (s)", f"{common.median([s.git for s in warm]):.3f}", "", ""],
+            ["  CPU time of the cycle, median (s)",
+             f"{common.median([s.cpu for s in warm]):.3f}", "", ""],
+            ["bare asyncio httpx HEAD loop, median (s)", f"{bare:.3f}", "", ""],
+            ["cycle / bare asyncio loop", f"{wall / bare:.2f}x", f"<= {TARGET_RATIO_TO_BARE}x",
+             _verdict(wall <= TARGET_RATIO_TO_BARE * bare)],
+            ["bare thread-pool sync httpx HEAD loop, median (s)", f"{threads:.3f}", "", ""],
+            ["  CPU: asyncio loop / thread pool (s)",
+             f"{common.median(report.bare_async.cpus):.3f} / "
+             f"{common.median(report.bare_threads.cpus):.3f}", "", ""],
+            ["first (cold) cycle (s)", f"{report.steady[0].wall:.3f}", "", ""],
+            ["peak RSS of this process (MB)", f"{report.rss_peak:.1f}",
+             f"<= {TARGET_PEAK_RSS_MB:.0f}", _verdict(report.rss_peak <= TARGET_PEAK_RSS_MB)],
+            ["  of which before the first cycle (MB)", f"{report.rss_before_cycles:.1f}", "", ""]]
+    if report.moved is not None:
+        m = report.moved
+        rows += [[f"1% moved ({report.moved_expected} tags): cycle wall time (s)",
+                  f"{m.wall:.3f}", "", ""],
+                 ["  resolve / git stage (s)", f"{m.resolve:.3f} / {m.git:.3f}", "", ""],
+                 ["  requests per tracked tag (hook / log)",
+                  f"{m.hook_requests / tags:.3f} / {m.log_requests / tags:.3f}", "", ""],
+                 ["  all moved tags committed in one commit", str(report.moved_verified), "",
+                  _verdict(report.moved_verified)]]
+    head = (f"poll cycle: {o.apps} apps x {len(common.ENVS)} tags = {tags} tracked tags, "
+            f"concurrency {o.concurrency}, {o.cycles} steady cycles (median of the "
+            f"{len(warm)} after the first), log level {o.log_level}, setup "
+            f"{report.setup_seconds:.1f} s")
+    return head + "\n\n" + common.table(rows)
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def _progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--apps", type=int, default=1000, help="apps, 3 env tags each")
+    parser.add_argument("--concurrency", type=int, default=16,
+                        help="requests in flight (registry max_concurrency and bare loops)")
+    parser.add_argument("--cycles", type=int, default=3,
+                        help="steady-state cycles; the first is the warm-up")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (deploy repo, policies, logs)")
+    parser.add_argument("--log-level", default="info",
+                        help="image-updater log level, written to a file (default: info, "
+                             "as the daemon runs)")
+    args = parser.parse_args(argv)
+    if args.apps < 1 or args.concurrency < 1 or args.cycles < 1:
+        parser.error("--apps, --concurrency and --cycles must be at least 1")
+    return Options(apps=args.apps, concurrency=args.concurrency, cycles=args.cycles,
+                   keep=args.keep, log_level=args.log_level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    report = run(parse_args(argv))
+    print(render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

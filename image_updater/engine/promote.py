@@ -22,6 +22,7 @@ from image_updater.config.settings import Settings
 from image_updater.errors import (
     ConfigError,
     ConflictError,
+    DigestMismatchError,
     ImageUpdaterError,
     InvalidReferenceError,
     NotFoundError,
@@ -142,8 +143,9 @@ async def _read_source(registry: Registry, req: _Request) -> Manifest:
             f"{what} does not exist in {req.src.name}, so there is nothing to promote; check "
             f"the source image and digest ({exc})", registry=exc.registry, url=exc.url) from exc
     if req.pinned and manifest.digest != req.pinned:
-        raise NotFoundError(f"{req.src.name} served {manifest.digest} when asked for "
-                            f"{req.pinned}; nothing was promoted.", registry=registry.host)
+        raise DigestMismatchError(f"{req.src.name} served a manifest hashing to "
+                                  f"{manifest.digest} when asked for {req.pinned}; it is not "
+                                  "trusted and nothing was promoted.", registry=registry.host)
     return manifest
 
 

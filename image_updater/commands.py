@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TextIO
 
 from image_updater.config.model import App
-from image_updater.config.policies import load_policies
 from image_updater.config.settings import Settings, load_settings, secret_sources
 from image_updater.engine.result import CycleResult
 from image_updater.errors import PolicyError
@@ -65,6 +64,8 @@ def _policy_paths(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
+    from image_updater.config.policies import load_policies
+
     settings = _settings(args)
     apps = load_policies(_policy_paths(args))
     if args.app:
@@ -116,6 +117,8 @@ def print_result(result: CycleResult, *, dry_run: bool, out: TextIO | None = Non
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from image_updater.config.policies import load_policies
+
     paths = args.paths or _policy_paths(args)
     try:
         apps = load_policies(paths)

@@ -7,10 +7,10 @@ when an ECR host is actually used, so short-lived ``retag`` jobs stay fast to st
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from image_updater.config.settings import CredentialsSettings, RegistrySettings
 from image_updater.errors import ConfigError
-from image_updater.observability.metrics import Metrics
 from image_updater.registry.base import Registry
 from image_updater.registry.credentials import (
     Anonymous,
@@ -20,18 +20,24 @@ from image_updater.registry.credentials import (
     FileCredentials,
 )
 from image_updater.registry.ecr_host import parse_ecr_host
-from image_updater.registry.oci import OciRegistry
+from image_updater.registry.oci import OciRegistry, OnRequest
 from image_updater.registry.options import RegistryOptions
 
+if TYPE_CHECKING:
+    from image_updater.observability.metrics import Metrics
 
-def open_registry(settings: RegistrySettings, *, metrics: Metrics | None = None) -> Registry:
+
+def open_registry(settings: RegistrySettings, *, metrics: Metrics | None = None,
+                  on_request: OnRequest | None = None) -> Registry:
+    """``on_request(method, url)`` sees every OCI request (ECR: use metrics instead)."""
     if settings.ecr is not None or parse_ecr_host(settings.host) is not None:
         return open_ecr(settings, metrics=metrics)
-    return open_oci(settings, metrics=metrics)
+    return open_oci(settings, metrics=metrics, on_request=on_request)
 
 
 def open_oci(settings: RegistrySettings, *, metrics: Metrics | None = None,
-             credentials: CredentialSource | None = None) -> OciRegistry:
+             credentials: CredentialSource | None = None,
+             on_request: OnRequest | None = None) -> OciRegistry:
     """The OCI API client; for ECR hosts pass the ECR token provider as ``credentials``."""
     options = RegistryOptions(
         host=settings.host, insecure=settings.insecure,
@@ -40,7 +46,7 @@ def open_oci(settings: RegistrySettings, *, metrics: Metrics | None = None,
         timeout=settings.timeout, max_retries=settings.max_retries,
         max_concurrency=settings.max_concurrency,
         requests_per_second=settings.requests_per_second)
-    return OciRegistry(options, metrics=metrics)
+    return OciRegistry(options, metrics=metrics, on_request=on_request)
 
 
 def open_ecr(settings: RegistrySettings, *, metrics: Metrics | None = None) -> Registry:

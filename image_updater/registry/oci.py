@@ -23,7 +23,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import certifi
 import httpx
@@ -39,7 +39,6 @@ from image_updater.errors import (
     TransientRegistryError,
     truncate,
 )
-from image_updater.observability.metrics import Metrics
 from image_updater.registry.auth import SCOPES_EXTENSION, RegistryAuth, repository_scope
 from image_updater.registry.base import (
     MANIFEST_ACCEPT,
@@ -51,6 +50,9 @@ from image_updater.registry.base import (
 from image_updater.registry.options import RegistryOptions
 from image_updater.registry.ratelimit import Clock, RateLimiter, Sleep
 from image_updater.registry.reference import check_repository
+
+if TYPE_CHECKING:  # prometheus_client is imported only by processes that export metrics
+    from image_updater.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -640,8 +642,8 @@ class _closing:
 
 
 def _tls_verify(options: RegistryOptions) -> ssl.SSLContext | bool:
-    if options.insecure_skip_verify:
-        return False
+    if options.insecure_skip_verify or options.insecure:
+        return False  # plain HTTP: no certificate to verify, and loading roots costs ~15 ms
     cafile = str(options.ca_file) if options.ca_file is not None else certifi.where()
     try:
         return ssl.create_default_context(cafile=cafile)

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from image_updater.errors import ConfigError, DigestMismatchError, RegistryError, truncate
-from image_updater.registry.auth import repository_scope
 from image_updater.registry.base import Manifest, Registry, check_digest, sha256_digest
 from image_updater.registry.oci import OciRegistry
 
@@ -194,34 +193,9 @@ async def _copy_content(manifest: Manifest, move: BlobMover, *, src: OciRegistry
         child = await src.get_manifest(src_repository, digest)  # verifies the child's sha256
         await _copy_content(child, move, src=src, src_repository=src_repository, dst=dst,
                             dst_repository=dst_repository, depth=depth + 1)
-        await put_manifest_by_digest(dst, dst_repository, child)
+        await dst.put_manifest(dst_repository, child.digest, child)
 
     await _all(copy_child(d) for d in child_digests(manifest, where))
-
-
-async def put_manifest_by_digest(registry: OciRegistry, repository: str,
-                                 manifest: Manifest) -> None:
-    """PUT a child manifest under its digest (no tag), as an index's children need.
-
-    ``OciRegistry.put_manifest`` accepts tags only; until it also accepts a digest reference
-    this goes through its request path directly, keeping its retries, auth and errors.
-    """
-    digest = check_digest(manifest.digest)
-    url = f"{registry._base}/v2/{repository}/manifests/{digest}"
-    response = await registry._request(
-        "PUT", url, content=manifest.body, headers={"Content-Type": manifest.media_type},
-        scopes=(repository_scope(repository, ("pull", "push")),))
-    try:
-        if response.status_code not in (200, 201):
-            await registry._fail_put_manifest(response, repository, digest)
-        reported = response.headers.get("Docker-Content-Digest")
-    finally:
-        await response.aclose()
-    if reported and reported != digest:
-        raise DigestMismatchError(
-            f"Registry {registry.host} stored manifest {digest} of {repository} as "
-            f"{truncate(reported, 80)}; the copy is not trusted. Check the registry.",
-            registry=registry.host)
 
 
 async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:

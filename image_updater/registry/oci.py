@@ -192,8 +192,11 @@ class OciRegistry:
                         body=body)
 
     async def put_manifest(self, repository: str, tag: str, manifest: Manifest) -> str:
+        """Store ``manifest`` under ``tag``; ``tag`` may also be the manifest's own digest
+        (an index's children are stored by digest, untagged)."""
         check_repository(repository)
-        check_tag(tag)
+        if tag != manifest.digest:
+            check_tag(tag)
         url = self._manifest_url(repository, tag)
         if sha256_digest(manifest.body) != manifest.digest:
             raise self._mismatch(url, f"would receive a manifest whose body does not hash to "

@@ -140,14 +140,23 @@ def _limits(concurrency: int) -> httpx.Limits:
     return httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
 
-async def bare_async(client: httpx.AsyncClient, urls: Sequence[str], concurrency: int
-                     ) -> tuple[float, float]:
-    """One HEAD per URL, ``concurrency`` in flight; returns (wall, cpu) seconds."""
+async def bare_async(client: httpx.AsyncClient, urls: Sequence[str], concurrency: int, *,
+                     reuse: bool = True) -> tuple[float, float]:
+    """One HEAD per URL, ``concurrency`` in flight; returns (wall, cpu) seconds.
+
+    ``reuse=False`` closes each streamed response unread, as OciRegistry does today: httpcore
+    then drops the connection instead of keeping it alive, so every HEAD opens a new one.
+    """
     gate = asyncio.Semaphore(concurrency)  # as the client's RateLimiter does
 
     async def head(url: str) -> None:
         async with gate:
-            response = await client.head(url, headers={"Accept": ACCEPT_MANIFESTS})
+            if reuse:
+                response = await client.head(url, headers={"Accept": ACCEPT_MANIFESTS})
+            else:
+                request = client.build_request("HEAD", url, headers={"Accept": ACCEPT_MANIFESTS})
+                response = await client.send(request, stream=True)
+                await response.aclose()
         _check_head(response)
 
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -191,6 +200,7 @@ class Report:
     moved_expected: int = 0
     moved_verified: bool = False
     bare_async: LoopStats = field(default_factory=LoopStats)
+    bare_async_no_reuse: LoopStats = field(default_factory=LoopStats)
     bare_threads: LoopStats = field(default_factory=LoopStats)
     rss_before_cycles: float = 0.0
     rss_peak: float = 0.0
@@ -262,15 +272,20 @@ async def _rounds(options: Options, engine: Engine, apps: Sequence[App], urls: S
                 stats = await engine.cycle(apps)
                 _check_steady(stats, n)
                 report.steady.append(stats)
-                wall, cpu = await bare_async(aclient, urls, options.concurrency)
-                report.bare_async.walls.append(wall)
-                report.bare_async.cpus.append(cpu)
+                for reuse, stats_of in ((True, report.bare_async),
+                                        (False, report.bare_async_no_reuse)):
+                    wall, cpu = await bare_async(aclient, urls, options.concurrency,
+                                                 reuse=reuse)
+                    stats_of.walls.append(wall)
+                    stats_of.cpus.append(cpu)
                 wall, cpu = bare_threads(client, pool, urls)
                 report.bare_threads.walls.append(wall)
                 report.bare_threads.cpus.append(cpu)
                 _progress(f"round {n + 1}/{options.cycles}: engine {stats.wall:.2f} s "
                           f"({stats.hook_requests} requests), bare asyncio "
-                          f"{report.bare_async.walls[-1]:.2f} s, threads "
+                          f"{report.bare_async.walls[-1]:.2f} s (keep-alive) / "
+                          f"{report.bare_async_no_reuse.walls[-1]:.2f} s (new connections), "
+                          "threads "
                           f"{report.bare_threads.walls[-1]:.2f} s")
 
 
@@ -308,47 +323,72 @@ def render(report: Report) -> str:
     o = report.options
     tags = o.apps * len(common.ENVS)
     warm = report.steady[1:] or report.steady
-    wall = common.median([s.wall for s in warm])
-    bare = common.median(report.bare_async.walls[1:] or report.bare_async.walls)
-    threads = common.median(report.bare_threads.walls[1:] or report.bare_threads.walls)
-    per_tag = max(s.hook_requests for s in warm) / tags
-    per_tag_log = max(s.log_requests for s in warm) / tags
     rows = [["measure", "value", "target", "verdict"],
-            ["registry requests per tracked tag (client hook)", f"{per_tag:.3f}",
-             f"<= {TARGET_REQUESTS_PER_TAG}", _verdict(per_tag <= TARGET_REQUESTS_PER_TAG)],
-            ["registry requests per tracked tag (access log)", f"{per_tag_log:.3f}",
-             f"<= {TARGET_REQUESTS_PER_TAG}", _verdict(per_tag_log <= TARGET_REQUESTS_PER_TAG)],
-            ["cycle wall time, median (s)", f"{wall:.3f}", "", ""],
-            ["  resolve stage, median (s)", f"{common.median([s.resolve for s in warm]):.3f}",
-             "", ""],
-            ["  git stage, median (s)", f"{common.median([s.git for s in warm]):.3f}", "", ""],
-            ["  CPU time of the cycle, median (s)",
-             f"{common.median([s.cpu for s in warm]):.3f}", "", ""],
-            ["bare asyncio httpx HEAD loop, median (s)", f"{bare:.3f}", "", ""],
-            ["cycle / bare asyncio loop", f"{wall / bare:.2f}x", f"<= {TARGET_RATIO_TO_BARE}x",
-             _verdict(wall <= TARGET_RATIO_TO_BARE * bare)],
-            ["bare thread-pool sync httpx HEAD loop, median (s)", f"{threads:.3f}", "", ""],
-            ["  CPU: asyncio loop / thread pool (s)",
-             f"{common.median(report.bare_async.cpus):.3f} / "
-             f"{common.median(report.bare_threads.cpus):.3f}", "", ""],
-            ["first (cold) cycle (s)", f"{report.steady[0].wall:.3f}", "", ""],
-            ["peak RSS of this process (MB)", f"{report.rss_peak:.1f}",
-             f"<= {TARGET_PEAK_RSS_MB:.0f}", _verdict(report.rss_peak <= TARGET_PEAK_RSS_MB)],
-            ["  of which before the first cycle (MB)", f"{report.rss_before_cycles:.1f}", "", ""]]
+            *_request_rows(warm, tags), *_time_rows(report, warm), *_memory_rows(report)]
     if report.moved is not None:
-        m = report.moved
-        rows += [[f"1% moved ({report.moved_expected} tags): cycle wall time (s)",
-                  f"{m.wall:.3f}", "", ""],
-                 ["  resolve / git stage (s)", f"{m.resolve:.3f} / {m.git:.3f}", "", ""],
-                 ["  requests per tracked tag (hook / log)",
-                  f"{m.hook_requests / tags:.3f} / {m.log_requests / tags:.3f}", "", ""],
-                 ["  all moved tags committed in one commit", str(report.moved_verified), "",
-                  _verdict(report.moved_verified)]]
+        rows += _moved_rows(report, report.moved, tags)
     head = (f"poll cycle: {o.apps} apps x {len(common.ENVS)} tags = {tags} tracked tags, "
-            f"concurrency {o.concurrency}, {o.cycles} steady cycles (median of the "
+            f"concurrency {o.concurrency}, {o.cycles} steady cycles (medians of the "
             f"{len(warm)} after the first), log level {o.log_level}, setup "
             f"{report.setup_seconds:.1f} s")
     return head + "\n\n" + common.table(rows)
+
+
+def _request_rows(warm: Sequence[CycleStats], tags: int) -> list[list[str]]:
+    target = TARGET_REQUESTS_PER_TAG
+    hook = max(s.hook_requests for s in warm) / tags
+    logged = max(s.log_requests for s in warm) / tags
+    return [["registry requests per tracked tag (client hook)", f"{hook:.3f}",
+             f"<= {target}", _verdict(hook <= target)],
+            ["registry requests per tracked tag (access log)", f"{logged:.3f}",
+             f"<= {target}", _verdict(logged <= target)]]
+
+
+def _time_rows(report: Report, warm: Sequence[CycleStats]) -> list[list[str]]:
+    wall = common.median([s.wall for s in warm])
+    keep_alive = _loop_median(report.bare_async)
+    no_reuse = _loop_median(report.bare_async_no_reuse)
+    floor = min(keep_alive, no_reuse)  # judged against the faster loop: the stricter test
+    return [
+        ["cycle wall time (s)", f"{wall:.3f}", "", ""],
+        ["  resolve stage (s)", f"{common.median([s.resolve for s in warm]):.3f}", "", ""],
+        ["  git stage (s)", f"{common.median([s.git for s in warm]):.3f}", "", ""],
+        ["  CPU time of this process (s)", f"{common.median([s.cpu for s in warm]):.3f}", "",
+         ""],
+        ["bare asyncio HEAD loop, keep-alive: wall / CPU (s)", _wall_cpu(report.bare_async),
+         "", ""],
+        ["bare asyncio HEAD loop, new connection per HEAD: wall / CPU (s)",
+         _wall_cpu(report.bare_async_no_reuse), "", ""],
+        ["bare thread pool, sync httpx, keep-alive: wall / CPU (s)",
+         _wall_cpu(report.bare_threads), "", ""],
+        ["cycle / faster bare asyncio loop", f"{wall / floor:.2f}x",
+         f"<= {TARGET_RATIO_TO_BARE}x", _verdict(wall <= TARGET_RATIO_TO_BARE * floor)],
+        ["cycle / keep-alive bare asyncio loop", f"{wall / keep_alive:.2f}x", "", ""],
+        ["first (cold) cycle (s)", f"{report.steady[0].wall:.3f}", "", ""]]
+
+
+def _memory_rows(report: Report) -> list[list[str]]:
+    return [["peak RSS of this process (MB)", f"{report.rss_peak:.1f}",
+             f"<= {TARGET_PEAK_RSS_MB:.0f}", _verdict(report.rss_peak <= TARGET_PEAK_RSS_MB)],
+            ["  peak before the first cycle (MB)", f"{report.rss_before_cycles:.1f}", "", ""]]
+
+
+def _moved_rows(report: Report, m: CycleStats, tags: int) -> list[list[str]]:
+    return [[f"1% moved ({report.moved_expected} tags): cycle wall time (s)", f"{m.wall:.3f}",
+             "", ""],
+            ["  resolve / git stage (s)", f"{m.resolve:.3f} / {m.git:.3f}", "", ""],
+            ["  requests per tracked tag (hook / log)",
+             f"{m.hook_requests / tags:.3f} / {m.log_requests / tags:.3f}", "", ""],
+            ["  every moved tag committed, in one commit", str(report.moved_verified), "",
+             _verdict(report.moved_verified)]]
+
+
+def _loop_median(stats: LoopStats) -> float:
+    return common.median(stats.walls[1:] or stats.walls)  # the first run opens connections
+
+
+def _wall_cpu(stats: LoopStats) -> str:
+    return f"{_loop_median(stats):.3f} / {common.median(stats.cpus[1:] or stats.cpus):.3f}"
 
 
 def _verdict(ok: bool) -> str:

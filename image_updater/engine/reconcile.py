@@ -28,6 +28,8 @@ from image_updater.values.editor import values_diff
 log = logging.getLogger("image_updater.reconcile")
 
 Target = tuple[App, Environment, Resolved]
+#: (app, env) -> (tag, digest) of the deployed-image info series exported now
+Published = dict[tuple[str, str], tuple[str, str]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +53,8 @@ class _RepoOutcome:
     previews: list[str] = field(default_factory=list)
     sha: str | None = None
     pull_requests: list[str] = field(default_factory=list)
+    #: values file -> its text on the branch after this cycle, where the cycle already read it
+    texts: dict[str, str] = field(default_factory=dict)
 
 
 async def reconcile(apps: Sequence[App], deps: Deps, *, dry_run: bool = False) -> CycleResult:
@@ -66,8 +70,9 @@ async def reconcile(apps: Sequence[App], deps: Deps, *, dry_run: bool = False) -
             res = resolution.resolved.get((app.name, env.name))
             if res is not None:
                 by_repo.setdefault(app.git, []).append((app, env, res))
+    published = _published(deps.metrics)
     outcomes = await asyncio.gather(*(
-        asyncio.to_thread(_apply_repo, target, items, deps, dry_run)
+        asyncio.to_thread(_apply_repo, target, items, deps, dry_run, published)
         for target, items in by_repo.items()))
     for outcome in outcomes:
         result.changes += outcome.changes
@@ -97,8 +102,9 @@ def _begin_cycle_targets(apps: Sequence[App], deps: Deps) -> list[Any]:
 
 def _record_resolution_errors(apps: Sequence[App], resolution: Resolution, result: CycleResult,
                               deps: Deps) -> None:
+    by_name = {a.name: a for a in apps}  # a registry outage fails every env: stay linear
     for (app_name, env_name), exc in resolution.errors.items():
-        app = next(a for a in apps if a.name == app_name)
+        app = by_name[app_name]
         _fail(result.failures, app, app.env(env_name), exc, deps)
 
 
@@ -111,8 +117,8 @@ def _fail(failures: list[Failure], app: App, env: Environment, exc: ImageUpdater
               extra={"app": app.name, "env": env.name, "image": app.image})
 
 
-def _apply_repo(target: GitTarget, items: list[Target], deps: Deps, dry_run: bool
-                ) -> _RepoOutcome:
+def _apply_repo(target: GitTarget, items: list[Target], deps: Deps, dry_run: bool,
+                published: Published) -> _RepoOutcome:
     """Everything for one deploy repository and branch; runs in a worker thread."""
     outcome = _RepoOutcome()
     try:
@@ -128,7 +134,7 @@ def _apply_repo(target: GitTarget, items: list[Target], deps: Deps, dry_run: boo
         _commit_direct(repo, direct, deps, dry_run, outcome)
     if gated:
         _propose_gated(target, repo, gated, deps, dry_run, outcome)
-    _publish_deployed(repo, items, deps)
+    _publish_deployed(repo, items, deps, outcome.texts, published)
     return outcome
 
 
@@ -156,7 +162,8 @@ def _commit_direct(repo: DeployRepo, items: list[Target], deps: Deps, dry_run: b
                 continue
             if change is None:
                 unchanged.append((app.name, env.name))
-                log.info("%s", why, extra={"app": app.name, "env": env.name})
+                # debug: in steady state every env is unchanged, every cycle
+                log.debug("%s", why, extra={"app": app.name, "env": env.name})
                 continue
             files[env.file] = new_text
             changes.append(change)
@@ -184,7 +191,23 @@ def _commit_direct(repo: DeployRepo, items: list[Target], deps: Deps, dry_run: b
             outcome.sha = pushed.sha
             result = "rejected_retried" if pushed.rejected_count else "ok"
             deps.metrics.git_pushes.labels(result=result).inc()
+    _remember_texts(attempt, outcome, committed=bool(outcome.sha))
     _collect_attempt(attempt, deps, outcome, dry_run)
+
+
+def _remember_texts(attempt: dict[str, object], outcome: _RepoOutcome, *, committed: bool
+                    ) -> None:
+    """The branch after the last plan attempt: what it read, plus its edits if they landed.
+
+    The last attempt read every file at the head it committed on, and the commit holds
+    exactly ``files``; without a commit (nothing to do, dry run) the head is what it read.
+    """
+    originals = attempt.get("originals") or {}
+    files = attempt.get("files") or {}
+    assert isinstance(originals, dict) and isinstance(files, dict)
+    outcome.texts.update(originals)
+    if committed:
+        outcome.texts.update(files)
 
 
 def _collect_attempt(attempt: dict[str, object], deps: Deps, outcome: _RepoOutcome,
@@ -217,6 +240,7 @@ def _propose_gated(target: GitTarget, repo: DeployRepo, items: list[Target], dep
             from image_updater.engine.approval import Approvals
 
             assert isinstance(approvals, Approvals)
+            outcome.texts[env.file] = text  # a pull request leaves the branch as it is
             url = approvals.sync(app, env, text, new_text, change, why, dry_run=dry_run)
         except ImageUpdaterError as exc:
             _fail(outcome.failures, app, env, exc, deps)
@@ -251,13 +275,32 @@ def _read_values(read: Callable[[str], str | None], app: App, env: Environment) 
     return text
 
 
-def _publish_deployed(repo: DeployRepo, items: list[Target], deps: Deps) -> None:
-    """The info metric says what each environment runs according to git, after this cycle."""
+def _published(metrics: Metrics) -> Published:
+    """The deployed-image series as exported now: one pass over the gauge per cycle."""
+    out: Published = {}
+    for metric in metrics.deployed.collect():
+        for s in metric.samples:
+            labels = s.labels
+            out[(labels["app"], labels["env"])] = (labels["tag"], labels["digest"])
+    return out
+
+
+def _publish_deployed(repo: DeployRepo, items: list[Target], deps: Deps,
+                      texts: dict[str, str], published: Published) -> None:
+    """The info metric says what each environment runs according to git, after this cycle.
+
+    Files this cycle already read are not read again: ``repo.read`` walks the tree from
+    the root on every call, which made this pass quadratic in the number of app folders.
+    Unchanged series are left alone: ``set_deployed`` scans every series it exports.
+    """
     for app, env, _ in items:
         try:
-            text = repo.read(env.file)
+            text = texts[env.file] if env.file in texts else repo.read(env.file)
             current = read_current(env, text) if text is not None else None
         except ImageUpdaterError:
             continue
-        if current is not None and current.digest:
-            deps.metrics.set_deployed(app.name, env.name, current.tag or "", current.digest)
+        if current is None or not current.digest:
+            continue
+        series = (current.tag or "", current.digest)
+        if published.get((app.name, env.name)) != series:
+            deps.metrics.set_deployed(app.name, env.name, *series)

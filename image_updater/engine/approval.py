@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from image_updater.config.model import App, Environment
 from image_updater.engine.plan import read_current
 from image_updater.engine.result import Change
+from image_updater.errors import ImageUpdaterError
 from image_updater.forge.base import Forge, PullRequest, PullRequestRequest
 from image_updater.gitops.message import commit_message
 from image_updater.gitops.repo import DeployRepo
@@ -85,6 +86,17 @@ class Approvals:
         log.info("closed obsolete pull request %s", pr.url,
                  extra={"app": app.name, "env": env.name})
 
+    def _since(self, file: str, digest: str) -> str | None:
+        """The image-updater commit that wrote ``digest`` into ``file`` (None if unknown)."""
+        try:
+            records = self.repo.log_trailers(path=file, limit=20)
+        except ImageUpdaterError:
+            return None
+        for record in records:
+            if any(t.get("digest") == digest for t in record.trailers):
+                return record.sha
+        return None
+
     @staticmethod
     def _title(change: Change) -> str:
         what = change.tag or change.digest[:19]
@@ -98,7 +110,7 @@ class Approvals:
         lines += ["", f"Image: `{change.image}@{change.digest}`", f"Why: {change.reason}", "",
                   "**Evidence** (other environments of this app at the head of "
                   f"`{self.base_branch}`):"]
-        lines += evidence(app, env, change.digest, self.repo.read) or [
+        lines += evidence(app, env, change.digest, self.repo.read, self._since) or [
             "- no other environment runs this digest yet"]
         lines += ["", "Merging this pull request is the approval; the environment deploys "
                   "when it reaches the branch.", "", "---",
@@ -106,9 +118,10 @@ class Approvals:
         return "\n".join(lines)
 
 
-def evidence(app: App, env: Environment, digest: str,
-             read: Callable[[str], str | None]) -> list[str]:
-    """Which other environments of ``app`` already run ``digest``, according to git."""
+def evidence(app: App, env: Environment, digest: str, read: Callable[[str], str | None],
+             since: Callable[[str, str], str | None] = lambda _f, _d: None) -> list[str]:
+    """Which other environments of ``app`` already run ``digest``, according to git, and
+    since which commit (``since(file, digest)``)."""
     out = []
     others: Sequence[Environment] = [e for e in app.environments if e.name != env.name]
     for other in others:
@@ -117,8 +130,10 @@ def evidence(app: App, env: Environment, digest: str,
             continue
         try:
             current = read_current(other, text)
-        except Exception:  # evidence is informative only; a broken file is reported elsewhere
+        except ImageUpdaterError:  # evidence is informative; a broken file is reported elsewhere
             continue
         if current.digest == digest:
-            out.append(f"- `{other.name}` runs this digest (`{other.file}`)")
+            sha = since(other.file, digest)
+            when = f", since commit {sha[:12]}" if sha else ""
+            out.append(f"- `{other.name}` runs this digest (`{other.file}`{when})")
     return out

@@ -118,7 +118,10 @@ def test_the_whole_seed_flow(seed: Seed) -> None:
     assert seed.values("prod") == prod_before
     (number,) = seed.open_prs()
     assert f"Image-Updater-Digest: {build_1}" in seed.forge.prs[number].body
-    assert "`staging` runs this digest" in seed.forge.prs[number].body
+    staging_commit = git("log", "-1", "--format=%H", "--grep", "Image-Updater-Env: staging",
+                         "master", cwd=seed.deploy.path)
+    assert (f"`staging` runs this digest (`application-x/values-staging.yaml`, since commit "
+            f"{staging_commit[:12]})") in seed.forge.prs[number].body
 
     # 4. a person merges: the next cycle is a no-op
     seed.merge(number)

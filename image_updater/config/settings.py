@@ -37,10 +37,16 @@ class CredentialsSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class EcrSettings:
+    """``registries[].ecr``: see docs/ecr.md for each field."""
+
     region: str | None = None          #: defaults to the region in the registry host
+    account: str | None = None         #: defaults to the account in the registry host
     role_arn: str | None = None        #: IAM role to assume (refreshed automatically)
-    external_id: str | None = None
+    role_session_name: str = "image-updater"
+    external_id: str | None = None     #: required by some trust policies; never logged
     endpoint_url: str | None = None    #: VPC endpoint, or moto in tests
+    sts_endpoint_url: str | None = None  #: STS endpoint for role_arn (VPC endpoint)
+    max_attempts: int = 5              #: botocore adaptive-retry attempts per call
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from image_updater.config.settings import CredentialsSettings, RegistrySettings
+from image_updater.config.settings import CredentialsSettings, EcrSettings, RegistrySettings
 from image_updater.errors import ConfigError
 from image_updater.registry.base import Registry
 from image_updater.registry.credentials import (
@@ -52,12 +52,12 @@ def open_oci(settings: RegistrySettings, *, metrics: Metrics | None = None,
 def open_ecr(settings: RegistrySettings, *, metrics: Metrics | None = None) -> Registry:
     from image_updater.registry.ecr import EcrOptions, EcrRegistry
 
-    ecr = settings.ecr
+    ecr = settings.ecr or EcrSettings()
     options = EcrOptions(
-        region=ecr.region if ecr else None, role_arn=ecr.role_arn if ecr else None,
-        external_id=ecr.external_id if ecr else None,
-        endpoint_url=ecr.endpoint_url if ecr else None,
-        max_concurrency=settings.max_concurrency,
+        region=ecr.region, account=ecr.account, role_arn=ecr.role_arn,
+        role_session_name=ecr.role_session_name, external_id=ecr.external_id,
+        endpoint_url=ecr.endpoint_url, sts_endpoint_url=ecr.sts_endpoint_url,
+        max_attempts=ecr.max_attempts, max_concurrency=min(settings.max_concurrency, 8),
         requests_per_second=settings.requests_per_second or None)
     return EcrRegistry(settings.host, options=options, metrics=metrics)
 

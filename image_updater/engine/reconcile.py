@@ -291,7 +291,6 @@ def _publish_deployed(repo: DeployRepo, items: list[Target], deps: Deps,
 
     Files this cycle already read are not read again: ``repo.read`` walks the tree from
     the root on every call, which made this pass quadratic in the number of app folders.
-    Unchanged series are left alone: ``set_deployed`` scans every series it exports.
     """
     for app, env, _ in items:
         try:
@@ -299,8 +298,23 @@ def _publish_deployed(repo: DeployRepo, items: list[Target], deps: Deps,
             current = read_current(env, text) if text is not None else None
         except ImageUpdaterError:
             continue
-        if current is None or not current.digest:
-            continue
-        series = (current.tag or "", current.digest)
-        if published.get((app.name, env.name)) != series:
-            deps.metrics.set_deployed(app.name, env.name, *series)
+        if current is not None and current.digest:
+            _set_deployed(deps.metrics, published, app.name, env.name,
+                          (current.tag or "", current.digest))
+
+
+def _set_deployed(metrics: Metrics, published: Published, app: str, env: str,
+                  series: tuple[str, str]) -> None:
+    """Keep one info series per app/env, as ``Metrics.set_deployed`` does, in O(1).
+
+    ``set_deployed`` finds the old series by collecting every series the gauge exports, so
+    a first cycle over 3,000 environments spent ~20 s there. The per-cycle snapshot is
+    exact for this app/env: only this cycle's worker for the app's deploy repo writes it.
+    """
+    old = published.get((app, env))
+    if old == series:
+        return
+    if old is not None:
+        metrics.deployed.remove(app, env, *old)
+    metrics.deployed.labels(app=app, env=env, tag=series[0], digest=series[1]).set(1)
+    published[(app, env)] = series

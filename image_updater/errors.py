@@ -68,7 +68,7 @@ class Problem:
     hint: str = ""
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
         text = f"{where}: {self.field}: {self.message}"
         return f"{text} (hint: {self.hint})" if self.hint else text
 

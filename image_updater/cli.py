@@ -23,37 +23,10 @@ import sys
 from collections.abc import Sequence
 
 from image_updater import __version__
-from image_updater.errors import (
-    ConfigError,
-    ConflictError,
-    ForgeAuthError,
-    GitAuthError,
-    ImageUpdaterError,
-    InvalidReferenceError,
-    NotFoundError,
-    RegistryAuthError,
-)
-
-EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 0, 1, 2, 3, 4
-EXIT_AUTH, EXIT_TEMPORARY, EXIT_PARTIAL, EXIT_INTERNAL = 5, 6, 7, 8
+from image_updater.commands import EXIT_INTERNAL, exit_code_for
+from image_updater.errors import ImageUpdaterError
 
 log = logging.getLogger("image_updater.cli")
-
-
-def exit_code_for(exc: ImageUpdaterError) -> int:
-    if isinstance(exc, ConflictError):
-        return EXIT_CONFLICT
-    if isinstance(exc, NotFoundError):
-        return EXIT_NOT_FOUND
-    if isinstance(exc, RegistryAuthError | GitAuthError | ForgeAuthError):
-        return EXIT_AUTH
-    if isinstance(exc, InvalidReferenceError):
-        return EXIT_USAGE
-    if exc.temporary:
-        return EXIT_TEMPORARY
-    if isinstance(exc, ConfigError):
-        return EXIT_CONFIG
-    return EXIT_CONFIG
 
 
 def _common(p: argparse.ArgumentParser) -> None:

@@ -6,15 +6,48 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from image_updater.changes import CycleResult
 from image_updater.config.model import App
 from image_updater.config.settings import Settings, load_settings, secret_sources
-from image_updater.engine.result import CycleResult
-from image_updater.errors import PolicyError
+from image_updater.errors import (
+    ConfigError,
+    ConflictError,
+    ForgeAuthError,
+    GitAuthError,
+    ImageUpdaterError,
+    InvalidReferenceError,
+    NotFoundError,
+    PolicyError,
+    RegistryAuthError,
+)
 from image_updater.observability.logs import SecretRegistry, configure_logging
+
+if TYPE_CHECKING:
+    from image_updater.engine.promote import RetagResult
+
+
+# Exit codes: the table is in cli.py's docstring.
+EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 0, 1, 2, 3, 4
+EXIT_AUTH, EXIT_TEMPORARY, EXIT_PARTIAL, EXIT_INTERNAL = 5, 6, 7, 8
+
+def exit_code_for(exc: ImageUpdaterError) -> int:
+    if isinstance(exc, ConflictError):
+        return EXIT_CONFLICT
+    if isinstance(exc, NotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, RegistryAuthError | GitAuthError | ForgeAuthError):
+        return EXIT_AUTH
+    if isinstance(exc, InvalidReferenceError):
+        return EXIT_USAGE
+    if exc.temporary:
+        return EXIT_TEMPORARY
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    return EXIT_CONFIG
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -88,8 +121,8 @@ def _only(apps: Sequence[App], names: Sequence[str]) -> list[App]:
 async def run_once(settings: Settings, apps: Sequence[App], *, dry_run: bool = False
                    ) -> CycleResult:
     """One reconcile cycle with adapters built from ``settings``."""
-    from image_updater.daemon.runtime import Runtime
     from image_updater.engine.reconcile import reconcile
+    from image_updater.wiring.runtime import Runtime
 
     runtime = Runtime(settings)
     try:
@@ -148,10 +181,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from image_updater.engine.check import check_image
+    from image_updater.engine.check import CheckReport, check_image
+    from image_updater.wiring.registries import RegistryPool
 
     settings = _settings(args)
-    report = asyncio.run(check_image(settings, args))
+
+    async def run() -> CheckReport:
+        pool = RegistryPool(settings)
+        try:
+            return await check_image(pool, args)
+        finally:
+            await pool.aclose()
+
+    report = asyncio.run(run())
     print(report.text)
     return 0 if report.found else 3
 
@@ -164,16 +206,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_retag(args: argparse.Namespace) -> int:
-    from image_updater.engine.promote import retag_command
-
     settings = _settings(args)
     return retag_command(settings, args.src, args.dst, digest=args.digest,
                          expect_current=args.expect_current)
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from image_updater.engine.promote import promote_command
-
     settings = _settings(args)
     app = args.app or os.environ.get("IMAGE_UPDATER_APP")
     source = args.source or os.environ.get("IMAGE_UPDATER_FROM")
@@ -184,3 +222,64 @@ def cmd_promote(args: argparse.Namespace) -> int:
         return 2
     return promote_command(settings, _policy_paths(args), app, source, target,
                            digest=args.digest or os.environ.get("IMAGE_UPDATER_DIGEST"))
+
+
+def retag_command(settings: Settings, src: str, dst: str, *, digest: str | None = None,
+                  expect_current: str | None = None) -> int:
+    """``image-updater retag``: one line of output, and the exit code (see cli.py).
+
+    Built on registry clients alone (not the daemon's Runtime), so a PostSync job imports
+    neither git nor boto3 unless an ECR host is involved.
+    """
+    from image_updater.engine.promote import retag
+    from image_updater.wiring.registries import RegistryPool
+
+    async def run() -> RetagResult:
+        pool = RegistryPool(settings)
+        try:
+            return await retag(src, dst, digest=digest, expect_current=expect_current,
+                               registry_for=pool, count_requests=pool.requests)
+        finally:
+            await pool.aclose()
+
+    return _report(run)
+
+
+def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, source: str,
+                    target: str, *, digest: str | None = None) -> int:
+    """``image-updater promote``: retag what ``source`` runs (per git) to ``target``'s tag."""
+    from image_updater.config.policies import load_policies
+    from image_updater.engine.promote import find_env, promote
+    from image_updater.wiring.registries import RegistryPool
+    from image_updater.wiring.runtime import Runtime
+
+    chosen = _only(load_policies(policy_paths), [app])[0]
+    src_env, dst_env = find_env(chosen, source), find_env(chosen, target)
+
+    async def run() -> RetagResult:
+        runtime = Runtime(settings)
+        pool = RegistryPool(settings, metrics=runtime.metrics)
+
+        def read_head(path: str) -> str | None:
+            repo = runtime.repo_for(chosen.git)
+            repo.sync()  # the head of the deploy branch now: what Argo CD applies
+            return repo.read(path)
+
+        try:
+            return await promote(chosen, src_env, dst_env, digest=digest, registry_for=pool,
+                                 read_file=read_head, count_requests=pool.requests)
+        finally:
+            await pool.aclose()
+            await runtime.aclose()
+
+    return _report(run)
+
+
+def _report(run: Callable[[], Coroutine[Any, Any, RetagResult]]) -> int:
+    try:
+        result = asyncio.run(run())
+    except ImageUpdaterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    print(result.line())
+    return 0

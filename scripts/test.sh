@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff";  ruff check image_updater tests bench scripts
 echo "== mypy";  mypy
+echo "== layers"; lint-imports
 echo "== pytest"; python -m pytest "$@"

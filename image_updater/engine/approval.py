@@ -16,9 +16,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from image_updater.changes import Change
 from image_updater.config.model import App, Environment
 from image_updater.engine.plan import read_current
-from image_updater.engine.result import Change
 from image_updater.errors import ImageUpdaterError
 from image_updater.forge.base import Forge, PullRequest, PullRequestRequest
 from image_updater.gitops.message import commit_message

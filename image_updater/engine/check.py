@@ -7,12 +7,11 @@ choice with its digest. Read-only.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from image_updater.config.model import DEFAULT_IGNORE, Strategy, TagFilter
-from image_updater.config.settings import Settings
-from image_updater.daemon.runtime import Runtime
 from image_updater.errors import ConfigError, InvalidReferenceError
 from image_updater.policy.strategies import Selection, compile_strategy
 from image_updater.registry.base import Registry
@@ -34,7 +33,8 @@ def strategy_from_args(args: argparse.Namespace) -> Strategy:
                     filter=TagFilter(allow=args.allow, ignore=ignore, extract=args.extract))
 
 
-async def check_image(settings: Settings, args: argparse.Namespace) -> CheckReport:
+async def check_image(registry_for: Callable[[str], Registry], args: argparse.Namespace
+                      ) -> CheckReport:
     ref = parse_reference(args.image)
     if ref.tag or ref.digest:
         raise InvalidReferenceError(f"check takes a repository without tag or digest, not "
@@ -43,18 +43,13 @@ async def check_image(settings: Settings, args: argparse.Namespace) -> CheckRepo
     if strategy.kind == "digest" and not strategy.tag:
         raise ConfigError("the digest strategy follows one tag: pass --tag, e.g. --tag dev")
     compiled = compile_strategy(strategy)
-    runtime = Runtime(settings)
-    try:
-        registry = runtime.registry_for(ref.registry)
-        tags = await registry.list_tags(ref.repository)
-        created = await _created(registry, ref.repository, tags, strategy)
-        selection = compiled.select(tags, created=created)
-        digest = None
-        if selection.tag:
-            digests = await registry.digests(ref.repository, [selection.tag])
-            digest = digests.get(selection.tag)
-    finally:
-        await runtime.aclose()
+    registry = registry_for(ref.registry)
+    tags = await registry.list_tags(ref.repository)
+    created = await _created(registry, ref.repository, tags, strategy)
+    selection = compiled.select(tags, created=created)
+    digest = None
+    if selection.tag:
+        digest = (await registry.digests(ref.repository, [selection.tag])).get(selection.tag)
     return CheckReport(text=render(f"{ref.registry}/{ref.repository}", tags, selection, digest),
                        found=digest is not None)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from image_updater.changes import Change, KeyChange
 from image_updater.config.model import App, Environment, KeyPath
 from image_updater.engine.resolve import Resolved
-from image_updater.engine.result import Change, KeyChange
 from image_updater.errors import ValuesError
 from image_updater.values.editor import read_scalars, set_scalar
 

@@ -6,24 +6,21 @@ nobody tested. ``retag`` therefore accepts the exact digest to promote (``digest
 refuses to move a destination that changed under it (``expect_current``), and ``promote``
 takes the digest from the source environment's values file in git: the one Argo CD applied.
 
-Exit codes of the commands are those of :mod:`image_updater.cli`.
+The CLI glue (printing, exit codes) lives in :mod:`image_updater.commands`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import Literal
 
 from image_updater.config.model import App, Environment
-from image_updater.config.settings import Settings
 from image_updater.errors import (
     ConfigError,
     ConflictError,
     DigestMismatchError,
-    ImageUpdaterError,
     InvalidReferenceError,
     NotFoundError,
     ValuesError,
@@ -31,10 +28,6 @@ from image_updater.errors import (
 from image_updater.registry.base import Manifest, Registry, check_digest
 from image_updater.registry.copy import copy_image
 from image_updater.registry.reference import ImageRef, parse_reference
-
-if TYPE_CHECKING:
-    from image_updater.daemon.runtime import Runtime
-    from image_updater.observability.metrics import Metrics
 
 RegistryFor = Callable[[str], Registry]
 Status = Literal["promoted", "already"]
@@ -202,80 +195,6 @@ async def _gather3(a: Awaitable[Manifest], b: Awaitable[tuple[str, str] | None],
 # -- the commands ----------------------------------------------------------------------------
 
 
-class RegistryPool:
-    """Registry clients built from settings on first use, with requests counted.
-
-    Built on the factory alone (not the daemon's Runtime) so ``retag`` imports neither git
-    nor boto3 unless an ECR host is involved: a PostSync job should start fast.
-    """
-
-    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
-        self._settings = settings
-        self.metrics = metrics  # a job exports none: prometheus_client is not even imported
-        self._open: dict[str, Registry] = {}
-        self._sent = 0
-
-    def __call__(self, host: str) -> Registry:
-        from image_updater.registry.factory import open_registry
-
-        if host not in self._open:
-            self._open[host] = open_registry(self._settings.registry(host),
-                                             metrics=self.metrics, on_request=self._count)
-        return self._open[host]
-
-    def _count(self, _method: str, _url: str) -> None:
-        self._sent += 1
-
-    def requests(self) -> int:
-        """OCI registry requests sent so far (each retry and token fetch counts)."""
-        return self._sent
-
-    async def aclose(self) -> None:
-        for registry in self._open.values():
-            await registry.aclose()
-        self._open.clear()
-
-
-def retag_command(settings: Settings, src: str, dst: str, *, digest: str | None = None,
-                  expect_current: str | None = None, out: TextIO | None = None,
-                  err: TextIO | None = None) -> int:
-    """``image-updater retag``: print one line and return the exit code (see cli.py)."""
-
-    async def run() -> RetagResult:
-        pool = RegistryPool(settings)
-        try:
-            return await retag(src, dst, digest=digest, expect_current=expect_current,
-                               registry_for=pool, count_requests=pool.requests)
-        finally:
-            await pool.aclose()
-
-    return _report(run, out=out, err=err)
-
-
-def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, source: str,
-                    target: str, *, digest: str | None = None, out: TextIO | None = None,
-                    err: TextIO | None = None) -> int:
-    """``image-updater promote``: retag what ``source`` runs (per git) to ``target``'s tag."""
-
-    async def run() -> RetagResult:
-        from image_updater.config.policies import load_policies
-        from image_updater.daemon.runtime import Runtime
-
-        chosen = _find_app(load_policies(policy_paths), app)
-        src_env, dst_env = _env(chosen, source), _env(chosen, target)
-        runtime = Runtime(settings)
-        pool = RegistryPool(settings, metrics=runtime.metrics)
-        try:
-            return await promote(chosen, src_env, dst_env, digest=digest, registry_for=pool,
-                                 read_file=lambda path: _read_head(runtime, chosen, path),
-                                 count_requests=pool.requests)
-        finally:
-            await pool.aclose()
-            await runtime.aclose()
-
-    return _report(run, out=out, err=err)
-
-
 async def promote(app: App, source: Environment, target: Environment, *,
                   digest: str | None, registry_for: RegistryFor,
                   read_file: Callable[[str], str | None],
@@ -310,16 +229,7 @@ async def promote(app: App, source: Environment, target: Environment, *,
                        count_requests=count_requests)
 
 
-def _find_app(apps: Sequence[App], name: str) -> App:
-    for app in apps:
-        if app.name == name:
-            return app
-    known = ", ".join(sorted(a.name for a in apps)) or "none"
-    raise ConfigError(f"No policy defines app {name!r} (known apps: {known}); check the app "
-                      "name or the --policies path.")
-
-
-def _env(app: App, name: str) -> Environment:
+def find_env(app: App, name: str) -> Environment:
     try:
         return app.env(name)
     except KeyError:
@@ -343,22 +253,3 @@ def _deployed_digest(app: App, env: Environment, value: str | None) -> str:
                           "nothing deployed there can be promoted yet; wait for image-updater "
                           "to write one.")
     return check_digest(value, what=f"the image digest in {env.file}")
-
-
-def _read_head(runtime: Runtime, app: App, path: str) -> str | None:
-    repo = runtime.repo_for(app.git)
-    repo.sync()  # the head of the deploy branch now: what Argo CD applies
-    return repo.read(path)
-
-
-def _report(run: Callable[[], Coroutine[Any, Any, RetagResult]], *, out: TextIO | None,
-            err: TextIO | None) -> int:
-    from image_updater.cli import exit_code_for
-
-    try:
-        result = asyncio.run(run())
-    except ImageUpdaterError as exc:
-        print(f"error: {exc}", file=err or sys.stderr)
-        return exit_code_for(exc)
-    print(result.line(), file=out or sys.stdout)
-    return 0

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from image_updater.changes import Change, CycleResult, Failure
 from image_updater.config.model import App, Environment, GitTarget
 from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolution, Resolved, resolve
-from image_updater.engine.result import Change, CycleResult, Failure
 from image_updater.errors import ImageUpdaterError
 from image_updater.gitops.message import commit_message
 from image_updater.gitops.repo import DeployRepo, Plan

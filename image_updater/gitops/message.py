@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from image_updater.engine.result import Change
+from image_updater.changes import Change
 from image_updater.gitops.credentials import redact_url
 from image_updater.registry.base import check_digest, check_tag
 

@@ -189,7 +189,7 @@ def test_unknown_environment_and_app_are_configuration_errors(
                      "--config", str(race.config), "--policies", str(race.policies)], capsys)
 
     assert wrong_env[0] == 1 and "has no environment 'qa'" in wrong_env[2]
-    assert wrong_app[0] == 1 and "No policy defines app 'application-y'" in wrong_app[2]
+    assert wrong_app[0] == 1 and "no policy defines app(s) application-y" in wrong_app[2]
     assert race.tag("staging") == race.staging
 
 

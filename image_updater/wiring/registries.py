@@ -9,7 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from image_updater.config.settings import CredentialsSettings, EcrSettings, RegistrySettings
+from image_updater.config.settings import (
+    CredentialsSettings,
+    EcrSettings,
+    RegistrySettings,
+    Settings,
+)
 from image_updater.errors import ConfigError
 from image_updater.registry.base import Registry
 from image_updater.registry.credentials import (
@@ -75,3 +80,35 @@ def credential_source(host: str, creds: CredentialsSettings) -> CredentialSource
                               "credentials.username as well.")
         return EnvCredentials(username=creds.username, password_env=creds.password_env)
     return Anonymous()
+
+
+class RegistryPool:
+    """Registry clients built from settings on first use, with requests counted.
+
+    Built on the factory alone (not the daemon's Runtime) so ``retag`` imports neither git
+    nor boto3 unless an ECR host is involved: a PostSync job should start fast.
+    """
+
+    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+        self._settings = settings
+        self.metrics = metrics  # a job exports none: prometheus_client is not even imported
+        self._open: dict[str, Registry] = {}
+        self._sent = 0
+
+    def __call__(self, host: str) -> Registry:
+        if host not in self._open:
+            self._open[host] = open_registry(self._settings.registry(host),
+                                             metrics=self.metrics, on_request=self._count)
+        return self._open[host]
+
+    def _count(self, _method: str, _url: str) -> None:
+        self._sent += 1
+
+    def requests(self) -> int:
+        """OCI registry requests sent so far (each retry and token fetch counts)."""
+        return self._sent
+
+    async def aclose(self) -> None:
+        for registry in self._open.values():
+            await registry.aclose()
+        self._open.clear()

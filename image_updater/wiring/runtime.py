@@ -19,7 +19,7 @@ from image_updater.gitops.credentials import GitAuth
 from image_updater.gitops.repo import DeployRepo
 from image_updater.observability.metrics import Metrics
 from image_updater.registry.base import Registry
-from image_updater.registry.factory import open_registry
+from image_updater.wiring.registries import open_registry
 
 
 class Runtime:

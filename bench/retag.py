@@ -231,7 +231,7 @@ def _median(samples: list[Sample]) -> Sample:
 def startup_seconds(runs: int) -> float:
     """Interpreter start plus the imports ``retag`` needs, without any request: the floor."""
     code = ("import image_updater.cli, image_updater.commands, image_updater.engine.promote, "
-            "image_updater.registry.factory")
+            "image_updater.wiring.registries")
     times = []
     for _ in range(runs):
         started = time.perf_counter()

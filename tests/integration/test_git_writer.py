@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from image_updater.engine.result import Change, KeyChange
+from image_updater.changes import Change, KeyChange
 from image_updater.errors import (
     ConfigError,
     GitAuthError,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from image_updater.engine.result import Change, KeyChange
+from image_updater.changes import Change, KeyChange
 from image_updater.errors import InvalidReferenceError
 from image_updater.gitops.message import SUBJECT_LIMIT, commit_message, parse_trailers
 

@@ -125,6 +125,8 @@ def main() -> int:
         d1 = push_image(registry.url, APP, "dev", seed="build-1")
         print(f"{APP}:dev -> {d1}")
         updater("once", "--policies", str(work / "policies"), work=work)
+        print("(:staging and :prod do not exist until something is promoted to them: those "
+              "environments are reported and left untouched, dev is committed)")
         say("the commit image-updater pushed to master (Argo CD deploys dev from it)")
         show_last_commit(bare)
 

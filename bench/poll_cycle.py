@@ -19,33 +19,38 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
 import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import httpx
 
 from bench import _common as common
+from image_updater.changes import CycleResult
 from image_updater.config.model import App, GitTarget
 from image_updater.config.policies import load_policies
 from image_updater.config.settings import GitSettings, RegistrySettings, Settings
-from image_updater.daemon.runtime import Runtime
 from image_updater.engine.reconcile import Deps, reconcile
-from image_updater.engine.result import CycleResult
 from image_updater.gitops.repo import DeployRepo
 from image_updater.observability.logs import configure_logging
 from image_updater.registry.oci import ACCEPT_MANIFESTS, OciRegistry
 from image_updater.registry.options import RegistryOptions
+from image_updater.wiring.runtime import Runtime
 from tests.fixtures.registry import RegistryServer
 
 TARGET_REQUESTS_PER_TAG = 1.0
 TARGET_RATIO_TO_BARE = 1.5
 TARGET_PEAK_RSS_MB = 150.0
 MOVED_SHARE = 0.01
+LOOP_KEEP_ALIVE = "asyncio keep-alive"
+LOOP_NEW_CONNECTIONS = "asyncio new connection per HEAD"
+LOOP_THREADS = "thread pool keep-alive"
 
 
 @dataclass
@@ -98,6 +103,7 @@ class Engine:
     registry: OciRegistry
     counter: RequestCounter
     server: RegistryServer
+    access_log: common.AccessLog
 
     def deps(self, stage: StageClock) -> Deps:
         base = self.runtime.deps()  # per cycle, as the daemon does
@@ -106,23 +112,23 @@ class Engine:
 
     async def cycle(self, apps: Sequence[App]) -> CycleStats:
         stage = StageClock()
-        before_hook, before_log = self.counter.count, common.count_access_log(self.server)
+        before_hook, before_log = self.counter.count, self.access_log.update()
         cpu0, t0 = time.process_time(), time.perf_counter()
         result = await reconcile(apps, self.deps(stage))
         t1, cpu1 = time.perf_counter(), time.process_time()
         split = stage.git_started or t1
         return CycleStats(wall=t1 - t0, resolve=split - t0, git=t1 - split, cpu=cpu1 - cpu0,
                           hook_requests=self.counter.count - before_hook,
-                          log_requests=_settled_log_count(self.server) - before_log,
+                          log_requests=_settled(self.access_log) - before_log,
                           result=result)
 
 
-def _settled_log_count(server: RegistryServer) -> int:
+def _settled(access_log: common.AccessLog) -> int:
     """The registry writes its access log asynchronously: wait until the count stops moving."""
-    count = common.count_access_log(server)
+    count = access_log.update()
     for _ in range(50):
         time.sleep(0.02)
-        again = common.count_access_log(server)
+        again = access_log.update()
         if again == count:
             return count
         count = again
@@ -199,11 +205,11 @@ class Report:
     moved: CycleStats | None = None
     moved_expected: int = 0
     moved_verified: bool = False
-    bare_async: LoopStats = field(default_factory=LoopStats)
-    bare_async_no_reuse: LoopStats = field(default_factory=LoopStats)
-    bare_threads: LoopStats = field(default_factory=LoopStats)
+    loops: dict[str, LoopStats] = field(default_factory=lambda: {
+        name: LoopStats() for name in (LOOP_KEEP_ALIVE, LOOP_NEW_CONNECTIONS, LOOP_THREADS)})
     rss_before_cycles: float = 0.0
     rss_peak: float = 0.0
+    rss_bare_loops: float = 0.0
 
 
 def run(options: Options) -> Report:
@@ -258,35 +264,79 @@ def _engine(options: Options, server: RegistryServer, work: Path) -> Engine:
     registry = OciRegistry(
         RegistryOptions(host=server.host, insecure=True, max_concurrency=options.concurrency),
         metrics=runtime.metrics, on_request=counter)
-    return Engine(runtime=runtime, registry=registry, counter=counter, server=server)
+    return Engine(runtime=runtime, registry=registry, counter=counter, server=server,
+                  access_log=common.AccessLog(server))
 
 
 async def _rounds(options: Options, engine: Engine, apps: Sequence[App], urls: Sequence[str],
                   report: Report) -> None:
-    """Interleave engine cycles with both bare loops so drift hits all three alike."""
-    limits = _limits(options.concurrency)
+    """Interleave engine cycles with the bare loops so drift hits all of them alike."""
+    with BareLoops(urls, options.concurrency) as bare:
+        for n in range(options.cycles):
+            stats = await engine.cycle(apps)
+            _check_steady(stats, n)
+            report.steady.append(stats)
+            for name, (wall, cpu) in (await bare.run()).items():
+                report.loops[name].walls.append(wall)
+                report.loops[name].cpus.append(cpu)
+            _progress(f"round {n + 1}/{options.cycles}: engine {stats.wall:.2f} s "
+                      f"({stats.hook_requests} requests); bare loops "
+                      + ", ".join(f"{k} {v.walls[-1]:.2f} s" for k, v in report.loops.items()))
+    report.rss_bare_loops = bare.peak_rss_mb  # the child reports it as it stops
+
+
+class BareLoops:
+    """The bare loops, in a process of their own so their memory is not counted as ours.
+
+    A spawned child (no inherited heap) waits for "run" and answers with each loop's
+    (wall, cpu) seconds; its clients stay open across rounds, as the engine's do.
+    """
+
+    def __init__(self, urls: Sequence[str], concurrency: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_bare_worker, args=(child, list(urls),
+                                                                   concurrency), daemon=True)
+        self.peak_rss_mb = 0.0
+
+    def __enter__(self) -> BareLoops:
+        self._process.start()
+        return self
+
+    async def run(self) -> dict[str, tuple[float, float]]:
+        self._conn.send("run")
+        answer: dict[str, tuple[float, float]] = await asyncio.to_thread(self._conn.recv)
+        return answer
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._conn.send("stop")
+            self.peak_rss_mb = float(self._conn.recv())
+        except (OSError, EOFError):
+            pass  # the child died; its error is on stderr
+        self._process.join(timeout=30)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join()
+        self._conn.close()
+
+
+def _bare_worker(conn: Connection, urls: list[str], concurrency: int) -> None:
+    asyncio.run(_bare_serve(conn, urls, concurrency))
+
+
+async def _bare_serve(conn: Connection, urls: list[str], concurrency: int) -> None:
+    limits = _limits(concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30) as aclient:
         with httpx.Client(limits=limits, timeout=30) as client, \
-                ThreadPoolExecutor(max_workers=options.concurrency) as pool:
-            for n in range(options.cycles):
-                stats = await engine.cycle(apps)
-                _check_steady(stats, n)
-                report.steady.append(stats)
-                for reuse, stats_of in ((True, report.bare_async),
-                                        (False, report.bare_async_no_reuse)):
-                    wall, cpu = await bare_async(aclient, urls, options.concurrency,
-                                                 reuse=reuse)
-                    stats_of.walls.append(wall)
-                    stats_of.cpus.append(cpu)
-                wall, cpu = bare_threads(client, pool, urls)
-                report.bare_threads.walls.append(wall)
-                report.bare_threads.cpus.append(cpu)
-                _progress(f"round {n + 1}/{options.cycles}: engine {stats.wall:.2f} s "
-                          f"({stats.hook_requests} requests), bare asyncio "
-                          f"{report.bare_async.walls[-1]:.2f} s (keep-alive) / "
-                          f"{report.bare_async_no_reuse.walls[-1]:.2f} s (new connections), "
-                          "threads "
-                          f"{report.bare_threads.walls[-1]:.2f} s")
+                ThreadPoolExecutor(max_workers=concurrency) as pool:
+            while conn.recv() == "run":
+                conn.send({
+                    LOOP_KEEP_ALIVE: await bare_async(aclient, urls, concurrency),
+                    LOOP_NEW_CONNECTIONS: await bare_async(aclient, urls, concurrency,
+                                                           reuse=False),
+                    LOOP_THREADS: bare_threads(client, pool, urls)})
+    conn.send(common.peak_rss_mb())
 
 
 def _check_steady(stats: CycleStats, n: int) -> None:
@@ -346,8 +396,8 @@ def _request_rows(warm: Sequence[CycleStats], tags: int) -> list[list[str]]:
 
 def _time_rows(report: Report, warm: Sequence[CycleStats]) -> list[list[str]]:
     wall = common.median([s.wall for s in warm])
-    keep_alive = _loop_median(report.bare_async)
-    no_reuse = _loop_median(report.bare_async_no_reuse)
+    keep_alive = _loop_median(report.loops[LOOP_KEEP_ALIVE])
+    no_reuse = _loop_median(report.loops[LOOP_NEW_CONNECTIONS])
     floor = min(keep_alive, no_reuse)  # judged against the faster loop: the stricter test
     return [
         ["cycle wall time (s)", f"{wall:.3f}", "", ""],
@@ -355,12 +405,12 @@ def _time_rows(report: Report, warm: Sequence[CycleStats]) -> list[list[str]]:
         ["  git stage (s)", f"{common.median([s.git for s in warm]):.3f}", "", ""],
         ["  CPU time of this process (s)", f"{common.median([s.cpu for s in warm]):.3f}", "",
          ""],
-        ["bare asyncio HEAD loop, keep-alive: wall / CPU (s)", _wall_cpu(report.bare_async),
-         "", ""],
+        ["bare asyncio HEAD loop, keep-alive: wall / CPU (s)",
+         _wall_cpu(report.loops[LOOP_KEEP_ALIVE]), "", ""],
         ["bare asyncio HEAD loop, new connection per HEAD: wall / CPU (s)",
-         _wall_cpu(report.bare_async_no_reuse), "", ""],
+         _wall_cpu(report.loops[LOOP_NEW_CONNECTIONS]), "", ""],
         ["bare thread pool, sync httpx, keep-alive: wall / CPU (s)",
-         _wall_cpu(report.bare_threads), "", ""],
+         _wall_cpu(report.loops[LOOP_THREADS]), "", ""],
         ["cycle / faster bare asyncio loop", f"{wall / floor:.2f}x",
          f"<= {TARGET_RATIO_TO_BARE}x", _verdict(wall <= TARGET_RATIO_TO_BARE * floor)],
         ["cycle / keep-alive bare asyncio loop", f"{wall / keep_alive:.2f}x", "", ""],
@@ -370,7 +420,9 @@ def _time_rows(report: Report, warm: Sequence[CycleStats]) -> list[list[str]]:
 def _memory_rows(report: Report) -> list[list[str]]:
     return [["peak RSS of this process (MB)", f"{report.rss_peak:.1f}",
              f"<= {TARGET_PEAK_RSS_MB:.0f}", _verdict(report.rss_peak <= TARGET_PEAK_RSS_MB)],
-            ["  peak before the first cycle (MB)", f"{report.rss_before_cycles:.1f}", "", ""]]
+            ["  peak before the first cycle (MB)", f"{report.rss_before_cycles:.1f}", "", ""],
+            ["peak RSS of the bare loops' process (MB)", f"{report.rss_bare_loops:.1f}", "",
+             ""]]
 
 
 def _moved_rows(report: Report, m: CycleStats, tags: int) -> list[list[str]]:

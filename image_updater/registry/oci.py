@@ -631,8 +631,17 @@ class OciRegistry:
 # -- module helpers (pure) -------------------------------------------------------------------
 
 
+#: bodies up to this size are drained before closing, so the connection is reused
+_DRAIN_LIMIT = 64 * 1024
+
+
 class _closing:
-    """``async with _closing(response)``: close a streamed response on every path."""
+    """``async with _closing(response)``: close a streamed response on every path.
+
+    Closing a response whose body was not read makes httpcore drop the connection, so
+    every HEAD would cost a new TCP (and TLS) handshake. Small bodies (HEADs, error
+    documents) are drained first so the connection goes back to the pool.
+    """
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
@@ -641,7 +650,21 @@ class _closing:
         return self._response
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._response.aclose()
+        response = self._response
+        try:
+            if not response.is_stream_consumed and _small_body(response):
+                await response.aread()
+        except httpx.HTTPError:
+            pass  # the connection is dropped instead; nothing else depends on it
+        finally:
+            await response.aclose()
+
+
+def _small_body(response: httpx.Response) -> bool:
+    if response.request.method == "HEAD" or response.status_code in (204, 304):
+        return True
+    length = response.headers.get("Content-Length", "")
+    return length.isdigit() and int(length) <= _DRAIN_LIMIT
 
 
 def _tls_verify(options: RegistryOptions) -> ssl.SSLContext | bool:

@@ -241,6 +241,28 @@ def test_accept_header_lists_every_manifest_type(stub: HttpStub) -> None:
         assert [t.strip() for t in accept.split(",")] == list(MANIFEST_ACCEPT)
 
 
+def test_connections_are_reused_across_heads_and_not_found(stub: HttpStub) -> None:
+    """Each unread-but-closed response used to cost a new TCP (and TLS) connection."""
+    body = manifest_body("reuse")
+    headers = {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": sha256_digest(body)}
+    stub.add("HEAD", "/v2/a/b/manifests/dev", Reply(200, headers))
+    missing = json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN"}]}).encode()
+    stub.add("HEAD", "/v2/a/b/manifests/gone", Reply(404))
+    stub.add("GET", "/v2/a/b/manifests/gone", Reply(404, {"Content-Type": "application/json"},
+                                                    missing))
+
+    async def scenario(reg: OciRegistry) -> None:
+        for _ in range(10):
+            assert await reg.head_manifest("a/b", "dev") is not None
+            assert await reg.head_manifest("a/b", "gone") is None
+            with pytest.raises(NotFoundError):
+                await reg.get_manifest("a/b", "gone")
+
+    run(client(stub.host), scenario)
+    assert len(stub.requests) >= 30
+    assert len({r.peer for r in stub.requests}) == 1, "one keep-alive connection for all"
+
+
 def test_digest_mismatch_is_refused(stub: HttpStub) -> None:
     real = manifest_body("real")
     claimed = sha256_digest(b"something else")

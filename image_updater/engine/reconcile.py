@@ -28,8 +28,6 @@ from image_updater.values.editor import values_diff
 log = logging.getLogger("image_updater.reconcile")
 
 Target = tuple[App, Environment, Resolved]
-#: (app, env) -> (tag, digest) of the deployed-image info series exported now
-Published = dict[tuple[str, str], tuple[str, str]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,9 +68,8 @@ async def reconcile(apps: Sequence[App], deps: Deps, *, dry_run: bool = False) -
             res = resolution.resolved.get((app.name, env.name))
             if res is not None:
                 by_repo.setdefault(app.git, []).append((app, env, res))
-    published = _published(deps.metrics)
     outcomes = await asyncio.gather(*(
-        asyncio.to_thread(_apply_repo, target, items, deps, dry_run, published)
+        asyncio.to_thread(_apply_repo, target, items, deps, dry_run)
         for target, items in by_repo.items()))
     for outcome in outcomes:
         result.changes += outcome.changes
@@ -117,8 +114,8 @@ def _fail(failures: list[Failure], app: App, env: Environment, exc: ImageUpdater
               extra={"app": app.name, "env": env.name, "image": app.image})
 
 
-def _apply_repo(target: GitTarget, items: list[Target], deps: Deps, dry_run: bool,
-                published: Published) -> _RepoOutcome:
+def _apply_repo(target: GitTarget, items: list[Target], deps: Deps, dry_run: bool
+                ) -> _RepoOutcome:
     """Everything for one deploy repository and branch; runs in a worker thread."""
     outcome = _RepoOutcome()
     try:
@@ -134,7 +131,7 @@ def _apply_repo(target: GitTarget, items: list[Target], deps: Deps, dry_run: boo
         _commit_direct(repo, direct, deps, dry_run, outcome)
     if gated:
         _propose_gated(target, repo, gated, deps, dry_run, outcome)
-    _publish_deployed(repo, items, deps, outcome.texts, published)
+    _publish_deployed(repo, items, deps, outcome.texts)
     return outcome
 
 
@@ -275,18 +272,8 @@ def _read_values(read: Callable[[str], str | None], app: App, env: Environment) 
     return text
 
 
-def _published(metrics: Metrics) -> Published:
-    """The deployed-image series as exported now: one pass over the gauge per cycle."""
-    out: Published = {}
-    for metric in metrics.deployed.collect():
-        for s in metric.samples:
-            labels = s.labels
-            out[(labels["app"], labels["env"])] = (labels["tag"], labels["digest"])
-    return out
-
-
 def _publish_deployed(repo: DeployRepo, items: list[Target], deps: Deps,
-                      texts: dict[str, str], published: Published) -> None:
+                      texts: dict[str, str]) -> None:
     """The info metric says what each environment runs according to git, after this cycle.
 
     Files this cycle already read are not read again: ``repo.read`` walks the tree from
@@ -299,22 +286,4 @@ def _publish_deployed(repo: DeployRepo, items: list[Target], deps: Deps,
         except ImageUpdaterError:
             continue
         if current is not None and current.digest:
-            _set_deployed(deps.metrics, published, app.name, env.name,
-                          (current.tag or "", current.digest))
-
-
-def _set_deployed(metrics: Metrics, published: Published, app: str, env: str,
-                  series: tuple[str, str]) -> None:
-    """Keep one info series per app/env, as ``Metrics.set_deployed`` does, in O(1).
-
-    ``set_deployed`` finds the old series by collecting every series the gauge exports, so
-    a first cycle over 3,000 environments spent ~20 s there. The per-cycle snapshot is
-    exact for this app/env: only this cycle's worker for the app's deploy repo writes it.
-    """
-    old = published.get((app, env))
-    if old == series:
-        return
-    if old is not None:
-        metrics.deployed.remove(app, env, *old)
-    metrics.deployed.labels(app=app, env=env, tag=series[0], digest=series[1]).set(1)
-    published[(app, env)] = series
+            deps.metrics.set_deployed(app.name, env.name, current.tag or "", current.digest)

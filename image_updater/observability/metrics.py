@@ -6,6 +6,8 @@ a configured host, status is an HTTP status class or code, reason is an error's 
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "image_updater"
@@ -49,17 +51,17 @@ class Metrics:
         self.webhooks = Counter(
             f"{PREFIX}_webhook_requests", "Webhook requests by source and result.",
             ["source", "result"], registry=r)
+        self._deployed_now: dict[tuple[str, str], tuple[str, str]] = {}
+        self._deployed_lock = threading.Lock()  # cycles publish from worker threads
 
     def set_deployed(self, app: str, env: str, tag: str, digest: str) -> None:
-        """Keep exactly one info series per app/env (the old one is removed)."""
-        for labels in list(self._deployed_labels(app, env)):
-            self.deployed.remove(*labels)
-        self.deployed.labels(app=app, env=env, tag=tag, digest=digest).set(1)
-
-    def _deployed_labels(self, app: str, env: str) -> list[tuple[str, ...]]:
-        found: list[tuple[str, ...]] = []
-        for metric in self.deployed.collect():
-            for s in metric.samples:
-                if s.labels.get("app") == app and s.labels.get("env") == env:
-                    found.append((app, env, s.labels["tag"], s.labels["digest"]))
-        return found
+        """Keep exactly one info series per app/env (the old one is removed). O(1): the
+        series exported for each app/env are indexed here, not found by collecting."""
+        with self._deployed_lock:
+            old = self._deployed_now.get((app, env))
+            if old == (tag, digest):
+                return
+            if old is not None:
+                self.deployed.remove(app, env, *old)
+            self.deployed.labels(app=app, env=env, tag=tag, digest=digest).set(1)
+            self._deployed_now[(app, env)] = (tag, digest)

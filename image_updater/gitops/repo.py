@@ -192,6 +192,7 @@ class DeployRepo:
         self.path = Path(cache_dir) / _cache_name(url, branch)
         self._repo: git.Repo | None = None
         self._head: str | None = None
+        self._cached_reader: tuple[str, Reader] | None = None
         self._lock = threading.RLock()
 
     @property
@@ -203,6 +204,7 @@ class DeployRepo:
     def sync(self) -> str:
         """Fetch, hard-reset and clean the clone to ``origin/<branch>``; return the head sha."""
         with self._lock:
+            self._cached_reader = None  # a re-cloned cache must not be read through old objects
             try:
                 self._head = self._sync_once()
             except _CorruptCache as exc:
@@ -222,7 +224,10 @@ class DeployRepo:
         """The text of ``path`` at the synced head (syncing first if needed); None if absent."""
         with self._lock:
             head = self._head or self.sync()
-            return self._reader(head)(path)
+            # One tree object per head: its entries are parsed once, not once per file.
+            if self._cached_reader is None or self._cached_reader[0] != head:
+                self._cached_reader = (head, self._reader(head))
+            return self._cached_reader[1](path)
 
     def commit_and_push(self, plan: PlanFn, *, max_attempts: int = 5,
                         sleep: Callable[[float], None] = time.sleep) -> PushResult:

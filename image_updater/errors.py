@@ -158,3 +158,24 @@ class ForgeRateLimitedError(ForgeError):
 
 class ConflictError(ImageUpdaterError):
     reason = "conflict"
+
+
+class InternalError(ImageUpdaterError):
+    """A fault we did not foresee (a bug, or input no check caught), confined to its scope."""
+
+    reason = "internal"
+
+
+def as_image_updater_error(exc: BaseException, where: str) -> ImageUpdaterError:
+    """``exc`` as an :class:`ImageUpdaterError`, so one failure is reported like any other.
+
+    Unforeseen exceptions keep their type name in the message and are logged with their
+    traceback by the caller's logger at debug level; they never stop other apps.
+    """
+    if isinstance(exc, ImageUpdaterError):
+        return exc
+    error = InternalError(f"unexpected {type(exc).__name__} while handling {where}: "
+                          f"{str(exc)[:200]}; this is a bug or unforeseen input, please report "
+                          "it. Other apps are not affected; will retry next cycle.")
+    error.__cause__ = exc
+    return error

@@ -9,16 +9,21 @@ recorded against the environments it concerns and never stops the other groups.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from image_updater.config.model import App, Environment
-from image_updater.errors import ImageUpdaterError, NotFoundError
+from image_updater.errors import ImageUpdaterError, NotFoundError, as_image_updater_error
 from image_updater.policy.strategies import Selection, select
-from image_updater.registry.base import Manifest, Registry, check_digest, check_tag
+from image_updater.registry.base import (
+    Manifest,
+    Registry,
+    check_digest,
+    check_tag,
+    platform_child,
+)
 from image_updater.registry.reference import parse_reference
 
 log = logging.getLogger("image_updater.resolve")
@@ -69,30 +74,50 @@ async def _resolve_group(group: _Group, registry_for: Callable[[str], Registry],
     try:
         registry = registry_for(group.host)
         await _resolve_members(group, registry, out)
-    except ImageUpdaterError as exc:
+    except Exception as exc:  # one repository's fault never stops the others
+        error = _as_error(exc, f"{group.host}/{group.repository}")
         for app, env in group.members:
-            out.errors.setdefault((app.name, env.name), exc)
+            out.errors.setdefault((app.name, env.name), error)
 
 
 async def _resolve_members(group: _Group, registry: Registry, out: Resolution) -> None:
+    """Requests are shared by the group; a failure is charged only to the members it concerns."""
+    where = f"{group.host}/{group.repository}"
     follow = [(a, e) for a, e in group.members if e.strategy.kind == "digest"]
     choose = [(a, e) for a, e in group.members if e.strategy.kind != "digest"]
     wanted = {e.strategy.tag for _, e in follow if e.strategy.tag}
-    tags: list[str] = []
-    if choose:
-        tags = _valid_tags(await registry.list_tags(group.repository))
-    selections = {}
-    for app, env in choose:
-        created = await _created_times(registry, group.repository, env, tags)
-        selections[(app.name, env.name)] = select(env.strategy, tags, created=created)
+    selections = await _select_tags(group, registry, choose, out) if choose else {}
     wanted |= {s.tag for s in selections.values() if s.tag}
     digests = await registry.digests(group.repository, sorted(wanted))
     for app, env in group.members:
         key = (app.name, env.name)
+        if key in out.errors:
+            continue
         try:
             out.resolved[key] = await _one(group, registry, env, digests, selections.get(key))
-        except ImageUpdaterError as exc:
-            out.errors[key] = exc
+        except Exception as exc:
+            out.errors[key] = _as_error(exc, where)
+
+
+async def _select_tags(group: _Group, registry: Registry, members: list[tuple[App, Environment]],
+                       out: Resolution) -> dict[tuple[str, str], Selection]:
+    """Tag strategies share one tag listing; each member chooses from it on its own."""
+    where = f"{group.host}/{group.repository}"
+    selections: dict[tuple[str, str], Selection] = {}
+    try:
+        tags = _valid_tags(await registry.list_tags(group.repository))
+    except Exception as exc:  # fails the tag strategies, not `digest` ones
+        error = _as_error(exc, where)
+        for app, env in members:
+            out.errors[(app.name, env.name)] = error
+        return selections
+    for app, env in members:
+        try:
+            created = await _created_times(registry, group.repository, env, tags)
+            selections[(app.name, env.name)] = select(env.strategy, tags, created=created)
+        except Exception as exc:
+            out.errors[(app.name, env.name)] = _as_error(exc, where)
+    return selections
 
 
 async def _one(group: _Group, registry: Registry, env: Environment, digests: dict[str, str],
@@ -116,6 +141,12 @@ async def _one(group: _Group, registry: Registry, env: Environment, digests: dic
     if env.strategy.platform:
         digest = await _platform_digest(registry, group.repository, digest, env.strategy.platform)
     return Resolved(tag=tag, digest=digest, reason=reason.replace("{digest}", digest[:19] + "…"))
+
+
+def _as_error(exc: Exception, where: str) -> ImageUpdaterError:
+    if not isinstance(exc, ImageUpdaterError):  # a bug or unforeseen input: keep the trace
+        log.error("unexpected fault while resolving %s", where, exc_info=exc)
+    return as_image_updater_error(exc, where)
 
 
 def _valid_tags(tags: Iterable[str]) -> list[str]:
@@ -151,13 +182,5 @@ async def _platform_digest(registry: Registry, repository: str, digest: str,
     manifest: Manifest = await registry.get_manifest(repository, digest)
     if not manifest.is_index:
         return digest
-    os_name, _, rest = platform.partition("/")
-    arch, _, variant = rest.partition("/")
-    for child in json.loads(manifest.body).get("manifests", []):
-        p = child.get("platform") or {}
-        if p.get("os") == os_name and p.get("architecture") == arch and (
-                not variant or p.get("variant") == variant):
-            return check_digest(child.get("digest", ""), what="platform child digest")
-    raise NotFoundError(
-        f"image index {digest[:19]}… in {registry.host}/{repository} has no {platform} child; "
-        "remove 'platform' from the policy or push that platform.", registry=registry.host)
+    return platform_child(manifest, platform, f"{registry.host}/{repository}@{digest}",
+                          registry.host)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from image_updater.errors import InvalidReferenceError
+from image_updater.errors import InvalidReferenceError, NotFoundError, RegistryError
 
 # Media types, most specific first: the Accept list sent with every manifest request.
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -64,6 +65,49 @@ class Manifest:
     @property
     def is_index(self) -> bool:
         return self.media_type in INDEX_MEDIA_TYPES
+
+
+def platform_child(manifest: Manifest, platform: str | None, where: str, host: str) -> str:
+    """The digest of the child of an image index that runs on ``platform``.
+
+    ``platform`` is ``os/arch`` or ``os/arch/variant``; without a variant any variant
+    matches. Without a platform the first child that is an image (not an attestation,
+    which buildx lists as ``unknown/unknown``) is chosen. The index bytes come from a
+    registry and are untrusted: anything malformed is a :class:`RegistryError`.
+    """
+    try:
+        data = json.loads(manifest.body)
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    entries = data.get("manifests") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise RegistryError(f"Image index {where} is not a JSON object with a 'manifests' list; "
+                            "the registry served a malformed index.", registry=host, url=where)
+    wanted = platform.split("/") if platform else None
+    available = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        parts = _platform_parts(entry.get("platform"))
+        available.append("/".join(p for p in parts if p))
+        if wanted is None:
+            matched = parts[0] != "unknown"
+        else:
+            matched = parts[:2] == tuple(wanted[:2]) and (len(wanted) < 3 or parts[2] == wanted[2])
+        if matched:
+            return check_digest(entry.get("digest"),  # type: ignore[arg-type]
+                                what=f"child digest in image index {where}")
+    shown = ", ".join(p for p in available if p)[:200] or "none"
+    raise NotFoundError(f"Image index {where} has no manifest for {platform or 'any image'} "
+                        f"(available: {shown}); push that platform or fix the policy's "
+                        "'platform'.", registry=host, url=where)
+
+
+def _platform_parts(value: object) -> tuple[str, str, str]:
+    if not isinstance(value, dict):
+        return ("", "", "")
+    os_name, arch, variant = (value.get(k) for k in ("os", "architecture", "variant"))
+    return tuple(v if isinstance(v, str) else "" for v in (os_name, arch, variant))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

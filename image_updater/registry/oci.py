@@ -45,6 +45,7 @@ from image_updater.registry.base import (
     Manifest,
     check_digest,
     check_tag,
+    platform_child,
     sha256_digest,
 )
 from image_updater.registry.options import RegistryOptions
@@ -524,8 +525,8 @@ class OciRegistry:
                             platform: str | None) -> datetime | None:
         manifest = await self.get_manifest(repository, digest)
         if manifest.is_index:
-            child = _pick_child(_json_object(manifest.body), platform, f"{self.host}/"
-                                f"{repository}@{digest}", self.host)
+            child = platform_child(manifest, platform, f"{self.host}/{repository}@{digest}",
+                                   self.host)
             manifest = await self.get_manifest(repository, child)
         config = _json_object(manifest.body).get("config")
         config_digest = config.get("digest") if isinstance(config, dict) else None
@@ -747,26 +748,6 @@ def _json_object(body: bytes) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError):
         data = None
     return data if isinstance(data, dict) else {}
-
-
-def _pick_child(index: dict[str, Any], platform: str | None, where: str, host: str) -> str:
-    entries = [e for e in index.get("manifests") or [] if isinstance(e, dict)]
-    platforms = [_platform_of(e) for e in entries]
-    for entry, name in zip(entries, platforms, strict=True):
-        if (name == platform if platform else not name.startswith("unknown/")):
-            return check_digest(str(entry.get("digest")), what=f"child digest in index {where}")
-    available = ", ".join(p for p in platforms if p) or "none"
-    wanted = platform or "any image"
-    raise NotFoundError(f"Image index {where} has no manifest for {wanted} (available: "
-                        f"{available}); fix the policy's platform.", registry=host, url=where)
-
-
-def _platform_of(entry: dict[str, Any]) -> str:
-    platform = entry.get("platform")
-    if not isinstance(platform, dict):
-        return ""
-    parts = [platform.get("os"), platform.get("architecture"), platform.get("variant")]
-    return "/".join(str(p) for p in parts if p)
 
 
 def _parse_created(value: object) -> datetime | None:

@@ -208,3 +208,87 @@ def test_restart_gives_the_same_result(registry: RegistryServer, deploy: BareRep
     count = commit_count(deploy)
     again = cycle(settings_for(tmp_path / "second", registry.host), apps)
     assert again.changes == [] and commit_count(deploy) == count
+
+
+def _index_reply(body: bytes) -> Reply:
+    """A registry answer whose digest header is honest for a body that is not a real index."""
+    import hashlib
+
+    return Reply(200, {"Content-Type": "application/vnd.oci.image.index.v1+json",
+                       "Docker-Content-Digest": "sha256:" + hashlib.sha256(body).hexdigest(),
+                       "Content-Length": str(len(body))}, body)
+
+
+def test_malformed_registry_answers_fail_only_the_environments_they_concern(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    """An index that is JSON but not an object, and a tag listing that answers 500 while the
+    tag HEADs work: each fails its own environments with a message, never the cycle."""
+    deploy = make_bare_repo(tmp_path)
+    good = push_image(registry.url, "shape/good", "dev", seed="good")
+    with HttpStub() as stub:
+        odd = b'["not", "an", "index"]'
+        stub.add("GET", "/v2/", Reply(200))
+        stub.add("HEAD", "/v2/odd/index/manifests/dev", _index_reply(odd))
+        stub.add("GET", "/v2/odd/index/manifests/dev", _index_reply(odd))
+        by_digest = _index_reply(odd).headers["Docker-Content-Digest"]
+        stub.add("GET", f"/v2/odd/index/manifests/{by_digest}", _index_reply(odd))
+        stub.add("HEAD", "/v2/shared/app/manifests/dev", _index_reply(odd))
+        stub.add("GET", "/v2/shared/app/tags/list", Reply(500))
+        apps = load(
+            policy("good", f"{registry.host}/shape/good", deploy),
+            policy("odd-index", f"{stub.host}/odd/index", deploy,
+                   "dev: {file: application-x/values-staging.yaml, platform: linux/amd64}"),
+            policy("shared-follow", f"{stub.host}/shared/app", deploy,
+                   "dev: {file: application-x/values-prod.yaml}"),
+            policy("shared-semver", f"{stub.host}/shared/app", deploy,
+                   "dev: {file: other/values.yaml, strategy: semver, constraint: '^1'}"),
+        )
+        result = cycle(settings_for(tmp_path, registry.host, stub.host), apps)
+        where = f"{stub.host}/odd/index"
+
+    assert sorted(c.app for c in result.changes) == ["good", "shared-follow"]
+    assert f"digest: {good}" in deploy.show("master", DEV).decode()
+    failures = {f.app: f for f in result.failures}
+    assert sorted(failures) == ["odd-index", "shared-semver"]
+    assert "malformed index" in failures["odd-index"].message
+    assert where in failures["odd-index"].message
+    assert failures["odd-index"].reason == "registry"
+    assert "shared/app/tags/list" in failures["shared-semver"].message
+    assert failures["shared-semver"].temporary
+
+
+def test_an_unforeseen_fault_in_one_deploy_repository_spares_the_others(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    """A bug-shaped exception (not one of ours) while applying one repository's changes is
+    reported against its environments; the other repository still gets its commit."""
+    import dataclasses
+
+    from image_updater.engine.reconcile import reconcile
+    from image_updater.wiring.runtime import Runtime
+
+    healthy, faulty = make_bare_repo(tmp_path / "a"), make_bare_repo(tmp_path / "b")
+    digest = push_image(registry.url, "fault/app", "dev", seed="fault")
+    apps = load(policy("healthy", f"{registry.host}/fault/app", healthy),
+                policy("faulty", f"{registry.host}/fault/app", faulty))
+
+    async def run() -> CycleResult:
+        runtime = Runtime(settings_for(tmp_path, registry.host))
+        deps = runtime.deps()
+
+        def repo_for(target):  # type: ignore[no-untyped-def]
+            if target.url == f"file://{faulty.path}":
+                raise RuntimeError("injected fault")
+            return deps.repo_for(target)
+
+        try:
+            return await reconcile(apps, dataclasses.replace(deps, repo_for=repo_for))
+        finally:
+            await runtime.aclose()
+
+    result = asyncio.run(run())
+    assert [c.app for c in result.changes] == ["healthy"]
+    assert f"digest: {digest}" in healthy.show("master", DEV).decode()
+    (failure,) = result.failures
+    assert failure.app == "faulty" and failure.reason == "internal"
+    assert "RuntimeError" in failure.message and "injected fault" in failure.message
+    assert faulty.show("master", DEV).decode() == VALUES_FILES[DEV]

@@ -41,5 +41,6 @@ class CycleResult:
     failures: list[Failure] = field(default_factory=list)
     unchanged: list[tuple[str, str]] = field(default_factory=list)  # (app, env) already current
     commits: list[str] = field(default_factory=list)                # shas pushed
-    pull_requests: list[str] = field(default_factory=list)          # open PR URLs after the cycle
+    #: (app, env) -> URL of the pull request open for it after the cycle
+    pull_requests: dict[tuple[str, str], str] = field(default_factory=dict)
     previews: list[str] = field(default_factory=list)               # dry run: diffs and messages

@@ -141,7 +141,7 @@ def print_result(result: CycleResult, *, dry_run: bool, out: TextIO | None = Non
         print(f"{verb} {c.app}/{c.env} in {c.file}: {keys}", file=out)
     for sha in result.commits:
         print(f"pushed commit {sha}", file=out)
-    for url in result.pull_requests:
+    for url in result.pull_requests.values():
         print(f"pull request: {url}", file=out)
     for f in result.failures:
         print(f"FAILED {f.app}/{f.env}: {f.message}", file=out)

@@ -22,7 +22,7 @@ from image_updater.engine.plan import read_current
 from image_updater.errors import ImageUpdaterError
 from image_updater.forge.base import Forge, PullRequest, PullRequestRequest
 from image_updater.gitops.message import commit_message
-from image_updater.gitops.repo import DeployRepo
+from image_updater.gitops.repo import DeployRepo, PlanFn
 from image_updater.observability.metrics import Metrics
 
 log = logging.getLogger("image_updater.approval")
@@ -34,6 +34,20 @@ def branch_name(app: App, env: Environment) -> str:
     return f"{env.pull_request.branch_prefix}{app.name}-{env.name}"
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """What :meth:`Approvals.sync` did for one app environment."""
+
+    #: opened | updated | pending (already proposed) | declined (closed unmerged before)
+    #: | closed (obsolete) | current (nothing to propose)
+    action: str
+    url: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.action in ("opened", "updated")
+
+
 @dataclass
 class Approvals:
     forge: Forge
@@ -41,42 +55,51 @@ class Approvals:
     base_branch: str
     metrics: Metrics
 
-    def sync(self, app: App, env: Environment, old_text: str, new_text: str,
-             change: Change | None, why: str, *, dry_run: bool = False) -> str | None:
-        """Bring the forge in line with the wanted change; return the open PR's URL, if any."""
+    def sync(self, app: App, env: Environment, change: Change | None, why: str,
+             replan: PlanFn, *, dry_run: bool = False) -> Proposal:
+        """Bring the forge in line with the wanted change.
+
+        ``replan`` derives the branch's commit from the base branch as it is when the branch
+        is pushed, so an edit somebody made to the values file meanwhile is kept, not undone.
+        """
         branch = branch_name(app, env)
         prs = self.forge.find(branch)
         open_pr = next((p for p in prs if p.state == "open"), None)
         if change is None:
             if open_pr is not None and not dry_run:
                 self._close_obsolete(open_pr, app, env, why)
-            return None
+                return Proposal("closed", open_pr.url)
+            return Proposal("current")
         marker = DIGEST_TRAILER + change.digest
         if open_pr is not None and marker in open_pr.body:
-            return open_pr.url  # already proposed; a person decides
-        if open_pr is None and any(p.state == "closed" and marker in p.body for p in prs):
-            log.info("a pull request for %s was closed without merging; not reopening it for "
-                     "the same digest (a new digest opens a new one)", change.digest[:19],
+            return Proposal("pending", open_pr.url)  # already proposed; a person decides
+        if any(p.state == "closed" and marker in p.body for p in prs):
+            # Checked even while another proposal is open: a digest somebody turned down is
+            # never proposed again, whichever way the tag moved since.
+            log.info("a pull request for %s was closed without merging; not proposing the same "
+                     "digest again (a new digest opens a new pull request)", change.digest[:19],
                      extra={"app": app.name, "env": env.name})
-            return None
+            return Proposal("declined", open_pr.url if open_pr else None)
         title, body = self._title(change), self._body(app, env, change)
         if dry_run:
-            return f"(dry run) would {'update' if open_pr else 'open'} a pull request from {branch}"
-        message = commit_message([change])
-        self.repo.push_branch(branch, {env.file: new_text}, message)
+            verb = "update" if open_pr else "open"
+            return Proposal("updated" if open_pr else "opened",
+                            f"(dry run) would {verb} a pull request from {branch}")
+        self.repo.push_branch(branch, replan)
         if open_pr is not None:
             pr = self.forge.update(open_pr, title=title, body=body)
-            verb = "updated"
+            self.forge.comment(pr, _superseded_note(open_pr, change))
+            action = "updated"
         else:
             pr = self.forge.create(PullRequestRequest(
                 head=branch, base=self.base_branch, title=title, body=body,
                 labels=env.pull_request.labels, reviewers=env.pull_request.reviewers,
                 assignees=env.pull_request.assignees, draft=env.pull_request.draft))
-            verb = "opened"
+            action = "opened"
         self.metrics.updates.labels(app=app.name, env=env.name, mode="pr").inc()
-        log.info("%s pull request %s: %s", verb, pr.url, change.reason,
+        log.info("%s pull request %s: %s", action, pr.url, change.reason,
                  extra={"app": app.name, "env": env.name, "image": app.image})
-        return pr.url
+        return Proposal(action, pr.url)
 
     def _close_obsolete(self, pr: PullRequest, app: App, env: Environment, why: str) -> None:
         self.forge.close(pr, comment=(
@@ -116,6 +139,17 @@ class Approvals:
                   "when it reaches the branch.", "", "---",
                   commit_message([change]).split("\n\n")[-1]]
         return "\n".join(lines)
+
+
+def _superseded_note(pr: PullRequest, change: Change) -> str:
+    """Posted when an open proposal moves to a new digest: approvals were for the old one."""
+    previous = next((line[len(DIGEST_TRAILER):].strip() for line in pr.body.splitlines()
+                     if line.startswith(DIGEST_TRAILER)), "")
+    was = f"`{previous}`" if previous else "the previous digest"
+    return (f"image-updater moved this pull request to `{change.digest}` (was {was}). "
+            "Any approval given before this comment was for the previous image: review "
+            "again before merging. (Enable the forge's dismissal of stale approvals to have "
+            "this enforced.)")
 
 
 def evidence(app: App, env: Environment, digest: str, read: Callable[[str], str | None],

@@ -18,9 +18,9 @@ from image_updater.changes import Change, CycleResult, Failure
 from image_updater.config.model import App, Environment, GitTarget
 from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolution, Resolved, resolve
-from image_updater.errors import ImageUpdaterError
+from image_updater.errors import ImageUpdaterError, as_image_updater_error
 from image_updater.gitops.message import commit_message
-from image_updater.gitops.repo import DeployRepo, Plan
+from image_updater.gitops.repo import DeployRepo, Plan, PlanFn
 from image_updater.observability.metrics import Metrics
 from image_updater.registry.base import Registry
 from image_updater.values.editor import values_diff
@@ -50,7 +50,7 @@ class _RepoOutcome:
     unchanged: list[tuple[str, str]] = field(default_factory=list)
     previews: list[str] = field(default_factory=list)
     sha: str | None = None
-    pull_requests: list[str] = field(default_factory=list)
+    pull_requests: dict[tuple[str, str], str] = field(default_factory=dict)
     #: values file -> its text on the branch after this cycle, where the cycle already read it
     texts: dict[str, str] = field(default_factory=dict)
 
@@ -69,14 +69,14 @@ async def reconcile(apps: Sequence[App], deps: Deps, *, dry_run: bool = False) -
             if res is not None:
                 by_repo.setdefault(app.git, []).append((app, env, res))
     outcomes = await asyncio.gather(*(
-        asyncio.to_thread(_apply_repo, target, items, deps, dry_run)
+        asyncio.to_thread(_apply_repo_guarded, target, items, deps, dry_run)
         for target, items in by_repo.items()))
     for outcome in outcomes:
         result.changes += outcome.changes
         result.failures += outcome.failures
         result.unchanged += outcome.unchanged
         result.previews += outcome.previews
-        result.pull_requests += outcome.pull_requests
+        result.pull_requests.update(outcome.pull_requests)
         if outcome.sha:
             result.commits.append(outcome.sha)
     return result
@@ -110,8 +110,28 @@ def _fail(failures: list[Failure], app: App, env: Environment, exc: ImageUpdater
     failures.append(Failure(app=app.name, env=env.name, reason=exc.reason, message=str(exc),
                             temporary=exc.temporary))
     deps.metrics.errors.labels(app=app.name, env=env.name, reason=exc.reason).inc()
-    log.error("%s; will retry %s", exc, deps.retry_hint,
+    log.error("%s; will retry %s", str(exc).rstrip("."), deps.retry_hint,
               extra={"app": app.name, "env": env.name, "image": app.image})
+
+
+def _apply_repo_guarded(target: GitTarget, items: list[Target], deps: Deps, dry_run: bool
+                        ) -> _RepoOutcome:
+    """:func:`_apply_repo`, with an unforeseen fault confined to this deploy repository.
+
+    The environments it did not finish are reported as failed; what it already pushed
+    stays pushed (git is the state), and the next cycle picks up from there.
+    """
+    try:
+        return _apply_repo(target, items, deps, dry_run)
+    except Exception as exc:  # the other repositories' outcomes must survive
+        if not isinstance(exc, ImageUpdaterError):
+            log.error("unexpected fault in deploy repository %s; its apps are reported failed",
+                      target.url, exc_info=True)
+        error = as_image_updater_error(exc, f"deploy repository {target.url} ({target.branch})")
+        outcome = _RepoOutcome()
+        for app, env, _ in items:
+            _fail(outcome.failures, app, env, error, deps)
+        return outcome
 
 
 def _apply_repo(target: GitTarget, items: list[Target], deps: Deps, dry_run: bool
@@ -238,18 +258,31 @@ def _propose_gated(target: GitTarget, repo: DeployRepo, items: list[Target], dep
 
             assert isinstance(approvals, Approvals)
             outcome.texts[env.file] = text  # a pull request leaves the branch as it is
-            url = approvals.sync(app, env, text, new_text, change, why, dry_run=dry_run)
+            proposal = approvals.sync(app, env, change, why, _replan(app, env, res),
+                                      dry_run=dry_run)
         except ImageUpdaterError as exc:
             _fail(outcome.failures, app, env, exc, deps)
             continue
-        if change is None:
+        if proposal.url and proposal.action != "closed":
+            outcome.pull_requests[(app.name, env.name)] = proposal.url
+        if change is None or not proposal.changed:
             outcome.unchanged.append((app.name, env.name))
             continue
         outcome.changes.append(change)
-        if url:
-            outcome.pull_requests.append(url)
         if dry_run:
             outcome.previews.append(values_diff(text, new_text, env.file))
+
+
+def _replan(app: App, env: Environment, res: Resolved) -> PlanFn:
+    """The pull request's commit, derived again from the base as it is at push time."""
+
+    def plan(read: Callable[[str], str | None]) -> Plan:
+        new_text, change, _ = plan_edit(app, env, res, _read_values(read, app, env))
+        if change is None:  # the base already holds it: the branch is the base itself
+            return Plan(files={}, message="")
+        return Plan(files={env.file: new_text}, message=commit_message([change]))
+
+    return plan
 
 
 def _no_forge(app: App, env: Environment, target: GitTarget) -> ImageUpdaterError:

@@ -256,11 +256,12 @@ class DeployRepo:
                 "times because others pushed first; the update will be retried next cycle."
             )
 
-    def push_branch(self, branch: str, plan_files: Mapping[str, str], message: str, *,
-                    base: str | None = None) -> str:
-        """Force-update ``branch`` to one commit with ``plan_files`` on top of ``base``'s head.
+    def push_branch(self, branch: str, plan: PlanFn, *, base: str | None = None) -> str:
+        """Force-update ``branch`` to one commit on top of ``base``'s head.
 
-        Used for pull requests. If the remote branch already holds exactly this change on the
+        Used for pull requests. ``plan`` is derived from that head, as in
+        :meth:`commit_and_push`, so the branch never undoes what others committed to the
+        base meanwhile. If the remote branch already holds exactly this change on the
         current base, it is left alone (no force-push noise on the pull request).
         """
         check_branch(branch)
@@ -274,7 +275,7 @@ class DeployRepo:
             # sync() leaves a clean tree; checking out another base from it stays clean
             base_head = self.sync() if base == self.branch else self._sync_to(base)
             self._local("checkout", "-q", "-f", "--detach", base_head)
-            sha = self._commit_plan(Plan(files=plan_files, message=message), base_head)
+            sha = self._commit_plan(plan(self._reader(base_head)), base_head)
             sha = sha or base_head
             existing = self._fetch(branch, missing_ok=True)
             if existing is not None and self._same_change(existing, sha, base_head):
@@ -363,6 +364,8 @@ class DeployRepo:
                 repo.git.remote(verb, "origin", self.url, env=self._env())
 
     def _discard(self) -> None:
+        if self._repo is not None:
+            self._repo.close()  # GitPython's cat-file helpers hold the old clone's files open
         self._repo = None
         self._head = None
         shutil.rmtree(self.path, ignore_errors=True)

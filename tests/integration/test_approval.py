@@ -106,7 +106,7 @@ def test_gated_change_becomes_one_pull_request_and_master_is_untouched(rig: Rig)
     assert f"Image-Updater-Digest: {digest}" in pr.body
     assert "| `image.digest` in `application-x/values-prod.yaml` |" in pr.body
     assert f"digest: {digest}" in branch_file(rig.deploy)
-    assert result.pull_requests and str(number) in result.pull_requests[0]
+    assert str(number) in result.pull_requests[("application-x", "prod")]
 
 
 def test_newer_digest_updates_the_same_pull_request(rig: Rig) -> None:
@@ -118,8 +118,13 @@ def test_newer_digest_updates_the_same_pull_request(rig: Rig) -> None:
     assert rig.open_prs() == [number], "upsert: never a second pull request"
     assert f"Image-Updater-Digest: {newer}" in rig.forge.prs[number].body
     assert f"digest: {newer}" in branch_file(rig.deploy)
-    again = rig.cycle()  # nothing new: no forge writes
-    assert again.failures == [] and rig.open_prs() == [number]
+    (note,) = rig.forge.prs[number].comments
+    # approvals given before were for another image
+    assert newer in note and "review again" in note
+    writes = len([r for r in rig.forge.requests if r.method != "GET"])
+    again = rig.cycle()  # nothing new: no forge writes, and nothing counted as a change
+    assert again.failures == [] and again.changes == [] and rig.open_prs() == [number]
+    assert len([r for r in rig.forge.requests if r.method != "GET"]) == writes
 
 
 def test_merged_pull_request_means_nothing_to_do(rig: Rig) -> None:
@@ -140,8 +145,9 @@ def test_closed_unmerged_is_not_reopened_for_that_digest_but_is_for_a_new_one(ri
     rig.cycle()
     (first,) = rig.open_prs()
     rig.forge.mark_closed(first)
-    rig.cycle()
+    declined = rig.cycle()
     assert rig.open_prs() == [], "a person closed it: do not reopen for the same digest"
+    assert declined.changes == [] and declined.failures == []
     newer = rig.push("release-2")
     rig.cycle()
     (second,) = rig.open_prs()
@@ -164,3 +170,22 @@ def test_tag_moving_back_closes_the_obsolete_pull_request(rig: Rig) -> None:
     assert rig.forge.prs[obsolete].state == "closed" and not rig.forge.prs[obsolete].merged
     comments = rig.forge.prs[obsolete].comments
     assert comments and "obsolete" in comments[-1]
+
+
+def test_a_declined_digest_is_never_proposed_again_even_over_an_open_proposal(rig: Rig
+                                                                              ) -> None:
+    rejected = rig.push("release-1")
+    rig.cycle()
+    (first,) = rig.open_prs()
+    rig.forge.mark_closed(first)
+    newer = rig.push("release-2")
+    rig.cycle()
+    (second,) = rig.open_prs()
+    # the tag moves back to the image a person turned down
+    assert rig.push("release-1") == rejected
+    result = rig.cycle()
+    assert rig.open_prs() == [second]
+    assert f"Image-Updater-Digest: {newer}" in rig.forge.prs[second].body
+    assert rejected not in rig.forge.prs[second].body
+    assert f"digest: {newer}" in branch_file(rig.deploy)
+    assert result.changes == [] and result.failures == []

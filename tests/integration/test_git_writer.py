@@ -277,13 +277,13 @@ def test_push_branch_force_updates_and_is_seen_remotely(bare: BareRepo, daemon: 
     base = bare.head()
     assert repo.remote_branch_sha(branch) is None
 
-    first = repo.push_branch(branch, {PROD: with_digest(VALUES_FILES[PROD], NEW_DIGEST)},
-                             commit_message([change("prod")]))
-    again = repo.push_branch(branch, {PROD: with_digest(VALUES_FILES[PROD], NEW_DIGEST)},
-                             commit_message([change("prod")]))
+    first = repo.push_branch(branch, fixed({PROD: with_digest(VALUES_FILES[PROD], NEW_DIGEST)},
+                                           commit_message([change("prod")])))
+    again = repo.push_branch(branch, fixed({PROD: with_digest(VALUES_FILES[PROD], NEW_DIGEST)},
+                                           commit_message([change("prod")])))
     other = "sha256:" + "b" * 64
-    moved = repo.push_branch(branch, {PROD: with_digest(VALUES_FILES[PROD], other)},
-                             commit_message([change("prod", other)]))
+    moved = repo.push_branch(branch, fixed({PROD: with_digest(VALUES_FILES[PROD], other)},
+                                           commit_message([change("prod", other)])))
 
     assert again == first  # same change on the same base: no force-push noise
     assert moved != first
@@ -301,9 +301,43 @@ def test_push_branch_force_updates_and_is_seen_remotely(bare: BareRepo, daemon: 
 def test_push_branch_refuses_the_watched_branch(bare: BareRepo, tmp_path: Path) -> None:
     repo = deploy_repo(bare.url, tmp_path)
     with pytest.raises(ConfigError, match="pull request branch"):
-        repo.push_branch(BRANCH, {DEV: "x\n"}, "msg")
+        repo.push_branch(BRANCH, fixed({DEV: "x\n"}, "msg"))
     with pytest.raises(ConfigError, match="not a valid git branch name"):
-        repo.push_branch("-delete-me", {DEV: "x\n"}, "msg")
+        repo.push_branch("-delete-me", fixed({DEV: "x\n"}, "msg"))
+
+
+def test_push_branch_plans_on_the_base_as_it_is_at_push_time(bare: BareRepo,
+                                                              tmp_path: Path) -> None:
+    """An engineer's edit to the same values file after our last read survives in the
+    pull request branch: the plan is derived from the base at push time, not before."""
+    repo = deploy_repo(bare.url, tmp_path)
+    repo.sync()
+    stale = repo.read(PROD)
+    assert stale is not None
+    edited = stale.replace("replicaCount: 1", "replicaCount: 5")
+    assert edited != stale
+    theirs = push_other_commit(bare.url, tmp_path, {PROD: edited}, "Scale prod to 5")
+    seen: list[str | None] = []
+
+    def plan(read: Reader) -> Plan:
+        text = read(PROD)
+        seen.append(text)
+        assert text is not None
+        return Plan(files={PROD: with_digest(text, NEW_DIGEST)},
+                    message=commit_message([change("prod")]))
+
+    sha = repo.push_branch("image-updater/application-x-prod", plan)
+
+    assert seen == [edited]
+    assert git("rev-parse", f"{sha}^", cwd=bare.path) == theirs
+    on_branch = bare.show(sha, PROD).decode()
+    assert "replicaCount: 5" in on_branch and NEW_DIGEST in on_branch
+    assert bare.head() == theirs  # the watched branch keeps only their commit
+
+
+def fixed(files: dict[str, str], message: str) -> Callable[[Reader], Plan]:
+    """A plan that does not depend on what the base holds."""
+    return lambda _read: Plan(files=files, message=message)
 
 
 # ---- reading history back ----------------------------------------------------------------

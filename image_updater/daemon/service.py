@@ -24,7 +24,7 @@ import hashlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,6 +86,7 @@ class Daemon:
         self._wake = asyncio.Event()
         self._policy_hash = _hash_policies(self.policy_paths)
         self.last_result: CycleResult | None = None
+        self._open_prs: dict[tuple[str, str], str] = {}
 
     # -- requests -------------------------------------------------------------------------
     def request_full(self) -> None:
@@ -221,9 +222,9 @@ class Daemon:
         git_failed = {(f.app, f.env) for f in result.failures if f.reason in GIT_REASONS}
         if _reached(apps, handed_out, git_failed):
             self.repo_reached = True
-        if not git_failed:
+        if _succeeded(apps, result, git_failed):
             metrics.last_success.set(self.clock())
-        metrics.pull_requests_open.set(len(result.pull_requests))
+        self._track_pull_requests(apps, result)
         scope = "all apps" if len(apps) == len(self.apps) else \
             "app(s) " + ", ".join(sorted(a.name for a in apps))
         log.info("cycle for %s done in %.2f s: %d update(s), %d failure(s), %d up to date; "
@@ -231,6 +232,19 @@ class Daemon:
                  len(result.changes), len(result.failures), len(result.unchanged),
                  int(self.settings.interval + self.settings.jitter))
         return result
+
+    def _track_pull_requests(self, apps: Sequence[App], result: CycleResult) -> None:
+        """Open pull requests across cycles: a webhook cycle covers a few apps only, and an
+        environment that failed this cycle keeps what the last look at it found."""
+        failed = {(f.app, f.env) for f in result.failures}
+        for app in apps:
+            for env in app.environments:
+                if (app.name, env.name) not in failed:
+                    self._open_prs.pop((app.name, env.name), None)
+        self._open_prs.update(result.pull_requests)
+        known = {(a.name, e.name) for a in self.apps for e in a.environments}
+        self._open_prs = {k: v for k, v in self._open_prs.items() if k in known}
+        self.runtime.metrics.pull_requests_open.set(len(self._open_prs))
 
     def _deps(self, handed_out: set[GitTarget]) -> Deps:
         """The runtime's deps, noting which deploy repositories the cycle opened."""
@@ -248,13 +262,16 @@ class Daemon:
         """Serve until ``stop`` is set; False when the worker died (the process exits 1)."""
         self.runtime.metrics.images_watched.set(sum(len(a.environments) for a in self.apps))
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
-        scheduler.add_job(self.request_full, IntervalTrigger(
+        # Coroutine jobs run on this loop. Plain functions would run in the loop's default
+        # thread pool, which git and boto3 calls keep busy during a cycle: the heartbeat
+        # would stall behind them (failing /healthz), and asyncio.Event is not thread-safe.
+        scheduler.add_job(_on_loop(self.request_full), IntervalTrigger(
             seconds=self.settings.interval, jitter=self.settings.jitter), id="cycle",
             max_instances=1, coalesce=True)
-        scheduler.add_job(self.heartbeat, IntervalTrigger(seconds=self.heartbeat_every),
-                          id="heartbeat")
-        scheduler.add_job(self.reload_policies, IntervalTrigger(seconds=self.reload_every),
-                          id="reload")
+        scheduler.add_job(_on_loop(self.heartbeat), IntervalTrigger(
+            seconds=self.heartbeat_every), id="heartbeat")
+        scheduler.add_job(_on_loop(self.reload_policies), IntervalTrigger(
+            seconds=self.reload_every), id="reload")
         scheduler.start()
         self.request_full()  # first cycle now, not after one interval
         worker = asyncio.create_task(self.worker(stop), name="worker")
@@ -285,6 +302,27 @@ class Daemon:
                         "next start reconciles from git again", self.grace)
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
+
+
+def _on_loop(job: Callable[[], None]) -> Callable[[], Coroutine[None, None, None]]:
+    """``job`` as a coroutine function, so that APScheduler calls it on the event loop."""
+
+    async def run() -> None:
+        job()
+
+    run.__name__ = getattr(job, "__name__", "job")
+    return run
+
+
+def _succeeded(apps: Sequence[App], result: CycleResult,
+               git_failed: set[tuple[str, str]]) -> bool:
+    """A cycle succeeded when git was reached and not every environment failed: one broken
+    policy has its own error metric, while a registry or git outage must stop the
+    last-success clock so that the "no successful cycle" alert fires."""
+    if git_failed:
+        return False
+    total = sum(len(a.environments) for a in apps)
+    return total == 0 or len({(f.app, f.env) for f in result.failures}) < total
 
 
 def _reached(apps: Sequence[App], handed_out: set[GitTarget],

@@ -81,6 +81,34 @@ def test_healthz_follows_the_scheduler_heartbeat(
     assert response.text == ("ok\n" if expected == 200 else "scheduler stalled\n")
 
 
+def test_heartbeat_ticks_while_worker_threads_are_all_busy(
+        registry: RegistryServer, deploy: BareRepo, tmp_path: Path) -> None:
+    """Git and boto3 calls run in the loop's thread pool; a long push or a slow listing that
+    occupies every worker must not stall the liveness heartbeat (and get the pod killed)."""
+    push_image(registry.url, "busy/application-x", "dev", seed="b")
+    clock = ManualClock()
+    policies = one_app(registry, deploy, tmp_path, "busy/application-x")
+    release = threading.Event()
+    with InProcessDaemon(daemon_settings(tmp_path, registry.host), [policies], clock=clock,
+                         heartbeat_every=0.05) as running:
+        running.wait_cycles(1)
+        loop = running.loop
+
+        def occupy_every_worker() -> None:
+            for _ in range(64):  # more than any default pool size (min(32, cpus + 4))
+                loop.run_in_executor(None, release.wait, 30)
+
+        try:
+            running.call(occupy_every_worker)
+            clock.now += 3600
+            wait_until(lambda: running.daemon.last_tick == clock.now, timeout=10,
+                       what="a heartbeat while the thread pool is busy")
+            status = running.get("/healthz").status_code
+        finally:
+            release.set()
+    assert status == 200
+
+
 def test_readyz_waits_until_the_deploy_repo_was_reached(
         registry: RegistryServer, tmp_path: Path) -> None:
     later = tmp_path / "later"
@@ -115,6 +143,9 @@ def test_a_registry_outage_alone_does_not_make_the_daemon_ready(
     with InProcessDaemon(daemon_settings(tmp_path, closed), [policies]) as running:
         running.wait_cycles(1)
         assert running.get("/readyz").status_code == 503  # git was never reached
+        metrics = running.get("/metrics").text
+    # every environment failed: the "no successful cycle" alert must be able to fire
+    assert metric_value(metrics, "image_updater_last_successful_cycle_timestamp_seconds") == 0
 
 
 # -- shutdown ------------------------------------------------------------------------------
@@ -246,3 +277,37 @@ def test_requests_during_a_cycle_are_coalesced_into_one_more(
         queued_after = daemon.queued()
     assert daemon.batches == [["app-a", "app-b"], ["app-a"]]
     assert queued_after == (False, frozenset())
+
+
+# -- open pull requests gauge --------------------------------------------------------------
+
+def test_open_pull_requests_gauge_survives_partial_and_failed_cycles(tmp_path: Path) -> None:
+    """A webhook cycle covers a few apps and an environment can fail its forge call: neither
+    may make the gauge forget the pull requests other environments still have open."""
+    from image_updater.changes import Failure
+    from image_updater.config.policies import load_text
+    from image_updater.wiring.runtime import Runtime
+
+    text = "---\n".join(
+        f"app: {name}\nimage: r.example.com/{name}\ngit: {{url: 'file:///x'}}\n"
+        "environments:\n  prod: {file: v.yaml, approval: pull-request}\n"
+        for name in ("a", "b"))
+    apps, problems = load_text(text, "prs.yaml")
+    assert problems == []
+    daemon = Daemon(settings=daemon_settings(tmp_path), policy_paths=[], apps=apps,
+                    runtime=Runtime(daemon_settings(tmp_path)))
+    registry = daemon.runtime.metrics.registry
+
+    def gauge() -> float | None:
+        return registry.get_sample_value("image_updater_pull_requests_open")
+
+    daemon._track_pull_requests(apps, CycleResult(pull_requests={("a", "prod"): "pr/1",
+                                                                  ("b", "prod"): "pr/2"}))
+    assert gauge() == 2
+    daemon._track_pull_requests(apps[:1], CycleResult())  # webhook cycle for a: a merged
+    assert gauge() == 1
+    forge_down = Failure(app="b", env="prod", reason="forge", message="503", temporary=True)
+    daemon._track_pull_requests(apps, CycleResult(failures=[forge_down]))
+    assert gauge() == 1  # b's pull request was not seen closed: still counted
+    daemon._track_pull_requests(apps, CycleResult())
+    assert gauge() == 0

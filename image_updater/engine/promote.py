@@ -224,9 +224,24 @@ async def promote(app: App, source: Environment, target: Environment, *,
             "and that sync's own PostSync job will test and promote its image.")
     src_ref = (f"{app.image}:{source.strategy.tag}" if source.strategy.tag
                else f"{app.image}@{deployed}")
-    return await retag(src_ref, f"{app.image}:{tag}", digest=deployed,
-                       expect_current=seen[0] if seen else NONE, registry_for=registry_for,
-                       count_requests=count_requests)
+    result = await retag(src_ref, f"{app.image}:{tag}", digest=deployed,
+                         expect_current=seen[0] if seen else NONE, registry_for=registry_for,
+                         count_requests=count_requests)
+    notes = [result.moved_tag_note] if result.moved_tag_note else []
+    if source.strategy.platform:
+        # The values file holds one platform's manifest, and that is what was tested; the
+        # index it came from may hold other, untested, builds. Moving only the tested
+        # manifest is the safe choice, but the destination tag loses its other platforms.
+        notes.append(f"note: {source.name} pins platform {source.strategy.platform}, so only "
+                     f"that platform's manifest was promoted; {tag} is now single-platform")
+    if digest is None:
+        # Git's head may already be past what a smoke test ran against; only the job that
+        # tested a digest can vouch for it, so say what this promotion rests on.
+        unpinned = (f"note: no --digest given, so this promoted what git says {source.name} "
+                    "runs now; a PostSync job must pass the digest it tested (--digest or "
+                    "IMAGE_UPDATER_DIGEST) so that nothing untested moves on")
+        notes.append(unpinned)
+    return replace(result, moved_tag_note="; ".join(notes) or None)
 
 
 def find_env(app: App, name: str) -> Environment:

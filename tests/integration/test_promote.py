@@ -28,7 +28,7 @@ from image_updater.registry.base import MANIFEST_ACCEPT
 from image_updater.registry.oci import OciRegistry
 from image_updater.registry.options import RegistryOptions
 from tests.fixtures.gitrepo import BareRepo, make_bare_repo, push_other_commit
-from tests.fixtures.registry import RegistryServer, digest_of, push_image
+from tests.fixtures.registry import RegistryServer, digest_of, push_image, push_index
 
 pytestmark = pytest.mark.integration
 
@@ -113,6 +113,7 @@ def test_promote_moves_the_tested_digest_not_the_newer_dev_tag(
     assert race.tag("dev") == race.newer  # the source tag itself is left alone
     assert f"promoted {race.server.host}/{race.repo}:dev" in out
     assert f"has moved on to {race.newer}" in out
+    assert "no --digest given" in out  # what this promotion rests on is said out loud
 
 
 def test_promote_with_the_tested_digest_moves_it(
@@ -122,6 +123,7 @@ def test_promote_with_the_tested_digest_moves_it(
     assert code == 0
     assert race.tag("staging") == race.tested
     assert f"(was {race.staging})" in out
+    assert "no --digest given" not in out
 
 
 def test_promote_refuses_a_digest_git_did_not_deploy(
@@ -278,3 +280,36 @@ def test_chart_renders_a_promote_job_except_in_prod(env: str, jobs: int) -> None
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == f"registry.example.com/application-x@{digest}"
+
+
+def test_promote_from_a_platform_pinned_environment_moves_the_tested_manifest(
+        registry: RegistryServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """dev pins linux/amd64, so git holds that child's digest: that manifest is what ran
+    the tests, and it moves on alone, with a note that the tag is now single-platform."""
+    repo = f"team/pinned-{uuid.uuid4().hex[:8]}"
+    index, children = push_index(registry.url, repo, "dev", seed="multi")
+    bare = make_bare_repo(tmp_path / "remotes", files={
+        "application-x/values-dev.yaml": values_file("dev", children["amd64"]),
+        "application-x/values-staging.yaml": values_file("staging", ""),
+    })
+    policies = tmp_path / "policies.yaml"
+    policies.write_text(
+        f"app: application-x\nimage: {registry.host}/{repo}\n"
+        f"git: {{url: {bare.url}, branch: master}}\n"
+        "defaults: {strategy: digest, write: {digest: image.digest}}\n"
+        "environments:\n"
+        "  dev: {file: application-x/values-dev.yaml, tag: dev, platform: linux/amd64}\n"
+        "  staging: {file: application-x/values-staging.yaml, tag: staging}\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({"registries": [{"host": registry.host, "insecure": True}],
+                                  "cache_dir": str(tmp_path / "cache")}))
+
+    code, out, err = run(["promote", "application-x", "--from", "dev", "--to", "staging",
+                          "--digest", children["amd64"], "--config", str(config),
+                          "--policies", str(policies)], capsys)
+
+    assert code == 0, err
+    staging = httpx.get(f"{registry.url}/v2/{repo}/manifests/staging", timeout=10,
+                        headers={"Accept": ", ".join(MANIFEST_ACCEPT)})
+    assert digest_of(staging.content) == children["amd64"] != index
+    assert "only that platform's manifest was promoted" in out

@@ -131,7 +131,7 @@ def secret_sources(settings: Settings) -> tuple[list[str], list[str]]:
     files += [settings.git.token_file or "", settings.webhooks.secret_file or ""]
     for forge in settings.forges:
         envs.append(forge.token_env or "")
-        files.append(forge.token_file or "")
+        files += [forge.token_file or "", forge.app_private_key_file or ""]
     return [e for e in envs if e], [f for f in files if f]
 
 

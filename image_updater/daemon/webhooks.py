@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from image_updater.config.settings import WebhookSettings
+from image_updater.observability.logs import remember_secret
 
 SOURCES = ("registry", "dockerhub", "harbor", "github", "quay", "ecr")
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -66,6 +67,7 @@ def verify(source_path: str, headers: Mapping[str, str], body: bytes,
         raise WebhookError(404, f"unknown webhook source {source[:40]!r}; use one of "
                                 f"{', '.join(SOURCES)}")
     secret = load_secret(settings)
+    remember_secret(secret)  # it may have been rotated since start-up
     if not secret:
         raise WebhookError(403, "webhooks are disabled: no secret is configured "
                                 "(set webhooks.secret_env or webhooks.secret_file)")

@@ -224,6 +224,19 @@ def _parse_level(level: str | int) -> int:
     return number
 
 
+_active_secrets: SecretRegistry | None = None
+
+
+def remember_secret(value: str) -> None:
+    """Mask ``value`` in every later log line of the configured handler.
+
+    For secrets that are read again while running (a rotated webhook secret, a refreshed
+    token file), which the start-up registration could not know.
+    """
+    if _active_secrets is not None:
+        _active_secrets.add(value)
+
+
 class _OurHandler(logging.StreamHandler):
     """Marks the handler configure_logging installed, so a second call can replace it."""
 
@@ -249,7 +262,9 @@ def configure_logging(
     for old in [h for h in target.handlers if isinstance(h, _OurHandler)]:
         target.removeHandler(old)
     handler = _OurHandler(stream if stream is not None else sys.stderr)
-    handler.addFilter(RedactionFilter(secrets))
+    global _active_secrets
+    _active_secrets = secrets if secrets is not None else SecretRegistry()
+    handler.addFilter(RedactionFilter(_active_secrets))
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     target.addHandler(handler)
     target.setLevel(number)

@@ -6,7 +6,9 @@ connection pools and working clones are reused across cycles.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import threading
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from image_updater.gitops.repo import DeployRepo
 from image_updater.observability.metrics import Metrics
 from image_updater.registry.base import Registry
 from image_updater.wiring.registries import open_registry
+
+log = logging.getLogger("image_updater.runtime")
 
 
 class Runtime:
@@ -74,12 +78,17 @@ class Runtime:
                     retry_hint=f"in {int(self.settings.interval)} s (next cycle)")
 
     async def aclose(self) -> None:
-        for registry in self._registries.values():
-            await registry.aclose()
-        self._registries.clear()
-        for forge in self._forges.values():
-            forge.disconnect()
-        self._forges.clear()
+        """Close every client, even when closing one fails (it is logged, not raised)."""
+        registries, self._registries = list(self._registries.values()), {}
+        forges, self._forges = list(self._forges.values()), {}
+        results = await asyncio.gather(*(r.aclose() for r in registries), return_exceptions=True)
+        for forge in forges:
+            try:
+                forge.disconnect()
+            except Exception as exc:  # shutting down: report, and close the rest
+                results.append(exc)
+        for failed in (r for r in results if isinstance(r, BaseException)):
+            log.warning("closing a client failed during shutdown: %s", failed)
 
 
 def _git_auth(settings: Settings) -> GitAuth:

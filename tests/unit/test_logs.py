@@ -8,6 +8,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -260,3 +261,54 @@ def test_level_applies_and_noisy_libraries_are_quietened(capture) -> None:
 def test_bad_settings_raise_config_error_naming_the_value(kwargs: dict, named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         configure_logging(stream=io.StringIO(), logger=logging.getLogger("unused"), **kwargs)
+
+
+# -- secrets the settings point at, and secrets read later -----------------------------------
+
+def test_known_secrets_cover_docker_config_and_forge_app_keys(tmp_path: Path) -> None:
+    import base64
+
+    from image_updater.commands import known_secrets
+    from image_updater.config.settings import load_settings
+
+    password, token = f"pw-{uuid.uuid4().hex}", f"id-{uuid.uuid4().hex}"
+    auth = base64.b64encode(f"deployer:{password}".encode()).decode()
+    docker = tmp_path / "config.json"
+    docker.write_text(json.dumps({"auths": {"r.example.com": {"auth": auth},
+                                            "q.example.com": {"identitytoken": token}}}))
+    key = tmp_path / "app.pem"
+    key_body = f"MIIEsecret{uuid.uuid4().hex}"
+    key.write_text(f"-----BEGIN RSA PRIVATE KEY-----\n{key_body}\n-----END RSA PRIVATE KEY-----\n")
+    settings_file = tmp_path / "settings.yaml"
+    settings_file.write_text(json.dumps({
+        "registries": [{"host": "r.example.com",
+                        "credentials": {"docker_config": str(docker)}}],
+        "forges": [{"url_prefix": "https://github.com/org/", "kind": "github",
+                    "api_url": "https://api.github.com",
+                    "repository": "org/deploys", "app_id": 1, "app_installation_id": 2,
+                    "app_private_key_file": str(key)}]}))
+    secrets = known_secrets(load_settings(settings_file, environ={}))
+    line = f"auth={auth} password={password} token={token} key={key_body}"
+    masked = secrets.mask(line)
+    for value in (auth, password, token, key_body):
+        assert value not in masked
+
+
+def test_a_rotated_webhook_secret_is_masked_once_it_has_been_read(tmp_path: Path) -> None:
+    from image_updater.config.settings import WebhookSettings
+    from image_updater.daemon.webhooks import WebhookError, verify
+
+    stream = io.StringIO()
+    handler = configure_logging(fmt="text", level="INFO", stream=stream,
+                                secrets=SecretRegistry(["the-start-up-secret"]))
+    try:
+        secret_file = tmp_path / "hook-secret"
+        rotated = f"rotated-{uuid.uuid4().hex}"
+        secret_file.write_text(rotated + "\n")  # the Secret volume was updated
+        with pytest.raises(WebhookError):
+            verify("registry", {}, b"{}", WebhookSettings(secret_file=str(secret_file)))
+        logging.getLogger("image_updater.test").warning("request path /webhooks/x/%s", rotated)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert rotated not in stream.getvalue()
+    assert "/webhooks/x/***" in stream.getvalue()

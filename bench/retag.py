@@ -11,7 +11,7 @@ direction and delays each new connection by one RTT (the TCP handshake to a dist
 registry). A kernel ``netem`` qdisc would be the usual tool, but needs the ``sch_netem``
 module; this userspace proxy needs nothing and is used everywhere for comparable figures.
 
-    python bench/retag.py [--runs 5] [--rtt-ms 20] [--layer-kib 1024]
+    python bench/retag.py [--runs 5] [--rtt-ms 20] [--layer-kib 1024] [--python PATH]
 """
 
 from __future__ import annotations
@@ -49,6 +49,10 @@ from tests.fixtures.registry import (  # noqa: E402  (needs the repository root 
 )
 
 OCI_GZIP_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+#: The container image compiles bytecode at install time. A shell with
+#: PYTHONDONTWRITEBYTECODE=1 would make every measured run compile the package from source
+#: (about 40 ms here), which no PostSync job pays; the first run writes the .pyc files.
+TOOL_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 # -- a network with latency ------------------------------------------------------------------
@@ -162,10 +166,9 @@ def _push_image(client: httpx.Client, base: str, repo: str, arch: str,
 Tool = Callable[[str, str, bool], list[str]]
 
 
-def ours(config: Path) -> Tool:
+def ours(config: Path, python: str) -> Tool:
     def command(src: str, dst: str, multi: bool) -> list[str]:
-        return [sys.executable, "-m", "image_updater.cli", "retag", src, dst,
-                "--config", str(config)]
+        return [python, "-m", "image_updater.cli", "retag", src, dst, "--config", str(config)]
 
     return command
 
@@ -191,7 +194,8 @@ def run_once(server: RegistryServer, host: str, tool: Tool, *, cross: bool, mult
     before = len(server.access_log_lines())
     started = time.perf_counter()
     proc = subprocess.run(tool(f"{host}/{src_repo}:dev", f"{host}/{dst_repo}:staging", multi),
-                          capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+                          env=TOOL_ENV)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(tool('SRC', 'DST', multi)[:3])} failed: {proc.stderr}")
@@ -209,14 +213,14 @@ SCENARIOS = [("same repo, 1 platform", False, False), ("same repo, 2-platform in
 
 
 def measure(server: RegistryServer, host: str, runs: int, layer_kib: int,
-            workdir: Path) -> list[tuple[str, Sample, Sample]]:
+            workdir: Path, python: str) -> list[tuple[str, Sample, Sample]]:
     config = workdir / f"config-{host.replace(':', '-')}.yaml"
     config.write_text(json.dumps({"registries": [{"host": host, "insecure": True}]}))
     rows = []
     for name, cross, multi in SCENARIOS:
         samples: dict[str, list[Sample]] = {"ours": [], "skopeo": []}
         for _ in range(runs):  # interleaved, so drift hits both tools alike
-            for label, tool in (("ours", ours(config)), ("skopeo", skopeo)):
+            for label, tool in (("ours", ours(config, python)), ("skopeo", skopeo)):
                 samples[label].append(run_once(server, host, tool, cross=cross, multi=multi,
                                                layer_kib=layer_kib))
         rows.append((name, _median(samples["ours"]), _median(samples["skopeo"])))
@@ -228,14 +232,14 @@ def _median(samples: list[Sample]) -> Sample:
                   requests=int(statistics.median(s.requests for s in samples)))
 
 
-def startup_seconds(runs: int) -> float:
+def startup_seconds(runs: int, python: str) -> float:
     """Interpreter start plus the imports ``retag`` needs, without any request: the floor."""
     code = ("import image_updater.cli, image_updater.commands, image_updater.engine.promote, "
             "image_updater.wiring.registries")
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+        subprocess.run([python, "-c", code], cwd=ROOT, check=True, env=TOOL_ENV)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -259,19 +263,24 @@ def main() -> None:
     parser.add_argument("--rtt-ms", type=float, default=20.0)
     parser.add_argument("--layer-kib", type=int, default=1024,
                         help="size of each image's big layer (random, gzip)")
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter that runs retag; point it at an environment with "
+                             "only the runtime dependencies (as in the container image) to "
+                             "measure what a PostSync job pays; default: this one")
     args = parser.parse_args()
     if shutil.which("skopeo") is None:
         raise SystemExit("skopeo is not installed (Debian package 'skopeo').")
     workdir = Path(tempfile.mkdtemp(prefix="bench-retag-"))
+    startup_seconds(1, args.python)  # warm-up: writes the .pyc files an install would have
     try:
         with RegistryServer() as server:
             results = [("loopback", measure(server, server.host, args.runs, args.layer_kib,
-                                            workdir))]
+                                            workdir, args.python))]
             with DelayProxy(server.port, args.rtt_ms / 1000) as proxy:
                 results.append((f"+{args.rtt_ms:g} ms RTT",
                                 measure(server, f"127.0.0.1:{proxy.port}", args.runs,
-                                        args.layer_kib, workdir)))
-        print(table(results, args.runs, startup_seconds(args.runs)))
+                                        args.layer_kib, workdir, args.python)))
+        print(table(results, args.runs, startup_seconds(args.runs, args.python)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

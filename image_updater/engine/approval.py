@@ -4,10 +4,17 @@ One branch and at most one open pull request per app environment
 (``image-updater/<app>-<env>``). The forge is the only state: each cycle reads the pull
 requests for that branch, so a restart loses nothing.
 
-- newer digest before the merge → force-update the branch, update title and body (upsert);
+- newer digest before the merge → force-update the branch, update title and body (upsert),
+  saying that earlier approvals were for the previous image;
 - merged → the values file already holds the digest, nothing to do;
-- closed without merging → not reopened for that digest; a new digest opens a new one;
-- the tag moves back to what is deployed → the obsolete pull request is closed with a comment.
+- closed without merging by a person → that digest is declined: never proposed again, and a
+  proposal open for another digest while the policy selects it is withdrawn; a new digest
+  opens a new one;
+- the tag moves back to what is deployed → the obsolete pull request is withdrawn: its
+  digest trailer renamed (so it does not count as declined) and closed with a comment.
+
+The branch belongs to image-updater: it is force-pushed to the proposal on every cycle
+that finds it different (a no-op otherwise), commits others push to it are replaced.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from image_updater.observability.metrics import Metrics
 log = logging.getLogger("image_updater.approval")
 
 DIGEST_TRAILER = "Image-Updater-Digest: "
+#: replaces DIGEST_TRAILER in a pull request image-updater closed itself (not a decline)
+WITHDRAWN_TRAILER = "Image-Updater-Withdrawn-Digest: "
 
 
 def branch_name(app: App, env: Environment) -> str:
@@ -61,53 +70,81 @@ class Approvals:
 
         ``replan`` derives the branch's commit from the base branch as it is when the branch
         is pushed, so an edit somebody made to the values file meanwhile is kept, not undone.
+        The branch is pushed before the pull request's text changes, and pushed again (a
+        no-op when it is right) while a proposal is pending, so a cycle that failed half
+        way never leaves a branch that deploys something other than what the title says.
         """
         branch = branch_name(app, env)
         prs = self.forge.find(branch)
         open_pr = next((p for p in prs if p.state == "open"), None)
         if change is None:
             if open_pr is not None and not dry_run:
-                self._close_obsolete(open_pr, app, env, why)
+                self._withdraw(open_pr, app, env, f"{env.file} already holds what the "
+                               f"{env.name} policy selects ({why})")
                 return Proposal("closed", open_pr.url)
             return Proposal("current")
         marker = DIGEST_TRAILER + change.digest
-        if open_pr is not None and marker in open_pr.body:
-            return Proposal("pending", open_pr.url)  # already proposed; a person decides
-        if any(p.state == "closed" and marker in p.body for p in prs):
-            # Checked even while another proposal is open: a digest somebody turned down is
-            # never proposed again, whichever way the tag moved since.
-            log.info("a pull request for %s was closed without merging; not proposing the same "
-                     "digest again (a new digest opens a new pull request)", change.digest[:19],
+        declined = next((p for p in prs if p.state == "closed" and marker in p.body), None)
+        if declined is not None:
+            # A digest somebody turned down is never proposed again, whichever way the tag
+            # moved since; a proposal still open for another digest is obsolete too.
+            log.info("%s was declined in %s (closed without merging); not proposing it again "
+                     "(a new digest opens a new pull request)", change.digest[:19], declined.url,
                      extra={"app": app.name, "env": env.name})
-            return Proposal("declined", open_pr.url if open_pr else None)
-        title, body = self._title(change), self._body(app, env, change)
+            if open_pr is not None and not dry_run:
+                self._withdraw(open_pr, app, env, f"the {env.name} policy now selects "
+                               f"{change.digest}, which was declined in {declined.url}")
+            return Proposal("declined")
         if dry_run:
+            if open_pr is not None and marker in open_pr.body:
+                return Proposal("pending", open_pr.url)
             verb = "update" if open_pr else "open"
             return Proposal("updated" if open_pr else "opened",
                             f"(dry run) would {verb} a pull request from {branch}")
-        self.repo.push_branch(branch, replan)
+        if self.repo.push_branch(branch, replan) is None:
+            return Proposal("current", open_pr.url if open_pr else None)  # base has it now
+        if open_pr is not None and marker in open_pr.body:
+            return Proposal("pending", open_pr.url)  # already proposed; a person decides
         if open_pr is not None:
-            pr = self.forge.update(open_pr, title=title, body=body)
-            self.forge.comment(pr, _superseded_note(open_pr, change))
+            previous = _proposed_digest(open_pr)
+            pr = self.forge.update(open_pr, title=self._title(change),
+                                   body=self._body(app, env, change, supersedes=previous))
+            self._note(pr, _superseded_note(previous, change), app, env)
             action = "updated"
         else:
             pr = self.forge.create(PullRequestRequest(
-                head=branch, base=self.base_branch, title=title, body=body,
-                labels=env.pull_request.labels, reviewers=env.pull_request.reviewers,
-                assignees=env.pull_request.assignees, draft=env.pull_request.draft))
+                head=branch, base=self.base_branch, title=self._title(change),
+                body=self._body(app, env, change), labels=env.pull_request.labels,
+                reviewers=env.pull_request.reviewers, assignees=env.pull_request.assignees,
+                draft=env.pull_request.draft))
             action = "opened"
         self.metrics.updates.labels(app=app.name, env=env.name, mode="pr").inc()
         log.info("%s pull request %s: %s", action, pr.url, change.reason,
                  extra={"app": app.name, "env": env.name, "image": app.image})
         return Proposal(action, pr.url)
 
-    def _close_obsolete(self, pr: PullRequest, app: App, env: Environment, why: str) -> None:
+    def _withdraw(self, pr: PullRequest, app: App, env: Environment, why: str) -> None:
+        """Close a proposal image-updater no longer stands behind.
+
+        Its digest trailer is renamed first: only a pull request a *person* closed counts
+        as declining its digest, so a withdrawn digest can be proposed again later.
+        """
+        body = pr.body.replace(DIGEST_TRAILER, WITHDRAWN_TRAILER)
+        if body != pr.body:
+            pr = self.forge.update(pr, title=pr.title, body=body)
         self.forge.close(pr, comment=(
-            f"Closing: {env.file} already holds what the {env.name} policy selects ({why}), so "
-            "this proposal is obsolete. image-updater will open a new pull request if the "
-            "image changes again."))
-        log.info("closed obsolete pull request %s", pr.url,
+            f"Closing: {why}, so this proposal is obsolete. image-updater opens a new pull "
+            "request when the image changes again."))
+        log.info("closed obsolete pull request %s: %s", pr.url, why,
                  extra={"app": app.name, "env": env.name})
+
+    def _note(self, pr: PullRequest, text: str, app: App, env: Environment) -> None:
+        """A comment that is useful but not essential: the body already says the same."""
+        try:
+            self.forge.comment(pr, text)
+        except ImageUpdaterError as exc:
+            log.warning("could not comment on %s (%s); its description says the same",
+                        pr.url, exc, extra={"app": app.name, "env": env.name})
 
     def _since(self, file: str, digest: str) -> str | None:
         """The image-updater commit that wrote ``digest`` into ``file`` (None if unknown)."""
@@ -125,9 +162,14 @@ class Approvals:
         what = change.tag or change.digest[:19]
         return f"Promote {change.app} to {change.env}: {what} ({change.digest[7:19]})"
 
-    def _body(self, app: App, env: Environment, change: Change) -> str:
-        lines = [f"image-updater proposes to update **{change.app}** in **{change.env}**.", "",
-                 "| key | from | to |", "|---|---|---|"]
+    def _body(self, app: App, env: Environment, change: Change, *,
+              supersedes: str | None = None) -> str:
+        lines = [f"image-updater proposes to update **{change.app}** in **{change.env}**.", ""]
+        if supersedes is not None:
+            lines += [f"> **Updated:** this pull request proposed `{supersedes or 'another image'}`"
+                      " before. Approvals given before the update were for that image: review "
+                      "again before merging.", ""]
+        lines += ["| key | from | to |", "|---|---|---|"]
         lines += [f"| `{k.key}` in `{change.file}` | `{k.old or '(empty)'}` | `{k.new}` |"
                   for k in change.keys]
         lines += ["", f"Image: `{change.image}@{change.digest}`", f"Why: {change.reason}", "",
@@ -141,10 +183,14 @@ class Approvals:
         return "\n".join(lines)
 
 
-def _superseded_note(pr: PullRequest, change: Change) -> str:
+def _proposed_digest(pr: PullRequest) -> str:
+    """The digest an open pull request of ours proposes ("" if its body has no trailer)."""
+    return next((line[len(DIGEST_TRAILER):].strip() for line in pr.body.splitlines()
+                 if line.startswith(DIGEST_TRAILER)), "")
+
+
+def _superseded_note(previous: str, change: Change) -> str:
     """Posted when an open proposal moves to a new digest: approvals were for the old one."""
-    previous = next((line[len(DIGEST_TRAILER):].strip() for line in pr.body.splitlines()
-                     if line.startswith(DIGEST_TRAILER)), "")
     was = f"`{previous}`" if previous else "the previous digest"
     return (f"image-updater moved this pull request to `{change.digest}` (was {was}). "
             "Any approval given before this comment was for the previous image: review "

@@ -90,7 +90,7 @@ def _begin_cycle_targets(apps: Sequence[App], deps: Deps) -> list[Any]:
     for group in group_by_repository(apps):
         try:
             reg = deps.registry_for(group.host)
-        except ImageUpdaterError:
+        except Exception:  # resolve reports it against the apps of that registry
             continue
         if hasattr(reg, "begin_cycle"):
             seen[group.host] = reg
@@ -260,8 +260,12 @@ def _propose_gated(target: GitTarget, repo: DeployRepo, items: list[Target], dep
             outcome.texts[env.file] = text  # a pull request leaves the branch as it is
             proposal = approvals.sync(app, env, change, why, _replan(app, env, res),
                                       dry_run=dry_run)
-        except ImageUpdaterError as exc:
-            _fail(outcome.failures, app, env, exc, deps)
+        except Exception as exc:  # one environment's proposal never costs the others theirs
+            if not isinstance(exc, ImageUpdaterError):
+                log.error("unexpected fault while proposing %s/%s", app.name, env.name,
+                          exc_info=True)
+            _fail(outcome.failures, app, env, as_image_updater_error(
+                exc, f"the pull request for {app.name}/{env.name}"), deps)
             continue
         if proposal.url and proposal.action != "closed":
             outcome.pull_requests[(app.name, env.name)] = proposal.url

@@ -256,13 +256,15 @@ class DeployRepo:
                 "times because others pushed first; the update will be retried next cycle."
             )
 
-    def push_branch(self, branch: str, plan: PlanFn, *, base: str | None = None) -> str:
-        """Force-update ``branch`` to one commit on top of ``base``'s head.
+    def push_branch(self, branch: str, plan: PlanFn, *, base: str | None = None) -> str | None:
+        """Force-update ``branch`` to one commit on top of ``base``'s head; return its sha.
 
         Used for pull requests. ``plan`` is derived from that head, as in
         :meth:`commit_and_push`, so the branch never undoes what others committed to the
         base meanwhile. If the remote branch already holds exactly this change on the
-        current base, it is left alone (no force-push noise on the pull request).
+        current base, it is left alone (no force-push noise on the pull request). If the
+        plan changes nothing on the base (it already holds the change), nothing is pushed
+        and None is returned: there is nothing to propose.
         """
         check_branch(branch)
         base = check_branch(base or self.branch, what="base branch")
@@ -276,7 +278,8 @@ class DeployRepo:
             base_head = self.sync() if base == self.branch else self._sync_to(base)
             self._local("checkout", "-q", "-f", "--detach", base_head)
             sha = self._commit_plan(plan(self._reader(base_head)), base_head)
-            sha = sha or base_head
+            if sha is None:
+                return None
             existing = self._fetch(branch, missing_ok=True)
             if existing is not None and self._same_change(existing, sha, base_head):
                 return existing

@@ -118,6 +118,7 @@ def test_newer_digest_updates_the_same_pull_request(rig: Rig) -> None:
     assert rig.open_prs() == [number], "upsert: never a second pull request"
     assert f"Image-Updater-Digest: {newer}" in rig.forge.prs[number].body
     assert f"digest: {newer}" in branch_file(rig.deploy)
+    assert "Approvals given before the update were for that image" in rig.forge.prs[number].body
     (note,) = rig.forge.prs[number].comments
     # approvals given before were for another image
     assert newer in note and "review again" in note
@@ -172,20 +173,45 @@ def test_tag_moving_back_closes_the_obsolete_pull_request(rig: Rig) -> None:
     assert comments and "obsolete" in comments[-1]
 
 
-def test_a_declined_digest_is_never_proposed_again_even_over_an_open_proposal(rig: Rig
-                                                                              ) -> None:
+def test_a_declined_digest_is_never_proposed_again_and_withdraws_the_open_proposal(
+        rig: Rig) -> None:
     rejected = rig.push("release-1")
     rig.cycle()
     (first,) = rig.open_prs()
-    rig.forge.mark_closed(first)
+    rig.forge.mark_closed(first)  # a person declines release-1
     newer = rig.push("release-2")
     rig.cycle()
     (second,) = rig.open_prs()
     # the tag moves back to the image a person turned down
     assert rig.push("release-1") == rejected
     result = rig.cycle()
-    assert rig.open_prs() == [second]
-    assert f"Image-Updater-Digest: {newer}" in rig.forge.prs[second].body
-    assert rejected not in rig.forge.prs[second].body
-    assert f"digest: {newer}" in branch_file(rig.deploy)
+    assert rig.open_prs() == [], "no proposal of the declined image, and release-2 is obsolete"
+    withdrawn = rig.forge.prs[second]
+    assert withdrawn.state == "closed" and not withdrawn.merged
+    assert rejected not in withdrawn.body and f"Withdrawn-Digest: {newer}" in withdrawn.body
+    assert "declined" in withdrawn.comments[-1]
     assert result.changes == [] and result.failures == []
+    # release-2 was withdrawn by image-updater, not declined by a person: it may come back
+    assert rig.push("release-2") == newer
+    rig.cycle()
+    (third,) = rig.open_prs()
+    assert f"Image-Updater-Digest: {newer}" in rig.forge.prs[third].body
+
+
+def test_a_pull_request_left_half_updated_is_repaired_next_cycle(rig: Rig) -> None:
+    """The branch moved to release-2 but the forge refused the title/body update; the tag
+    then went back to release-1, which the body still names: the branch must follow."""
+    first = rig.push("release-1")
+    rig.cycle()
+    (number,) = rig.open_prs()
+    second = rig.push("release-2")
+    rig.forge.fail_next(403, method="PUT" if rig.forge.kind == "gitlab" else "PATCH")
+    failed = rig.cycle()
+    assert [f.reason for f in failed.failures] == ["forge_auth"]
+    assert f"digest: {second}" in branch_file(rig.deploy)  # pushed before the update failed
+    assert f"Image-Updater-Digest: {first}" in rig.forge.prs[number].body
+    assert rig.push("release-1") == first
+    result = rig.cycle()
+    assert result.failures == [] and rig.open_prs() == [number]
+    assert f"Image-Updater-Digest: {first}" in rig.forge.prs[number].body
+    assert f"digest: {first}" in branch_file(rig.deploy), "branch and title agree again"

@@ -95,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     pro.add_argument("app", nargs="?", help="app name (default: $IMAGE_UPDATER_APP)")
     pro.add_argument("--from", dest="source", help="environment whose deployed digest moves on")
     pro.add_argument("--to", dest="target", help="environment whose tag receives it")
-    pro.add_argument("--digest", help="the digest that was tested; refuse if git disagrees")
+    pro.add_argument("--digest", help="the digest that was tested; refuse if git disagrees "
+                     "(default: $IMAGE_UPDATER_DIGEST; required unless --from-git)")
+    pro.add_argument("--from-git", action="store_true",
+                     help="no tested digest: promote whatever git says --from runs now "
+                          "(for people promoting by hand, never for jobs)")
     return parser
 
 

@@ -249,8 +249,15 @@ def cmd_promote(args: argparse.Namespace) -> int:
         print("error: promote needs APP, --from and --to (or IMAGE_UPDATER_APP, "
               "IMAGE_UPDATER_FROM, IMAGE_UPDATER_TO)", file=sys.stderr)
         return 2
-    return promote_command(settings, _policy_paths(args), app, source, target,
-                           digest=args.digest or os.environ.get("IMAGE_UPDATER_DIGEST"))
+    digest = args.digest or os.environ.get("IMAGE_UPDATER_DIGEST")
+    if not digest and not args.from_git:
+        print(f"error: promote needs the digest that was tested: --digest sha256:… (or "
+              f"IMAGE_UPDATER_DIGEST), as the PostSync job passes {{{{ .Values.image.digest }}}}."
+              f" Without it, the head of the deploy branch may already hold a newer image "
+              f"that nobody tested in {source}. To promote whatever git says {source} runs "
+              f"now (a person promoting by hand), pass --from-git.", file=sys.stderr)
+        return EXIT_USAGE
+    return promote_command(settings, _policy_paths(args), app, source, target, digest=digest)
 
 
 def retag_command(settings: Settings, src: str, dst: str, *, digest: str | None = None,

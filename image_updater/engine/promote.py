@@ -237,9 +237,8 @@ async def promote(app: App, source: Environment, target: Environment, *,
     if digest is None:
         # Git's head may already be past what a smoke test ran against; only the job that
         # tested a digest can vouch for it, so say what this promotion rests on.
-        unpinned = (f"note: no --digest given, so this promoted what git says {source.name} "
-                    "runs now; a PostSync job must pass the digest it tested (--digest or "
-                    "IMAGE_UPDATER_DIGEST) so that nothing untested moves on")
+        unpinned = (f"note: --from-git: this promoted what git says {source.name} runs now, "
+                    "not a digest a test vouched for")
         notes.append(unpinned)
     return replace(result, moved_tag_note="; ".join(notes) or None)
 

@@ -222,6 +222,9 @@ def test_postsync_job_promotes_after_smoke_tests() -> None:
     args = _cli_parser().parse_args(spec["containers"][0]["args"])
     assert (args.command, args.app, args.source, args.target) == (
         "promote", "application-x", "dev", "staging")
+    assert not args.from_git, "a job promotes the digest it tested, never git's head"
+    env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+    assert env["IMAGE_UPDATER_DIGEST"].startswith("sha256:")
 
 
 # --- monitoring ---------------------------------------------------------------------------

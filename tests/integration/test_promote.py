@@ -106,14 +106,14 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 def test_promote_moves_the_tested_digest_not_the_newer_dev_tag(
         race: Setup, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(race.cli(), capsys)
+    code, out, err = run(race.cli("--from-git"), capsys)
 
     assert code == 0, err
     assert race.tag("staging") == race.tested != race.newer
     assert race.tag("dev") == race.newer  # the source tag itself is left alone
     assert f"promoted {race.server.host}/{race.repo}:dev" in out
     assert f"has moved on to {race.newer}" in out
-    assert "no --digest given" in out  # what this promotion rests on is said out loud
+    assert "--from-git: this promoted what git says dev runs now" in out
 
 
 def test_promote_with_the_tested_digest_moves_it(
@@ -123,7 +123,24 @@ def test_promote_with_the_tested_digest_moves_it(
     assert code == 0
     assert race.tag("staging") == race.tested
     assert f"(was {race.staging})" in out
-    assert "no --digest given" not in out
+    assert "--from-git" not in out
+
+
+def test_promote_without_a_tested_digest_refuses_and_moves_nothing(
+        race: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    """A job that forgot --digest must not promote git's head, which may be untested."""
+    monkeypatch.delenv("IMAGE_UPDATER_DIGEST", raising=False)
+    code, out, err = run(race.cli(), capsys)
+
+    assert code == 2 and out == ""
+    assert "--digest" in err and "--from-git" in err and "nobody tested in dev" in err
+    assert race.tag("staging") == race.staging
+
+    monkeypatch.setenv("IMAGE_UPDATER_DIGEST", race.tested)  # how the PostSync job passes it
+    code, out, err = run(race.cli(), capsys)
+    assert code == 0, err
+    assert race.tag("staging") == race.tested
 
 
 def test_promote_refuses_a_digest_git_did_not_deploy(
@@ -150,10 +167,10 @@ def test_promote_follows_the_digest_git_holds_now(
                       {"application-x/values-dev.yaml": values_file("dev", race.newer)})
 
     refused = run(race.cli("--digest", race.tested), capsys)
-    plain = run(race.cli(), capsys)
+    by_hand = run(race.cli("--from-git"), capsys)  # a person who chose git's head
 
     assert refused[0] == 4
-    assert plain[0] == 0 and race.tag("staging") == race.newer
+    assert by_hand[0] == 0 and race.tag("staging") == race.newer
 
 
 def test_target_tag_moved_while_git_was_read_is_a_conflict(race: Setup) -> None:
@@ -186,9 +203,10 @@ def test_target_tag_moved_while_git_was_read_is_a_conflict(race: Setup) -> None:
 
 def test_unknown_environment_and_app_are_configuration_errors(
         race: Setup, capsys: pytest.CaptureFixture[str]) -> None:
-    wrong_env = run([*race.cli()[:4], "--to", "qa", *race.cli()[6:]], capsys)
+    wrong_env = run([*race.cli()[:4], "--to", "qa", *race.cli("--from-git")[6:]], capsys)
     wrong_app = run(["promote", "application-y", "--from", "dev", "--to", "staging",
-                     "--config", str(race.config), "--policies", str(race.policies)], capsys)
+                     "--from-git", "--config", str(race.config), "--policies",
+                     str(race.policies)], capsys)
 
     assert wrong_env[0] == 1 and "has no environment 'qa'" in wrong_env[2]
     assert wrong_app[0] == 1 and "no policy defines app(s) application-y" in wrong_app[2]
@@ -198,8 +216,8 @@ def test_unknown_environment_and_app_are_configuration_errors(
 def test_nothing_deployed_yet_is_refused_clearly(
         race: Setup, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["promote", "application-x", "--from", "prod", "--to", "staging",
-                        "--config", str(race.config), "--policies", str(race.policies)],
-                       capsys)
+                        "--from-git", "--config", str(race.config), "--policies",
+                        str(race.policies)], capsys)
     assert code == 1 and "holds no image digest" in err
 
 

@@ -143,9 +143,11 @@ def test_a_second_release_supersedes_an_unmerged_prod_pull_request(seed: Seed) -
 
     release_2 = push_image(seed.registry.url, APP, "dev", seed="release-2")
     seed.once()
-    assert seed.cli("promote", "application-x", "--from", "dev", "--to", "staging") == 0
+    assert seed.cli("promote", "application-x", "--from", "dev", "--to", "staging",
+                    "--digest", seed.deployed("dev")) == 0
     seed.once()
-    assert seed.cli("promote", "application-x", "--from", "staging", "--to", "prod") == 0
+    assert seed.cli("promote", "application-x", "--from", "staging", "--to", "prod",
+                    "--digest", seed.deployed("staging")) == 0
     seed.once()
 
     assert seed.open_prs() == [number], "the same pull request is updated, not a second one"

@@ -88,15 +88,43 @@ async def _resolve_members(group: _Group, registry: Registry, out: Resolution) -
     wanted = {e.strategy.tag for _, e in follow if e.strategy.tag}
     selections = await _select_tags(group, registry, choose, out) if choose else {}
     wanted |= {s.tag for s in selections.values() if s.tag}
-    digests = await registry.digests(group.repository, sorted(wanted))
+    digests, failed = await _digests_by_tag(registry, group.repository, wanted)
     for app, env in group.members:
         key = (app.name, env.name)
         if key in out.errors:
             continue
+        selection = selections.get(key)
+        tag = selection.tag if selection is not None else (env.strategy.tag or env.name)
         try:
-            out.resolved[key] = await _one(group, registry, env, digests, selections.get(key))
+            if tag in failed:
+                raise failed[tag]
+            out.resolved[key] = await _one(group, registry, env, digests, selection)
         except Exception as exc:
             out.errors[key] = _as_error(exc, where)
+
+
+async def _digests_by_tag(registry: Registry, repository: str, tags: Iterable[str]
+                          ) -> tuple[dict[str, str], dict[str, Exception]]:
+    """Digests of ``tags`` in one batch; when the batch fails, tag by tag, so that one tag's
+    failure (a 5xx, a malformed header) is charged to the environments using that tag only."""
+    wanted = sorted(set(tags))
+    try:
+        return await registry.digests(repository, wanted), {}
+    except Exception as exc:
+        if len(wanted) < 2:
+            return {}, {t: exc for t in wanted}
+    results = await asyncio.gather(*(registry.digests(repository, [t]) for t in wanted),
+                                   return_exceptions=True)
+    found: dict[str, str] = {}
+    failed: dict[str, Exception] = {}
+    for tag, result in zip(wanted, results, strict=True):
+        if isinstance(result, Exception):
+            failed[tag] = result
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            found.update(result)
+    return found, failed
 
 
 async def _select_tags(group: _Group, registry: Registry, members: list[tuple[App, Environment]],
@@ -168,12 +196,22 @@ async def _created_times(registry: Registry, repository: str, env: Environment,
     from image_updater.policy.filters import compile_filter
 
     candidates = [t for t in tags if compile_filter(env.strategy.filter).keeps(t)]
-    digests = await registry.digests(repository, candidates)
+    digests, failed = await _digests_by_tag(registry, repository, candidates)
     created: dict[str, datetime] = {}
     for tag, digest in digests.items():
-        when = await registry.created(repository, digest)
+        try:
+            when = await registry.created(repository, digest)
+        except ImageUpdaterError as exc:
+            failed[tag] = exc
+            continue
         if when is not None:
             created[tag] = when
+    if failed and not created:
+        raise next(iter(failed.values()))
+    for tag, why in failed.items():
+        # Anyone who can push a matching tag could otherwise block the environment: a tag
+        # whose image cannot be read is not a candidate, and the choice says so in the log.
+        log.warning("newest-build: leaving out tag %s of %s: %s", tag, repository, why)
     return created
 
 

@@ -221,8 +221,9 @@ def _index_reply(body: bytes) -> Reply:
 
 def test_malformed_registry_answers_fail_only_the_environments_they_concern(
         registry: RegistryServer, tmp_path: Path) -> None:
-    """An index that is JSON but not an object, and a tag listing that answers 500 while the
-    tag HEADs work: each fails its own environments with a message, never the cycle."""
+    """An index that is JSON but not an object, a tag listing that answers 500 while the
+    tag HEADs work, and one tag of a shared repository answering 502: each fails its own
+    environments with a message, never the cycle or the other tags of that repository."""
     deploy = make_bare_repo(tmp_path)
     good = push_image(registry.url, "shape/good", "dev", seed="good")
     with HttpStub() as stub:
@@ -233,6 +234,7 @@ def test_malformed_registry_answers_fail_only_the_environments_they_concern(
         by_digest = _index_reply(odd).headers["Docker-Content-Digest"]
         stub.add("GET", f"/v2/odd/index/manifests/{by_digest}", _index_reply(odd))
         stub.add("HEAD", "/v2/shared/app/manifests/dev", _index_reply(odd))
+        stub.add("HEAD", "/v2/shared/app/manifests/prod", Reply(502))
         stub.add("GET", "/v2/shared/app/tags/list", Reply(500))
         apps = load(
             policy("good", f"{registry.host}/shape/good", deploy),
@@ -242,6 +244,8 @@ def test_malformed_registry_answers_fail_only_the_environments_they_concern(
                    "dev: {file: application-x/values-prod.yaml}"),
             policy("shared-semver", f"{stub.host}/shared/app", deploy,
                    "dev: {file: other/values.yaml, strategy: semver, constraint: '^1'}"),
+            policy("shared-prod", f"{stub.host}/shared/app", deploy,
+                   "dev: {file: third/values.yaml, tag: prod}"),
         )
         result = cycle(settings_for(tmp_path, registry.host, stub.host), apps)
         where = f"{stub.host}/odd/index"
@@ -249,7 +253,8 @@ def test_malformed_registry_answers_fail_only_the_environments_they_concern(
     assert sorted(c.app for c in result.changes) == ["good", "shared-follow"]
     assert f"digest: {good}" in deploy.show("master", DEV).decode()
     failures = {f.app: f for f in result.failures}
-    assert sorted(failures) == ["odd-index", "shared-semver"]
+    assert sorted(failures) == ["odd-index", "shared-prod", "shared-semver"]
+    assert "shared/app/manifests/prod" in failures["shared-prod"].message
     assert "malformed index" in failures["odd-index"].message
     assert where in failures["odd-index"].message
     assert failures["odd-index"].reason == "registry"

@@ -120,3 +120,38 @@ def test_check_with_no_match_exits_3(registry: RegistryServer, tagged: dict[str,
                  "--config", str(config)])
     assert code == 3
     assert "choice: none" in capsys.readouterr().out
+
+
+def test_newest_build_leaves_out_a_tag_whose_image_cannot_be_read(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    """Anyone who can push a matching tag must not be able to block newest-build: an index
+    holding only attestations (no image to read a build time from) is left out, not fatal."""
+    import httpx
+
+    from tests.fixtures.registry import OCI_INDEX, OCI_MANIFEST, put_manifest
+
+    repo = "mixed/newest-guard"
+    old = push_image(registry.url, repo, "1.0.0", seed="old", created="2026-01-01T00:00:00Z")
+    new = push_image(registry.url, repo, "1.1.0", seed="new", created="2026-02-01T00:00:00Z")
+    with httpx.Client(timeout=10) as c:
+        size = len(c.get(f"{registry.url}/v2/{repo}/manifests/{new}",
+                         headers={"Accept": OCI_MANIFEST}).content)
+        attestations_only = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": new, "size": size,
+                           "platform": {"os": "unknown", "architecture": "unknown"}}]}).encode()
+        put_manifest(c, registry.url, repo, "9.9.9", attestations_only, OCI_INDEX)
+    deploy = make_bare_repo(tmp_path, {"guard/values.yaml": VALUES})
+    apps, problems = load_text(
+        f"app: guard\nimage: {registry.host}/{repo}\ngit: {{url: \"file://{deploy.path}\"}}\n"
+        "environments:\n  prod:\n    file: guard/values.yaml\n    strategy: newest-build\n"
+        "    write: {tag: image.tag, digest: image.digest}\n", "guard.yaml")
+    assert problems == []
+    settings = Settings(cache_dir=str(tmp_path / "cache"),
+                        registries=(RegistrySettings(host=registry.host, insecure=True),))
+
+    result = asyncio.run(run_once(settings, apps))
+
+    assert result.failures == []
+    written = deploy.show("master", "guard/values.yaml").decode()
+    assert "tag: \"1.1.0\"" in written and new in written and old not in written

@@ -111,7 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return dispatch(args)
     except ImageUpdaterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from image_updater.observability.logs import scrub
+
+        print(scrub(f"error: {exc}"), file=sys.stderr)
         return exit_code_for(exc)
     except KeyboardInterrupt:
         return 130

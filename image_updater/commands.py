@@ -24,7 +24,7 @@ from image_updater.errors import (
     PolicyError,
     RegistryAuthError,
 )
-from image_updater.observability.logs import SecretRegistry, configure_logging
+from image_updater.observability.logs import SecretRegistry, configure_logging, scrub
 
 if TYPE_CHECKING:
     from image_updater.engine.promote import RetagResult
@@ -173,7 +173,7 @@ def print_result(result: CycleResult, *, dry_run: bool, out: TextIO | None = Non
     for url in result.pull_requests.values():
         print(f"pull request: {url}", file=out)
     for f in result.failures:
-        print(f"FAILED {f.app}/{f.env}: {f.message}", file=out)
+        print(scrub(f"FAILED {f.app}/{f.env}: {f.message}"), file=out)
     if not result.changes and not result.failures:
         print(f"no changes ({len(result.unchanged)} environments up to date)", file=out)
 
@@ -315,7 +315,7 @@ def _report(run: Callable[[], Coroutine[Any, Any, RetagResult]]) -> int:
     try:
         result = asyncio.run(run())
     except ImageUpdaterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(scrub(f"error: {exc}"), file=sys.stderr)
         return exit_code_for(exc)
     print(result.line())
     return 0

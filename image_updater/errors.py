@@ -174,8 +174,9 @@ def as_image_updater_error(exc: BaseException, where: str) -> ImageUpdaterError:
     """
     if isinstance(exc, ImageUpdaterError):
         return exc
+    # Not shortened: a cut could split a secret the log masking would otherwise recognise.
     error = InternalError(f"unexpected {type(exc).__name__} while handling {where}: "
-                          f"{str(exc)[:200]}; this is a bug or unforeseen input, please report "
-                          "it. Other apps are not affected; will retry next cycle.")
+                          f"{exc}; this is a bug or unforeseen input, please report it. Other "
+                          "apps are not affected; will retry next cycle.")
     error.__cause__ = exc
     return error

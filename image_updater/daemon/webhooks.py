@@ -101,6 +101,8 @@ def parse_webhook(source_path: str, headers: Mapping[str, str], body: bytes) -> 
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise WebhookError(400, f"body is not JSON: {exc}") from exc
+    except RecursionError:  # e.g. 100,000 nested brackets: well within the size cap
+        raise WebhookError(400, "body is nested too deeply to be a webhook") from None
     if not isinstance(payload, dict):
         raise WebhookError(400, "body must be a JSON object")
     try:

@@ -34,6 +34,7 @@ from image_updater.forge.http import (
     text_at,
     token_source,
 )
+from image_updater.observability.logs import remember_secret
 
 SITE = Site(
     label="GitHub",
@@ -199,6 +200,7 @@ class GitHubAppToken:
         try:
             token = clean_token(text_at(payload, "token"), "the GitHub App token response")
             expires = _epoch(text_at(payload, "expires_at"))
+            remember_secret(token)
         except (MalformedError, ValueError) as exc:
             # Never quote this payload: it holds the token.
             raise self._http.malformed(path, "(body not shown: it holds a token)",

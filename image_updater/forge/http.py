@@ -29,6 +29,7 @@ from image_updater.errors import (
     truncate,
 )
 from image_updater.forge.base import ForgeOptions
+from image_updater.observability.logs import remember_secret
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,9 @@ class FileToken:
                 f"cannot read the forge token file {self.path} ({exc.strerror}); mount the "
                 "secret there or fix token_file."
             ) from exc
-        return clean_token(raw, self.describe())
+        token = clean_token(raw, self.describe())
+        remember_secret(token)  # read on every use: a rotated token is masked too
+        return token
 
     def describe(self) -> str:
         return f"file {self.path}"

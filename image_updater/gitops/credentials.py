@@ -25,6 +25,7 @@ from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from image_updater.errors import ConfigError, GitAuthError
+from image_updater.observability.logs import remember_secret
 
 AuthKind = Literal["none", "ssh", "token"]
 
@@ -164,6 +165,7 @@ class GitAuth:
                 f"The git token from {source} is empty or spans several lines; "
                 "put exactly one token there."
             )
+        remember_secret(token)  # read on every use: a rotated token is masked too
         return token
 
 

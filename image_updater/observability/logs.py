@@ -237,6 +237,12 @@ def remember_secret(value: str) -> None:
         _active_secrets.add(value)
 
 
+def scrub(text: str) -> str:
+    """``text`` with every known secret and secret-shaped value masked, for output that
+    does not go through logging (command results and errors printed by the CLI)."""
+    return redact(text, _active_secrets)
+
+
 class _OurHandler(logging.StreamHandler):
     """Marks the handler configure_logging installed, so a second call can replace it."""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from image_updater.errors import ConfigError
+from image_updater.observability.logs import remember_secret
 from image_updater.registry.reference import DOCKER_HUB_ALIASES
 
 Credentials = tuple[str, str]
@@ -191,6 +192,8 @@ def _decode_auth(auth: Any, where: str) -> Credentials:
     user, sep, password = decoded.partition(":")
     if not sep or not user:
         raise ConfigError(f"the 'auth' field of {where} has no 'username:' part; {hint}")
+    remember_secret(auth)
+    remember_secret(password)
     return user, password
 
 
@@ -212,4 +215,5 @@ def _read_secret_file(path: Path, what: str) -> str:
     text = text.rstrip("\r\n")
     if not text:
         raise ConfigError(f"{what} file {path} is empty; write the {what} into it.")
+    remember_secret(text)
     return text

@@ -312,3 +312,26 @@ def test_a_rotated_webhook_secret_is_masked_once_it_has_been_read(tmp_path: Path
         logging.getLogger().removeHandler(handler)
     assert rotated not in stream.getvalue()
     assert "/webhooks/x/***" in stream.getvalue()
+
+
+def test_tokens_read_while_running_are_masked_in_printed_output(tmp_path: Path) -> None:
+    """A forge token file read at use time (rotation without restart) is masked from then on,
+    in log lines and in what the CLI prints outside logging."""
+    from image_updater.forge.http import FileToken
+    from image_updater.observability.logs import scrub
+
+    stream = io.StringIO()
+    handler = configure_logging(fmt="text", level="INFO", stream=stream,
+                                secrets=SecretRegistry())
+    try:
+        token_file = tmp_path / "forge-token"
+        rotated = f"rotated{uuid.uuid4().hex}"
+        token_file.write_text(rotated + "\n")
+        assert rotated in scrub(f"x {rotated} y")  # unknown until it has been read
+        assert FileToken(str(token_file)).token() == rotated
+        printed = scrub(f"FAILED app/prod: forge said {rotated} is revoked")
+        logging.getLogger("image_updater.test").error("token %s refused", rotated)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert rotated not in printed and "***" in printed
+    assert rotated not in stream.getvalue()

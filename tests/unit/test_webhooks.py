@@ -65,6 +65,7 @@ def test_payloads_name_the_pushed_repositories(source: str, payload: dict[str, A
 @pytest.mark.parametrize(("body", "why"), [
     (b"not json", "not JSON"),
     (b"[1, 2]", "JSON object"),
+    (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
     (json.dumps({"events": [{"action": "push", "target": {"tag": "x"}}]}).encode(),
      "missing a field"),
     (json.dumps({"events": [{"action": "push", "target": {"tag": "x",

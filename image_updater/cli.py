@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="print planned diffs and commit messages; write nothing")
     once.add_argument("--app", action="append", help="only these apps (repeatable)")
 
-    val = sub.add_parser("validate", help="check policy files and report every problem")
+    val = sub.add_parser("validate", help="check policy files (and --config) for every problem")
     _common(val)
+    _policies(val)
     val.add_argument("paths", nargs="*", help="policy files or directories (default ./policies)")
     val.add_argument("--values-root", metavar="DIR",
                      help="a checkout of the deploy repository: also check files and keys exist")

@@ -181,13 +181,22 @@ def print_result(result: CycleResult, *, dry_run: bool, out: TextIO | None = Non
 def cmd_validate(args: argparse.Namespace) -> int:
     from image_updater.config.policies import load_policies
 
-    paths = args.paths or _policy_paths(args)
+    paths = [*args.paths, *(args.policies or ())] or _policy_paths(args)
+    settings_problem = None
+    if args.config:  # the settings file too, so one command checks a whole ConfigMap
+        try:
+            load_settings(args.config)
+        except ConfigError as exc:
+            settings_problem = str(exc)
+            print(settings_problem)
     try:
         apps = load_policies(paths)
     except PolicyError as exc:
         for problem in exc.problems:
             print(problem)
         print(f"{len(exc.problems)} problem(s) found.", file=sys.stderr)
+        return 1
+    if settings_problem is not None:
         return 1
     if args.values_root:
         from image_updater.config.policies import check_values_keys

@@ -150,7 +150,8 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
     where = str(path) if path else "<defaults>"
     if path is not None:
         try:
-            raw = YAML(typ="safe").load(Path(path).read_text(encoding="utf-8")) or {}
+            # round trip: keys carry their line and column, for the error messages
+            raw = YAML(typ="rt").load(Path(path).read_text(encoding="utf-8")) or {}
         except (OSError, YAMLError) as exc:
             raise ConfigError(f"cannot read settings file {where}: {exc}") from exc
         if not isinstance(raw, dict):
@@ -185,31 +186,126 @@ _NESTED: dict[str, Any] = {
 _LISTS: dict[str, Any] = {"registries": RegistrySettings, "forges": ForgeSettings}
 
 
-def _build(cls: Any, raw: Any, where: str, prefix: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: {prefix or 'settings'} must be a mapping.")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        import difflib
+#: numeric settings and the smallest value that makes sense for each
+_MINIMUM: dict[str, tuple[float, bool]] = {  # name -> (bound, bound itself allowed)
+    "interval": (0, False), "jitter": (0, True), "timeout": (0, False),
+    "max_concurrency": (1, True), "requests_per_second": (0, True), "max_retries": (0, True),
+    "max_attempts": (1, True), "max_push_attempts": (1, True), "max_body_bytes": (1, True),
+}
 
-        key = unknown[0]
-        close = difflib.get_close_matches(key, sorted(known), n=1)
-        hint = (f" Did you mean '{close[0]}'?" if close
-                else f" Known keys: {', '.join(sorted(known))}.")
-        raise ConfigError(f"{where}: unknown key '{prefix}{key}'.{hint}")
+
+def _build(cls: Any, raw: Any, where: str, prefix: str) -> Any:
+    """``cls`` from a parsed YAML mapping; every problem in the file is reported at once."""
+    problems: list[str] = []
+    built = _build_into(cls, raw, where, prefix, problems, None)
+    if problems:
+        import re
+
+        def position(problem: str) -> tuple[int, int]:
+            found = re.match(rf"{re.escape(where)}:(\d+):(\d+)", problem)
+            return (int(found[1]), int(found[2])) if found else (0, 0)
+
+        problems.sort(key=position)
+        raise ConfigError(f"{len(problems)} problem(s) in settings file {where}:\n"
+                          + "\n".join(f"  {p}" for p in problems))
+    return built
+
+
+def _at(where: str, node: Any, key: Any) -> str:  # node: Any, as ruamel's types are untyped
+    """``file:line:column`` of ``key`` in a round-trip mapping or sequence, when known."""
+    try:
+        lc = node.lc  # ruamel's position record of a round-trip mapping or sequence
+        line, column = lc.key(key) if isinstance(node, dict) else lc.item(key)
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return where
+    return f"{where}:{line + 1}:{column + 1}"
+
+
+def _build_into(cls: Any, raw: Any, where: str, prefix: str, problems: list[str],
+                at: str | None) -> Any:
+    import difflib
+    import typing
+
+    if not isinstance(raw, dict):
+        kind = "a list" if isinstance(raw, list) else repr(raw)[:40]
+        problems.append(f"{at or where}: {prefix.rstrip('.') or 'settings'}: must be a mapping "
+                        f"of keys to values, not {kind}")
+        return None
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = (f"did you mean '{close[0]}'?" if close
+                    else f"known keys: {', '.join(sorted(known))}")
+            problems.append(f"{_at(where, raw, key)}: {prefix}{key}: unknown key ({hint})")
+    missing = [f.name for f in fields(cls) if f.name not in raw and _required(f)]
+    for name in missing:
+        problems.append(f"{at or where}: {prefix}{name}: required key is missing")
     kwargs: dict[str, Any] = {}
     for name, value in raw.items():
-        if name in _NESTED and value is not None:
-            kwargs[name] = _build(_NESTED[name], value, where, f"{prefix}{name}.")
+        if name not in known:
+            continue
+        here, label = _at(where, raw, name), f"{prefix}{name}"
+        if name in _NESTED:
+            if value is not None:
+                kwargs[name] = _build_into(_NESTED[name], value, where, f"{label}.", problems,
+                                           here)
         elif name in _LISTS:
             if not isinstance(value, list):
-                raise ConfigError(f"{where}: {prefix}{name} must be a list.")
-            kwargs[name] = tuple(_build(_LISTS[name], item, where, f"{prefix}{name}[{i}].")
-                                 for i, item in enumerate(value))
+                problems.append(f"{here}: {label}: must be a list (one '- ' item per entry)")
+                continue
+            kwargs[name] = tuple(
+                _build_into(_LISTS[name], item, where, f"{label}[{i}].", problems,
+                            _at(where, value, i)) for i, item in enumerate(value))
         else:
-            kwargs[name] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {prefix or 'settings'}: {exc}") from exc
+            checked = _checked_value(name, value, hints[name])
+            if isinstance(checked, _Wrong):
+                problems.append(f"{here}: {label}: {checked.why}")
+            else:
+                kwargs[name] = checked
+    if problems:
+        return None
+    return cls(**kwargs)
+
+
+def _required(f: Any) -> bool:
+    from dataclasses import MISSING
+
+    return f.default is MISSING and f.default_factory is MISSING
+
+
+@dataclass(frozen=True)
+class _Wrong:
+    why: str
+
+
+def _checked_value(name: str, value: Any, hint: Any) -> Any:
+    """``value`` if YAML gave the type the field needs (ids may be numbers), else _Wrong."""
+    optional = hint in (str | None, int | None, float | None, bool | None)
+    if value is None:
+        return None if optional else _Wrong("must have a value (it is empty)")
+    base = {str | None: str, int | None: int, float | None: float,
+            bool | None: bool}.get(hint, hint)
+    shown = repr(value)[:60]
+    if base is bool:
+        if not isinstance(value, bool):
+            return _Wrong(f"must be true or false, not {shown} (write it without quotes)")
+        return value
+    if base is str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)  # numeric ids (GitHub App ids) written without quotes
+        if not isinstance(value, str):
+            return _Wrong(f"must be a string, not {shown}")
+        return str(value)
+    if base in (int, float):
+        number_ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number_ok or (base is int and not isinstance(value, int)):
+            return _Wrong(f"must be {'a whole number' if base is int else 'a number'}, "
+                          f"not {shown}")
+        bound, inclusive = _MINIMUM.get(name, (float("-inf"), True))
+        if value < bound or (value == bound and not inclusive):
+            return _Wrong(f"must be {'at least' if inclusive else 'more than'} {bound:g}, "
+                          f"not {shown}")
+        return base(value)
+    return value

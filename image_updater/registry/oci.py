@@ -343,6 +343,8 @@ class OciRegistry:
             except (httpx.TransportError, TransientRegistryError) as exc:
                 if _certificate_rejected(exc):
                     raise self._untrusted(request, exc) from exc
+                if _not_tls(exc):
+                    raise self._plain_http(request) from exc
                 reason = _transport_reason(exc)
                 if attempt == retries:
                     raise self._unavailable(request, reason, attempt + 1) from exc
@@ -572,6 +574,14 @@ class OciRegistry:
             f"{attempts} attempt(s) ({reason}); it will be retried next cycle.",
             registry=self.host, url=url)
 
+    def _plain_http(self, request: httpx.Request) -> RegistryError:
+        url = _shown(str(request.url))
+        return RegistryError(
+            f"Registry {self.host} did not answer the TLS handshake at {url} with TLS: it "
+            "probably serves plain HTTP. If that is intended (a local or test registry), allow "
+            f"it in the settings file: registries: [{{host: '{self.host}', insecure: true}}]. "
+            "Retrying cannot help, so this is not retried.", registry=self.host, url=url)
+
     def _untrusted(self, request: httpx.Request, exc: BaseException) -> RegistryError:
         url = _shown(str(request.url))
         bundle = self._options.ca_file or "certifi's public roots"
@@ -691,6 +701,20 @@ def _certificate_rejected(exc: BaseException) -> bool:
         if seen is None:
             return False
         if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _not_tls(exc: BaseException) -> bool:
+    """True when the server's answer to our TLS hello was not TLS (a plain HTTP server)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError) and getattr(seen, "reason", "") in (
+                "WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
+                "HTTP_REQUEST"):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

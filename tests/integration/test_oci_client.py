@@ -428,11 +428,18 @@ def test_https_is_the_default_and_http_needs_insecure() -> None:
     assert RegistryOptions(host="docker.io").base_url == "https://registry-1.docker.io"
 
 
-def test_tls_against_plain_http_server_fails_without_leaking(stub: HttpStub) -> None:
-    # A TLS handshake against a plain HTTP port fails at the transport level.
-    options = RegistryOptions(host=stub.host, max_retries=0)
-    with pytest.raises(TransientRegistryError, match=f"https://{stub.host}/v2/"):
-        run(OciRegistry(options, sleep=Sleeps()), lambda reg: reg.ping())
+def test_tls_against_a_plain_http_registry_says_how_to_allow_it(
+        registry: RegistryServer) -> None:
+    """A local registry serves plain HTTP; without insecure: true the handshake fails. That
+    is a settings problem, not an outage: no retries, and the message names the fix."""
+    sleeps = Sleeps()
+    options = RegistryOptions(host=registry.host, max_retries=4)
+    with pytest.raises(RegistryError) as info:
+        run(OciRegistry(options, sleep=sleeps), lambda reg: reg.ping())
+    assert not isinstance(info.value, TransientRegistryError)
+    assert f"https://{registry.host}/v2/" in str(info.value)
+    assert f"registries: [{{host: '{registry.host}', insecure: true}}]" in str(info.value)
+    assert sleeps.delays == []
 
 
 # -- rate limiting (pure, fake clock) ------------------------------------------------------

@@ -53,7 +53,9 @@ class _Ctx:
 
     def add(self, node: Any, key: Any, fld: str, message: str, hint: str = "") -> None:
         line, col = _position(node, key)
-        self.problems.append(Problem(self.file, line, col, fld, message, hint))
+        problem = Problem(self.file, line, col, fld, message, hint)
+        if problem not in self.problems:  # a default is checked once per environment using it
+            self.problems.append(problem)
 
 
 def _position(node: Any, key: Any = None) -> tuple[int, int]:
@@ -96,7 +98,7 @@ def load_policies(paths: Iterable[str | Path]) -> list[App]:
         problems.extend(file_problems)
     problems.extend(_duplicates(apps))
     if problems:
-        raise PolicyError(problems)
+        raise PolicyError(sorted(problems, key=lambda p: (p.file, p.line, p.column)))
     return apps
 
 
@@ -165,11 +167,48 @@ def _app(ctx: _Ctx, doc: Any) -> App | None:
         defaults = CommentedMap()
     else:
         _check_keys(ctx, defaults, ENV_KEYS, "defaults")
+        _check_defaults(ctx, defaults)
     envs = _environments(ctx, doc, defaults)
     if len(ctx.problems) > before or name is None or image is None or git is None:
         return None
     return App(name=name, image=image, git=git, environments=tuple(envs), source=ctx.file,
                line=_position(doc)[0])
+
+
+def _check_defaults(ctx: _Ctx, defaults: CommentedMap) -> None:
+    """Defaults are checked even when no environment uses them: a broken default is a trap
+    for the next environment that will."""
+    layer = _Layer(CommentedMap(), defaults, "defaults")
+    constraint = _layer_str(ctx, layer, "constraint")
+    if constraint is not None:
+        _check_constraint(ctx, layer, constraint)
+    for key in ("allow", "extract"):
+        value = _layer_str(ctx, layer, key)
+        if value is not None:
+            _check_regex(ctx, layer, key, value)
+
+
+#: strategy-specific keys, and the strategies that read them
+_APPLIES_TO = {
+    "tag": ("digest",), "constraint": ("semver",), "strict": ("semver",),
+    "order": ("alphabetical", "numerical"),
+    "allow": ("semver", "alphabetical", "numerical", "newest-build"),
+    "ignore": ("semver", "alphabetical", "numerical", "newest-build"),
+    "extract": ("semver", "alphabetical", "numerical", "newest-build"),
+}
+
+
+def _check_applies(ctx: _Ctx, layer: _Layer, kind: str) -> None:
+    """A key set on an environment whose strategy ignores it is a mistake, not a no-op.
+
+    Only keys on the environment itself: defaults serve environments of several strategies.
+    """
+    for key, kinds in _APPLIES_TO.items():
+        if key in layer.env and kind not in kinds:
+            ctx.add(layer.env, key, f"{layer.where}.{key}",
+                    f"'{key}' has no effect with strategy {kind}",
+                    f"it applies to strategy {' or '.join(kinds)}; remove it or change the "
+                    "strategy")
 
 
 def _check_image(ctx: _Ctx, doc: CommentedMap, image: str) -> None:
@@ -266,6 +305,7 @@ def _strategy(ctx: _Ctx, layer: _Layer, env_name: str) -> Strategy | None:
         ctx.add(parent, "strategy", fld, f"unknown strategy '{kind}'",
                 f"{hint}allowed: {', '.join(STRATEGIES)}")
         return None
+    _check_applies(ctx, layer, kind)
     tag = _layer_str(ctx, layer, "tag")
     if kind == "digest":
         tag = tag or env_name  # dev follows :dev unless told otherwise
@@ -480,7 +520,7 @@ def check_values_keys(apps: Iterable[App], read: Callable[[App, str], str | None
         for env in app.environments:
             text = read(app, env.file)
             if text is None:
-                problems.append(Problem(app.source, env.line, 0, f"environments.{env.name}.file",
+                problems.append(Problem(app.source, env.line, 1, f"environments.{env.name}.file",
                                         f"values file {env.file} does not exist",
                                         "create it in the deploy repository or fix the path"))
                 continue
@@ -498,11 +538,11 @@ def _missing_keys(app: App, env: Environment, text: str,
         try:
             found = read_scalar(text, key, file=env.file)
         except ImageUpdaterError as exc:
-            problems.append(Problem(app.source, env.line, 0, f"environments.{env.name}.write",
+            problems.append(Problem(app.source, env.line, 1, f"environments.{env.name}.write",
                                     str(exc), "fix the values file or the key path"))
             continue
         if found is None:
-            problems.append(Problem(app.source, env.line, 0, f"environments.{env.name}.write",
+            problems.append(Problem(app.source, env.line, 1, f"environments.{env.name}.write",
                                     f"key {dotted} is missing from {env.file}",
                                     f"add '{dotted}' to the values file (e.g. as an empty "
                                     "string) or fix the key path"))

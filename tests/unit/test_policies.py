@@ -77,6 +77,9 @@ def test_validate_command_prints_every_problem_and_exits_1(capsys: pytest.Captur
 def test_repository_example_policies_are_valid(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(REPO_POLICIES)]) == 0
     assert "ok: 2 app(s), 5 environment(s)" in capsys.readouterr().out
+    # and they match the example deploy repository: every file and key they write exists
+    examples = REPO_POLICIES.parent / "examples" / "deploys"
+    assert main(["validate", "--values-root", str(examples), str(REPO_POLICIES)]) == 0
 
 
 GOOD = """\
@@ -141,3 +144,35 @@ def test_check_values_keys_reports_missing_files_and_keys() -> None:
     assert any("values file application-x/values-prod.yaml does not exist" in p
                for p in problems)
     assert not any("values-dev.yaml" in p for p in problems)
+
+
+MIXED = """\
+app: mixed
+image: registry.example.com/team/mixed
+git: {url: "https://git.example.com/deploys.git"}
+defaults:
+  constraint: "^1.2.x.y"
+  allow: "(unclosed"
+environments:
+  dev: {file: mixed/values-dev.yaml, strategy: alphabetical, constraint: "^1"}
+  staging: {file: mixed/values-staging.yaml, strategy: semver, tag: staging}
+  prod: {file: mixed/values-prod.yaml, strategy: numerical}
+"""
+
+
+def test_defaults_are_checked_once_and_ignored_keys_are_mistakes(tmp_path: Path) -> None:
+    """A broken default is reported once (not once per environment using it), even when no
+    environment uses it yet; a key the environment's strategy ignores is an error; problems
+    come in file order."""
+    path = tmp_path / "mixed.yaml"
+    path.write_text(MIXED)
+    with pytest.raises(PolicyError) as info:
+        load_policies([path])
+    found = [(p.line, p.field, p.message.split(":")[0]) for p in info.value.problems]
+    assert found == [
+        (5, "defaults.constraint", "invalid semver constraint"),
+        (6, "defaults.allow", "invalid regex '(unclosed'"),
+        (8, "environments.dev.constraint", "'constraint' has no effect with strategy "
+                                           "alphabetical"),
+        (9, "environments.staging.tag", "'tag' has no effect with strategy semver"),
+    ]

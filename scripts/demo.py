@@ -27,7 +27,10 @@ FORGE_TOKEN = "demo-forge-token"  # the local forge stand-in's token; not a real
 
 
 def say(text: str) -> None:
-    print(f"\n\033[1m==> {text}\033[0m", flush=True)
+    if sys.stdout.isatty():
+        print(f"\n\033[1m==> {text}\033[0m", flush=True)
+    else:  # a log file or a pipe: no escape codes
+        print(f"\n==> {text}", flush=True)
 
 
 def sh(*args: str, cwd: Path | None = None, check: bool = True) -> str:
@@ -42,7 +45,7 @@ def updater(*args: str, work: Path) -> int:
     """Run the real CLI and show what it prints."""
     cmd = [sys.executable, "-m", "image_updater.cli", *args,
            "--config", str(work / "settings.yaml")]
-    print("$ image-updater " + " ".join(args), flush=True)
+    print("$ image-updater " + " ".join(args) + " --config settings.yaml", flush=True)
     proc = subprocess.run(cmd, cwd=work, text=True, capture_output=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT),
                                "DEMO_FORGE_TOKEN": FORGE_TOKEN})

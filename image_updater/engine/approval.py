@@ -107,13 +107,13 @@ class Approvals:
             return Proposal("pending", open_pr.url)  # already proposed; a person decides
         if open_pr is not None:
             previous = _proposed_digest(open_pr)
-            pr = self.forge.update(open_pr, title=self._title(change),
+            pr = self.forge.update(open_pr, title=self._title(change, env),
                                    body=self._body(app, env, change, supersedes=previous))
             self._note(pr, _superseded_note(previous, change), app, env)
             action = "updated"
         else:
             pr = self.forge.create(PullRequestRequest(
-                head=branch, base=self.base_branch, title=self._title(change),
+                head=branch, base=self.base_branch, title=self._title(change, env),
                 body=self._body(app, env, change), labels=env.pull_request.labels,
                 reviewers=env.pull_request.reviewers, assignees=env.pull_request.assignees,
                 draft=env.pull_request.draft))
@@ -158,9 +158,12 @@ class Approvals:
         return None
 
     @staticmethod
-    def _title(change: Change) -> str:
-        what = change.tag or change.digest[:19]
-        return f"Promote {change.app} to {change.env}: {what} ({change.digest[7:19]})"
+    def _title(change: Change, env: Environment) -> str:
+        short = change.digest[:19]  # sha256: and 12 hex digits, as registries show digests
+        if env.strategy.kind == "digest" or not change.tag:
+            # the tag is the environment's own (:prod) and says nothing: name the image
+            return f"Promote {change.app} to {change.env}: {short}"
+        return f"Promote {change.app} to {change.env}: {change.tag} ({short})"
 
     def _body(self, app: App, env: Environment, change: Change, *,
               supersedes: str | None = None) -> str:

@@ -160,8 +160,8 @@ def _moved_note(req: _Request, now: str | None) -> str | None:
     where = f"{req.src.name}:{req.src.tag}"
     if not now:
         return f"note: {where} no longer exists; promoted the given digest {req.pinned}"
-    return (f"note: {where} has moved on to {now}; promoted the given digest "
-            f"{req.pinned}, not the tag's new image")
+    return (f"note: {where} points at {now} now, not at the given digest; promoted "
+            f"the given digest {req.pinned}, not what the tag points at")
 
 
 def _compare(req: _Request, previous: str | None, digest: str) -> None:

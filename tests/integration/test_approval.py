@@ -103,6 +103,7 @@ def test_gated_change_becomes_one_pull_request_and_master_is_untouched(rig: Rig)
     (number,) = rig.open_prs()
     pr = rig.forge.prs[number]
     assert pr.head == BRANCH
+    assert pr.title == f"Promote application-x to prod: {digest[:19]}"
     assert f"Image-Updater-Digest: {digest}" in pr.body
     assert "| `image.digest` in `application-x/values-prod.yaml` |" in pr.body
     assert f"digest: {digest}" in branch_file(rig.deploy)

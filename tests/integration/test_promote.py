@@ -112,7 +112,7 @@ def test_promote_moves_the_tested_digest_not_the_newer_dev_tag(
     assert race.tag("staging") == race.tested != race.newer
     assert race.tag("dev") == race.newer  # the source tag itself is left alone
     assert f"promoted {race.server.host}/{race.repo}:dev" in out
-    assert f"has moved on to {race.newer}" in out
+    assert f"points at {race.newer} now" in out
     assert "--from-git: this promoted what git says dev runs now" in out
 
 

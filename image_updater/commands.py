@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -155,7 +156,8 @@ async def run_once(settings: Settings, apps: Sequence[App], *, dry_run: bool = F
 
     runtime = Runtime(settings)
     try:
-        return await reconcile(apps, runtime.deps(), dry_run=dry_run)
+        deps = dataclasses.replace(runtime.deps(), retry_hint="when image-updater runs again")
+        return await reconcile(apps, deps, dry_run=dry_run)
     finally:
         await runtime.aclose()
 

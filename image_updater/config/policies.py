@@ -50,6 +50,9 @@ class _Ctx:
 
     file: str
     problems: list[Problem] = field(default_factory=list)
+    #: (app name, line) of every document that names a valid app, built or not
+    names: list[tuple[str, int]] = field(default_factory=list)
+    apps: list[App] = field(default_factory=list)
 
     def add(self, node: Any, key: Any, fld: str, message: str, hint: str = "") -> None:
         line, col = _position(node, key)
@@ -92,10 +95,13 @@ def load_policies(paths: Iterable[str | Path]) -> list[App]:
     """Load every policy file under ``paths`` (files or directories); raise PolicyError."""
     problems: list[Problem] = []
     apps: list[App] = []
+    names: list[tuple[str, str, int]] = []
     for file in _policy_files(paths, problems):
-        file_apps, file_problems = load_file(file)
-        apps.extend(file_apps)
-        problems.extend(file_problems)
+        ctx = _load_file(file)
+        apps.extend(ctx.apps)
+        problems.extend(ctx.problems)
+        names.extend((name, str(file), line) for name, line in ctx.names)
+    problems.extend(_duplicate_names(names))
     problems.extend(_duplicates(apps))
     if problems:
         raise PolicyError(sorted(problems, key=lambda p: (p.file, p.line, p.column)))
@@ -119,15 +125,27 @@ def _policy_files(paths: Iterable[str | Path], problems: list[Problem]) -> Itera
 
 
 def load_file(file: Path) -> tuple[list[App], list[Problem]]:
+    ctx = _load_file(file)
+    return ctx.apps, ctx.problems
+
+
+def _load_file(file: Path) -> _Ctx:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        return [], [Problem(str(file), 0, 0, "-", f"cannot read the file: {exc}", "")]
-    return load_text(text, str(file))
+        ctx = _Ctx(str(file))
+        ctx.problems.append(Problem(str(file), 0, 0, "-", f"cannot read the file: {exc}", ""))
+        return ctx
+    return _load_text(text, str(file))
 
 
 def load_text(text: str, file: str) -> tuple[list[App], list[Problem]]:
     """Parse one policy file's text (one app per YAML document)."""
+    ctx = _load_text(text, file)
+    return ctx.apps, ctx.problems
+
+
+def _load_text(text: str, file: str) -> _Ctx:
     ctx = _Ctx(file)
     try:
         docs = [d for d in YAML(typ="rt").load_all(text) if d is not None]
@@ -137,13 +155,13 @@ def load_text(text: str, file: str) -> tuple[list[App], list[Problem]]:
         what = " ".join(str(exc.problem or exc).split())
         hint = "each environment and key may appear once" if "duplicate key" in what else \
             "fix the YAML syntax"
-        return [], [Problem(file, line, col, "-", f"invalid YAML: {what}", hint)]
-    apps = []
+        ctx.problems.append(Problem(file, line, col, "-", f"invalid YAML: {what}", hint))
+        return ctx
     for doc in docs:
         app = _app(ctx, doc)
         if app is not None:
-            apps.append(app)
-    return apps, ctx.problems
+            ctx.apps.append(app)
+    return ctx
 
 
 def _app(ctx: _Ctx, doc: Any) -> App | None:
@@ -157,6 +175,8 @@ def _app(ctx: _Ctx, doc: Any) -> App | None:
     if name is not None and not _NAME_RE.fullmatch(name):
         ctx.add(doc, "app", "app", f"app name '{name}' is not a valid name",
                 "use lowercase letters, digits, '.', '_' and '-' (it becomes part of branch names)")
+    elif name is not None:
+        ctx.names.append((name, _position(doc, "app")[0]))
     image = _req_str(ctx, doc, "image", "image")
     if image is not None:
         _check_image(ctx, doc, image)
@@ -477,17 +497,23 @@ def _layer_bool(ctx: _Ctx, layer: _Layer, key: str) -> bool:
     return value
 
 
-def _duplicates(apps: list[App]) -> list[Problem]:
-    seen: dict[str, App] = {}
+def _duplicate_names(names: list[tuple[str, str, int]]) -> list[Problem]:
+    """Every app name used twice, whether or not either document has other problems."""
+    seen: dict[str, tuple[str, int]] = {}
     problems = []
-    for app in apps:
-        if app.name in seen:
-            problems.append(Problem(app.source, app.line, 1, "app",
-                                    f"app '{app.name}' is also defined at "
-                                    f"{seen[app.name].source}:{seen[app.name].line}",
+    for name, file, line in names:
+        if name in seen:
+            problems.append(Problem(file, line, 1, "app",
+                                    f"app '{name}' is also defined at "
+                                    f"{seen[name][0]}:{seen[name][1]}",
                                     "app names must be unique across all policy files"))
         else:
-            seen[app.name] = app
+            seen[name] = (file, line)
+    return problems
+
+
+def _duplicates(apps: list[App]) -> list[Problem]:
+    problems = []
     # Two environments writing the same key of the same file would fight each other.
     targets: dict[tuple[str, str, str, KeyPath], str] = {}
     for app in apps:

@@ -176,3 +176,18 @@ def test_defaults_are_checked_once_and_ignored_keys_are_mistakes(tmp_path: Path)
                                            "alphabetical"),
         (9, "environments.staging.tag", "'tag' has no effect with strategy semver"),
     ]
+
+
+def test_a_duplicate_app_name_is_reported_even_when_the_duplicate_has_other_problems(
+        tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "app: shop\nimage: registry.example.com/shop\ngit: {url: 'https://g.example.com/d.git'}\n"
+        "environments:\n  dev: {file: shop/values-dev.yaml}\n")
+    (tmp_path / "b.yaml").write_text(
+        "app: shop\nimage: registry.example.com/shop\ngit: {url: 'https://g.example.com/d.git'}\n"
+        "environments:\n  dev: {file: shop/values-dev.yaml, stratgy: semver}\n")
+    with pytest.raises(PolicyError) as info:
+        load_policies([tmp_path])
+    messages = [(Path(p.file).name, p.line, p.message) for p in info.value.problems]
+    assert ("b.yaml", 1, f"app 'shop' is also defined at {tmp_path / 'a.yaml'}:1") in messages
+    assert any(m[0] == "b.yaml" and "unknown key 'stratgy'" in m[2] for m in messages)

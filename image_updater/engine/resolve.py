@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from image_updater.config.model import App, Environment
-from image_updater.errors import ImageUpdaterError, NotFoundError, as_image_updater_error
+from image_updater.errors import (
+    ImageUpdaterError,
+    NotFoundError,
+    RegistryAuthError,
+    as_image_updater_error,
+)
 from image_updater.policy.strategies import Selection, select
 from image_updater.registry.base import (
     Manifest,
@@ -111,7 +116,11 @@ async def _digests_by_tag(registry: Registry, repository: str, tags: Iterable[st
     try:
         return await registry.digests(repository, wanted), {}
     except Exception as exc:
-        if len(wanted) < 2:
+        # Only an OCI registry's failure can concern one tag (one HEAD each); auth, a
+        # missing repository or ECR's one listing concern them all, and asking again per
+        # tag would only multiply the load on a registry that is already failing.
+        if len(wanted) < 2 or isinstance(exc, RegistryAuthError | NotFoundError) or \
+                hasattr(registry, "begin_cycle"):
             return {}, {t: exc for t in wanted}
     results = await asyncio.gather(*(registry.digests(repository, [t]) for t in wanted),
                                    return_exceptions=True)
@@ -197,6 +206,7 @@ async def _created_times(registry: Registry, repository: str, env: Environment,
 
     candidates = [t for t in tags if compile_filter(env.strategy.filter).keeps(t)]
     digests, failed = await _digests_by_tag(registry, repository, candidates)
+    _raise_passing_faults(failed)
     created: dict[str, datetime] = {}
     for tag, digest in digests.items():
         try:
@@ -206,6 +216,7 @@ async def _created_times(registry: Registry, repository: str, env: Environment,
             continue
         if when is not None:
             created[tag] = when
+    _raise_passing_faults(failed)
     if failed and not created:
         raise next(iter(failed.values()))
     for tag, why in failed.items():
@@ -213,6 +224,15 @@ async def _created_times(registry: Registry, repository: str, env: Environment,
         # whose image cannot be read is not a candidate, and the choice says so in the log.
         log.warning("newest-build: leaving out tag %s of %s: %s", tag, repository, why)
     return created
+
+
+def _raise_passing_faults(failed: dict[str, Exception]) -> None:
+    """A passing fault (a 503, a timeout) on the newest tag would make an older build the
+    choice, and commit it: only a tag that is itself unreadable may be left out; anything
+    temporary fails the environment until the next cycle."""
+    for fault in failed.values():
+        if getattr(fault, "temporary", False) or not isinstance(fault, ImageUpdaterError):
+            raise fault
 
 
 async def _platform_digest(registry: Registry, repository: str, digest: str,

@@ -473,14 +473,30 @@ class DeployRepo:
         target.write_bytes(text.encode("utf-8"))  # bytes: no newline translation
 
     def _same_change(self, existing: str, sha: str, base_head: str) -> bool:
+        """True when the remote branch ``existing`` already proposes what ``sha`` does.
+
+        It need not sit on the newest base: unrelated commits to the base (the daemon's own
+        dev and staging commits, for one) must not rewrite a pending pull request, which
+        would dismiss its approvals and re-run its checks. It is the same change when its
+        one parent is an ancestor of the base, it touches the same files, and those files
+        read the same as in ``sha`` (so the base has not changed them since either).
+        """
         if existing == sha:
             return True
         if sha == base_head:
             return False
         parents = self._local("rev-list", "--parents", "-n", "1", existing).split()[1:]
-        same_tree = (self._local("rev-parse", f"{existing}^{{tree}}")
-                     == self._local("rev-parse", f"{sha}^{{tree}}"))
-        return same_tree and parents == [base_head]
+        if len(parents) != 1:
+            return False
+        parent = parents[0]
+        if parent != base_head and not self._git_ok("merge-base", "--is-ancestor", parent,
+                                                     base_head):
+            return False
+        theirs = self._local("diff", "--name-only", parent, existing).splitlines()
+        ours = self._local("diff", "--name-only", base_head, sha).splitlines()
+        if sorted(theirs) != sorted(ours) or not ours:
+            return False
+        return self._git_ok("diff", "--quiet", existing, sha, "--", *ours)
 
     def _push(self, refspec: str) -> bool:
         """Push; False when refused because the remote moved (a race), else raise or True."""
@@ -520,6 +536,16 @@ class DeployRepo:
             env[f"GIT_CONFIG_KEY_{i}"] = key
             env[f"GIT_CONFIG_VALUE_{i}"] = value
         return env
+
+    def _git_ok(self, cmd: str, *args: str) -> bool:
+        """Run a local git command that answers by its exit status (0: True, 1: False)."""
+        try:
+            getattr(self._open().git, cmd)(*args, env=self._env())
+        except GitCommandError as exc:
+            if exc.status == 1:
+                return False
+            raise self._error(f"running git {cmd}", truncate(_output_of(exc))) from exc
+        return True
 
     def _local(self, cmd: str, *args: str) -> str:
         with self._translate(f"running git {cmd}"):

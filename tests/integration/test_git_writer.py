@@ -520,3 +520,29 @@ def test_bad_token_settings_are_config_errors(kwargs: dict[str, str]) -> None:
 ])
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_pending_branch_survives_unrelated_base_commits_but_follows_its_file(
+        bare: BareRepo, tmp_path: Path) -> None:
+    """Rewriting a pending pull request's branch dismisses its approvals: an unrelated commit
+    to the base (say, the daemon's own dev commit) must leave it alone; a change to the file
+    it edits must not be reverted by it, so then the branch moves onto the new base."""
+    repo = deploy_repo(bare.url, tmp_path)
+    branch = "image-updater/application-x-prod"
+
+    def plan(read: Reader) -> Plan:
+        text = read(PROD)
+        assert text is not None
+        return Plan(files={PROD: with_digest(text, NEW_DIGEST)},
+                    message=commit_message([change("prod")]))
+
+    first = repo.push_branch(branch, plan)
+    push_other_commit(bare.url, tmp_path, {DEV: with_digest(VALUES_FILES[DEV], NEW_DIGEST)})
+    assert repo.push_branch(branch, plan) == first == bare.head(branch)
+
+    scaled = VALUES_FILES[PROD].replace("replicaCount: 1", "replicaCount: 4")
+    theirs = push_other_commit(bare.url, tmp_path, {PROD: scaled}, "Scale prod")
+    moved = repo.push_branch(branch, plan)
+    assert moved != first and moved == bare.head(branch)
+    assert git("rev-parse", f"{moved}^", cwd=bare.path) == theirs
+    assert "replicaCount: 4" in bare.show(moved, PROD).decode()

@@ -297,3 +297,31 @@ def test_an_unforeseen_fault_in_one_deploy_repository_spares_the_others(
     assert failure.app == "faulty" and failure.reason == "internal"
     assert "RuntimeError" in failure.message and "injected fault" in failure.message
     assert faulty.show("master", DEV).decode() == VALUES_FILES[DEV]
+
+
+def test_newest_build_never_falls_back_to_an_older_build_on_a_passing_fault(
+        tmp_path: Path) -> None:
+    """The newest tag answers 503 this cycle: choosing the next-newest would move the
+    environment backwards. The environment fails (temporary) and nothing is written."""
+    deploy = make_bare_repo(tmp_path)
+    import hashlib
+
+    body = b'{"schemaVersion": 2}'
+    head = Reply(200, {"Content-Type": "application/vnd.oci.image.manifest.v1+json",
+                       "Docker-Content-Digest": "sha256:" + hashlib.sha256(body).hexdigest()})
+    with HttpStub() as stub:
+        stub.add("GET", "/v2/", Reply(200))
+        stub.add("GET", "/v2/team/api/tags/list", Reply(
+            200, {"Content-Type": "application/json"}, b'{"tags": ["1.1.0", "1.2.0"]}'))
+        stub.add("HEAD", "/v2/team/api/manifests/1.1.0", head)
+        stub.add("HEAD", "/v2/team/api/manifests/1.2.0", Reply(503))
+        apps = load(policy("api", f"{stub.host}/team/api", deploy,
+                           f"dev: {{file: {DEV}, strategy: newest-build}}"))
+        result = cycle(settings_for(tmp_path, stub.host), apps)
+        manifests_read = stub.requests_to("GET", "/v2/team/api/manifests/" + head.headers[
+            "Docker-Content-Digest"])
+
+    (failure,) = result.failures
+    assert failure.temporary and "manifests/1.2.0" in failure.message
+    assert result.changes == [] and manifests_read == []
+    assert deploy.show("master", DEV).decode() == VALUES_FILES[DEV]

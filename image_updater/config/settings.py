@@ -164,10 +164,14 @@ def _apply_env(settings: Settings, environ: Mapping[str, str]) -> Settings:
     for var, (name, kind) in _ENV.items():
         if var in environ:
             try:
-                settings = replace(settings, **{name: kind(environ[var])})
+                value = kind(environ[var])
             except ValueError as exc:
                 raise ConfigError(f"environment variable {var}={environ[var]!r} is not a valid "
                                   f"{kind.__name__}.") from exc
+            checked = _checked_value(name, value, kind)
+            if isinstance(checked, _Wrong):
+                raise ConfigError(f"environment variable {var}={environ[var]!r}: {checked.why}.")
+            settings = replace(settings, **{name: checked})
     git = settings.git
     if "IMAGE_UPDATER_GIT_AUTHOR_NAME" in environ:
         git = replace(git, author_name=environ["IMAGE_UPDATER_GIT_AUTHOR_NAME"])
@@ -289,17 +293,25 @@ def _checked_value(name: str, value: Any, hint: Any) -> Any:
             bool | None: bool}.get(hint, hint)
     shown = repr(value)[:60]
     if base is bool:
+        if type(value).__name__ == "ScalarBoolean":  # ruamel's bool when it carries an anchor
+            value = bool(value)
         if not isinstance(value, bool):
             return _Wrong(f"must be true or false, not {shown} (write it without quotes)")
         return value
     if base is str:
         if isinstance(value, int) and not isinstance(value, bool):
+            if name == "account":  # AWS account ids may start with 0, which YAML drops
+                return _Wrong(f"write the 12-digit account id in quotes ('{value:012d}'?): "
+                              "unquoted, YAML reads it as a number and drops leading zeros")
             return str(value)  # numeric ids (GitHub App ids) written without quotes
         if not isinstance(value, str):
             return _Wrong(f"must be a string, not {shown}")
         return str(value)
     if base in (int, float):
-        number_ok = isinstance(value, int | float) and not isinstance(value, bool)
+        import math
+
+        number_ok = isinstance(value, int | float) and not isinstance(value, bool) and \
+            math.isfinite(value)
         if not number_ok or (base is int and not isinstance(value, int)):
             return _Wrong(f"must be {'a whole number' if base is int else 'a number'}, "
                           f"not {shown}")

@@ -73,3 +73,19 @@ def test_valid_values_and_numeric_ids_load(tmp_path: Path) -> None:
     assert registry.insecure is True and registry.timeout == 3.0
     assert registry.requests_per_second == 2.5
     assert settings.forges[0].app_id == "12345" and settings.forges[0].app_installation_id == "678"
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf"])
+def test_environment_overrides_are_checked_like_the_file(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match="IMAGE_UPDATER_INTERVAL"):
+        load_settings(None, environ={"IMAGE_UPDATER_INTERVAL": value})
+
+
+def test_non_finite_numbers_and_anchored_booleans(tmp_path: Path) -> None:
+    path = tmp_path / "settings.yaml"
+    path.write_text("interval: .nan\n")
+    with pytest.raises(ConfigError, match="interval: must be a number"):
+        load_settings(path, environ={})
+    path.write_text("dry_run: &off false\nregistries: [{host: r.example.com, insecure: *off}]\n")
+    settings = load_settings(path, environ={})
+    assert settings.dry_run is False and settings.registries[0].insecure is False

@@ -101,14 +101,24 @@ class Approvals:
             verb = "update" if open_pr else "open"
             return Proposal("updated" if open_pr else "opened",
                             f"(dry run) would {verb} a pull request from {branch}")
-        if self.repo.push_branch(branch, replan) is None:
+        pending = open_pr is not None and marker in open_pr.body
+        before = None if open_pr is None or pending else self.repo.remote_branch_sha(branch)
+        pushed = self.repo.push_branch(branch, replan)
+        if pushed is None:
             return Proposal("current", open_pr.url if open_pr else None)  # base has it now
-        if open_pr is not None and marker in open_pr.body:
+        if open_pr is not None and pending:
             return Proposal("pending", open_pr.url)  # already proposed; a person decides
         if open_pr is not None:
             previous = _proposed_digest(open_pr)
-            pr = self.forge.update(open_pr, title=self._title(change, env),
-                                   body=self._body(app, env, change, supersedes=previous))
+            try:
+                pr = self.forge.update(open_pr, title=self._title(change, env),
+                                       body=self._body(app, env, change, supersedes=previous))
+            except ImageUpdaterError:
+                # The title still names the previous image: put the branch back, so that
+                # merging the pull request deploys what it says, until an update succeeds.
+                if before is not None and before != pushed:
+                    self.repo.restore_branch(branch, before)
+                raise
             self._note(pr, _superseded_note(previous, change), app, env)
             action = "updated"
         else:

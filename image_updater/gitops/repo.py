@@ -290,6 +290,17 @@ class DeployRepo:
                 )
             return sha
 
+    def restore_branch(self, branch: str, sha: str) -> None:
+        """Force ``branch`` back to ``sha`` (a commit it held before, fetched by this clone)."""
+        check_branch(branch)
+        if branch == self.branch:
+            raise ConfigError(f"Refusing to rewrite {branch!r}: it is the branch being watched.")
+        with self._lock:
+            if not self._push(f"+{sha}:refs/heads/{branch}"):
+                raise PushRejectedError(
+                    f"Restoring branch {branch} of {self.shown_url} was refused; it is "
+                    "repaired on the next cycle.")
+
     def remote_branch_sha(self, branch: str) -> str | None:
         """The sha ``branch`` has on the remote now (``git ls-remote``), or None if absent."""
         ref = f"refs/heads/{check_branch(branch)}"

@@ -200,16 +200,17 @@ def test_a_declined_digest_is_never_proposed_again_and_withdraws_the_open_propos
 
 
 def test_a_pull_request_left_half_updated_is_repaired_next_cycle(rig: Rig) -> None:
-    """The branch moved to release-2 but the forge refused the title/body update; the tag
-    then went back to release-1, which the body still names: the branch must follow."""
+    """The forge refused the title/body update for release-2: the branch must not stay on
+    release-2 under a title naming release-1; when the tag goes back, all agree."""
     first = rig.push("release-1")
     rig.cycle()
     (number,) = rig.open_prs()
-    second = rig.push("release-2")
+    rig.push("release-2")
     rig.forge.fail_next(403, method="PUT" if rig.forge.kind == "gitlab" else "PATCH")
     failed = rig.cycle()
     assert [f.reason for f in failed.failures] == ["forge_auth"]
-    assert f"digest: {second}" in branch_file(rig.deploy)  # pushed before the update failed
+    # pushed before the update, put back when the update failed: merging deploys the title
+    assert f"digest: {first}" in branch_file(rig.deploy)
     assert f"Image-Updater-Digest: {first}" in rig.forge.prs[number].body
     assert rig.push("release-1") == first
     result = rig.cycle()

@@ -119,6 +119,12 @@ class Approvals:
                 if before is not None and before != pushed:
                     self.repo.restore_branch(branch, before)
                 raise
+            if pr.state != "open":
+                # A person closed it while this cycle ran: that close declines what they saw.
+                self.forge.update(pr, title=open_pr.title, body=open_pr.body)
+                if before is not None and before != pushed:
+                    self.repo.restore_branch(branch, before)
+                return Proposal("declined")
             self._note(pr, _superseded_note(previous, change), app, env)
             action = "updated"
         else:
@@ -141,7 +147,11 @@ class Approvals:
         """
         body = pr.body.replace(DIGEST_TRAILER, WITHDRAWN_TRAILER)
         if body != pr.body:
-            pr = self.forge.update(pr, title=pr.title, body=body)
+            updated = self.forge.update(pr, title=pr.title, body=body)
+            if updated.state != "open":  # a person closed it meanwhile: their decline stands
+                self.forge.update(updated, title=pr.title, body=pr.body)
+                return
+            pr = updated
         self.forge.close(pr, comment=(
             f"Closing: {why}, so this proposal is obsolete. image-updater opens a new pull "
             "request when the image changes again."))

@@ -217,3 +217,24 @@ def test_a_pull_request_left_half_updated_is_repaired_next_cycle(rig: Rig) -> No
     assert result.failures == [] and rig.open_prs() == [number]
     assert f"Image-Updater-Digest: {first}" in rig.forge.prs[number].body
     assert f"digest: {first}" in branch_file(rig.deploy), "branch and title agree again"
+
+
+def test_a_close_by_a_person_during_the_cycle_is_not_overwritten(rig: Rig) -> None:
+    """A person closes the release-1 proposal while the cycle that would move it to
+    release-2 runs: their close declines release-1, the text they saw stays, and the
+    branch is put back."""
+    first = rig.push("release-1")
+    rig.cycle()
+    (number,) = rig.open_prs()
+    rig.push("release-2")
+    rig.forge.close_before_next_update(number)
+    result = rig.cycle()
+    pr = rig.forge.prs[number]
+    assert pr.state == "closed" and not pr.merged
+    assert f"Image-Updater-Digest: {first}" in pr.body, "the decline of release-1 stands"
+    assert f"digest: {first}" in branch_file(rig.deploy)
+    assert result.changes == [] and result.failures == []
+    assert rig.open_prs() == []
+    rig.cycle()  # next cycle: release-2 was never declined, so it is proposed anew
+    (second,) = rig.open_prs()
+    assert second != number

@@ -79,6 +79,8 @@ def known_secrets(settings: Settings) -> SecretRegistry:
 
     Pattern-based masking (headers, URL userinfo, tokens) catches the rest.
     """
+    from image_updater.registry.credentials import docker_config_secrets
+
     envs, files = secret_sources(settings)
     secrets = SecretRegistry(os.environ.get(name, "") for name in envs)
     for path in files:
@@ -89,36 +91,9 @@ def known_secrets(settings: Settings) -> SecretRegistry:
         secrets.add(text)
         for line in text.splitlines():
             secrets.add(line)
-        for value in _docker_config_secrets(text):
+        for value in docker_config_secrets(text):
             secrets.add(value)
     return secrets
-
-
-def _docker_config_secrets(text: str) -> list[str]:
-    """The credentials inside a Docker ``config.json``: each ``auth`` (base64 of
-    ``user:password``), its password, and identity/registry tokens. Not JSON: none."""
-    import base64
-    import binascii
-    import contextlib
-    import json
-
-    try:
-        auths = json.loads(text).get("auths")
-    except (ValueError, AttributeError):
-        return []
-    found: list[str] = []
-    for entry in auths.values() if isinstance(auths, dict) else ():
-        if not isinstance(entry, dict):
-            continue
-        for key in ("auth", "password", "identitytoken", "registrytoken"):
-            value = entry.get(key)
-            if isinstance(value, str):
-                found.append(value)
-        auth = entry.get("auth")
-        if isinstance(auth, str):
-            with contextlib.suppress(binascii.Error, UnicodeDecodeError, ValueError):
-                found.append(base64.b64decode(auth).decode().partition(":")[2])
-    return found
 
 
 def _policy_paths(args: argparse.Namespace) -> list[str]:

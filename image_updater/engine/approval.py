@@ -13,8 +13,9 @@ requests for that branch, so a restart loses nothing.
 - the tag moves back to what is deployed → the obsolete pull request is withdrawn: its
   digest trailer renamed (so it does not count as declined) and closed with a comment.
 
-The branch belongs to image-updater: it is force-pushed to the proposal on every cycle
-that finds it different (a no-op otherwise), commits others push to it are replaced.
+The branch belongs to image-updater: each cycle checks it against a fresh plan and
+force-pushes it when it proposes something else, or when the base changed the file it
+edits (commits others push to it are replaced); unrelated base commits leave it alone.
 """
 
 from __future__ import annotations
@@ -110,20 +111,24 @@ class Approvals:
             return Proposal("pending", open_pr.url)  # already proposed; a person decides
         if open_pr is not None:
             previous = _proposed_digest(open_pr)
+
+
+            def put_back() -> None:
+                # The title names the previous image: so must the branch, so that merging
+                # the pull request deploys what it says.
+                if before is not None and before != pushed:
+                    self.repo.restore_branch(branch, before)
+
             try:
                 pr = self.forge.update(open_pr, title=self._title(change, env),
                                        body=self._body(app, env, change, supersedes=previous))
             except ImageUpdaterError:
-                # The title still names the previous image: put the branch back, so that
-                # merging the pull request deploys what it says, until an update succeeds.
-                if before is not None and before != pushed:
-                    self.repo.restore_branch(branch, before)
+                put_back()  # until an update succeeds
                 raise
             if pr.state != "open":
                 # A person closed it while this cycle ran: that close declines what they saw.
                 self.forge.update(pr, title=open_pr.title, body=open_pr.body)
-                if before is not None and before != pushed:
-                    self.repo.restore_branch(branch, before)
+                put_back()
                 return Proposal("declined")
             self._note(pr, _superseded_note(previous, change), app, env)
             action = "updated"
@@ -207,9 +212,16 @@ class Approvals:
 
 
 def _proposed_digest(pr: PullRequest) -> str:
-    """The digest an open pull request of ours proposes ("" if its body has no trailer)."""
-    return next((line[len(DIGEST_TRAILER):].strip() for line in pr.body.splitlines()
-                 if line.startswith(DIGEST_TRAILER)), "")
+    """The digest an open pull request of ours proposes; "" when its body (editable by
+    anyone with access to the forge) holds no well-formed one."""
+    from image_updater.registry.base import check_digest
+
+    found = next((line[len(DIGEST_TRAILER):].strip() for line in pr.body.splitlines()
+                  if line.startswith(DIGEST_TRAILER)), "")
+    try:
+        return check_digest(found)
+    except ImageUpdaterError:
+        return ""
 
 
 def _superseded_note(previous: str, change: Change) -> str:

@@ -98,12 +98,9 @@ async def _resolve_members(group: _Group, registry: Registry, out: Resolution) -
         key = (app.name, env.name)
         if key in out.errors:
             continue
-        selection = selections.get(key)
-        tag = selection.tag if selection is not None else (env.strategy.tag or env.name)
         try:
-            if tag in failed:
-                raise failed[tag]
-            out.resolved[key] = await _one(group, registry, env, digests, selection)
+            out.resolved[key] = await _one(group, registry, env, digests, failed,
+                                           selections.get(key))
         except Exception as exc:
             out.errors[key] = _as_error(exc, where)
 
@@ -158,7 +155,7 @@ async def _select_tags(group: _Group, registry: Registry, members: list[tuple[Ap
 
 
 async def _one(group: _Group, registry: Registry, env: Environment, digests: dict[str, str],
-               selection: Selection | None) -> Resolved:
+               failed: dict[str, Exception], selection: Selection | None) -> Resolved:
     where = f"{group.host}/{group.repository}"
     if selection is None:  # digest strategy: follow one mutable tag
         tag = env.strategy.tag or env.name
@@ -170,6 +167,8 @@ async def _one(group: _Group, registry: Registry, env: Environment, digests: dic
                 f"{env.name}: {selection.reason}; push a matching tag or relax the policy "
                 "(try `image-updater check`).", registry=group.host)
         tag, reason = selection.tag, selection.reason
+    if tag in failed:
+        raise failed[tag]
     if tag not in digests:
         raise NotFoundError(
             f"tag {tag} not found in {where}; push it or fix the policy's tag for environment "

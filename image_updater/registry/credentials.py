@@ -141,6 +141,27 @@ class DockerConfigCredentials:
         return auths
 
 
+def docker_config_secrets(text: str) -> list[str]:
+    """Every credential in a Docker ``config.json`` (raw ``auth`` values, the passwords and
+    tokens they hold), for log masking; nothing when the text is not such a file."""
+    try:
+        auths = json.loads(text).get("auths")
+    except (ValueError, AttributeError):
+        return []
+    found: list[str] = []
+    for key, value in auths.items() if isinstance(auths, dict) else ():
+        if not isinstance(value, dict):
+            continue
+        found += [v for k in ("auth", "registrytoken") if isinstance(v := value.get(k), str)]
+        try:
+            credentials = _entry_credentials(value, str(key))
+        except ConfigError:
+            continue  # reported, with a fix, by the registry that uses this entry
+        if credentials is not None:
+            found.append(credentials[1])
+    return found
+
+
 def host_of_config_key(key: str) -> str:
     """``https://index.docker.io/v1/`` → ``index.docker.io``: docker accepts URLs as keys."""
     text = key.strip().lower()

@@ -33,11 +33,11 @@ import httpx
 
 from bench import _common as common
 from image_updater.changes import CycleResult
-from image_updater.config.model import App, GitTarget
 from image_updater.config.policies import load_policies
 from image_updater.config.settings import GitSettings, RegistrySettings, Settings
 from image_updater.engine.reconcile import Deps, reconcile
 from image_updater.gitops.repo import DeployRepo
+from image_updater.model import App, GitTarget
 from image_updater.observability.logs import configure_logging
 from image_updater.registry.oci import ACCEPT_MANIFESTS, OciRegistry
 from image_updater.registry.options import RegistryOptions

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from image_updater.changes import CycleResult
-from image_updater.config.model import App
 from image_updater.config.settings import Settings, load_settings, secret_sources
 from image_updater.errors import (
     ConfigError,
@@ -25,6 +24,7 @@ from image_updater.errors import (
     PolicyError,
     RegistryAuthError,
 )
+from image_updater.model import App
 from image_updater.observability.logs import SecretRegistry, configure_logging, scrub
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Load and validate policy files into :mod:`image_updater.config.model` values.
+"""Load and validate policy files into :mod:`image_updater.model` values.
 
 Validation collects *every* problem it can find (file:line:column, field, what is wrong,
 a hint) before raising one :class:`PolicyError`, so ``image-updater validate`` shows
@@ -18,7 +18,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from image_updater.config.model import (
+from image_updater.errors import ImageUpdaterError, PolicyError, Problem
+from image_updater.model import (
     DEFAULT_IGNORE,
     STRATEGIES,
     App,
@@ -30,7 +31,6 @@ from image_updater.config.model import (
     TagFilter,
     WriteSpec,
 )
-from image_updater.errors import ImageUpdaterError, PolicyError, Problem
 
 APP_KEYS = ("app", "image", "git", "defaults", "environments")
 GIT_KEYS = ("url", "branch")

@@ -32,12 +32,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from image_updater.changes import CycleResult
-from image_updater.config.model import App, GitTarget
 from image_updater.config.policies import load_policies
 from image_updater.config.settings import Settings
 from image_updater.engine.reconcile import Deps, reconcile
 from image_updater.errors import ConfigError
 from image_updater.gitops.repo import DeployRepo
+from image_updater.model import App, GitTarget
 from image_updater.registry.reference import normalize_host, parse_reference
 from image_updater.wiring.runtime import Runtime
 

@@ -25,12 +25,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from image_updater.changes import Change
-from image_updater.config.model import App, Environment
 from image_updater.engine.plan import read_current
 from image_updater.errors import ImageUpdaterError
 from image_updater.forge.base import Forge, PullRequest, PullRequestRequest
 from image_updater.gitops.message import commit_message
 from image_updater.gitops.repo import DeployRepo, PlanFn
+from image_updater.model import App, Environment
 from image_updater.observability.metrics import Metrics
 
 log = logging.getLogger("image_updater.approval")

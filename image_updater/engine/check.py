@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from image_updater.config.model import DEFAULT_IGNORE, Strategy, TagFilter
 from image_updater.errors import ConfigError, InvalidReferenceError
+from image_updater.model import DEFAULT_IGNORE, Strategy, TagFilter
 from image_updater.policy.strategies import Selection, compile_strategy
 from image_updater.registry.base import Registry
 from image_updater.registry.reference import parse_reference

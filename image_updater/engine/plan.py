@@ -10,9 +10,9 @@ import functools
 from dataclasses import dataclass
 
 from image_updater.changes import Change, KeyChange
-from image_updater.config.model import App, Environment, KeyPath
 from image_updater.engine.resolve import Resolved
 from image_updater.errors import ValuesError
+from image_updater.model import App, Environment, KeyPath
 from image_updater.values.editor import read_scalars, set_scalar
 
 

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from image_updater.config.model import App, Environment
 from image_updater.errors import (
     ConfigError,
     ConflictError,
@@ -25,6 +24,7 @@ from image_updater.errors import (
     NotFoundError,
     ValuesError,
 )
+from image_updater.model import App, Environment
 from image_updater.registry.base import Manifest, Registry, check_digest
 from image_updater.registry.copy import copy_image
 from image_updater.registry.reference import ImageRef, parse_reference

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from image_updater.changes import Change, CycleResult, Failure
-from image_updater.config.model import App, Environment, GitTarget
 from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolution, Resolved, resolve
 from image_updater.errors import ImageUpdaterError, as_image_updater_error
 from image_updater.gitops.message import commit_message
 from image_updater.gitops.repo import DeployRepo, Plan, PlanFn
+from image_updater.model import App, Environment, GitTarget
 from image_updater.observability.metrics import Metrics
 from image_updater.registry.base import Registry
 from image_updater.values.editor import values_diff

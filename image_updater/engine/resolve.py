@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from image_updater.config.model import App, Environment
 from image_updater.errors import (
     ImageUpdaterError,
     NotFoundError,
     RegistryAuthError,
     as_image_updater_error,
 )
+from image_updater.model import App, Environment
 from image_updater.policy.strategies import Selection, select
 from image_updater.registry.base import (
     Manifest,

@@ -1,6 +1,6 @@
 """Tag filters shared by every listing strategy: which tags are candidates, and what to sort on.
 
-A :class:`~image_updater.config.model.TagFilter` is compiled once (:func:`compile_filter`)
+A :class:`~image_updater.model.TagFilter` is compiled once (:func:`compile_filter`)
 into a :class:`CompiledFilter`, which then gives each tag a :class:`TagVerdict`. A tag is
 dropped, in this order, when it
 
@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from image_updater.config.model import TagFilter
 from image_updater.errors import ConfigError, ImageUpdaterError
+from image_updater.model import TagFilter
 from image_updater.registry.base import check_tag
 
 DEFAULT_GROUP = "value"

@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from image_updater.config.model import Strategy
 from image_updater.errors import ConfigError, ImageUpdaterError
+from image_updater.model import Strategy
 from image_updater.policy.filters import CompiledFilter, TagVerdict, compile_filter, shown
 from image_updater.policy.semver import Constraint, InvalidVersionError, Version
 from image_updater.registry.base import check_tag

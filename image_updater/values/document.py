@@ -18,8 +18,8 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
-from image_updater.config.model import KeyPath
 from image_updater.errors import ValuesError
+from image_updater.model import KeyPath
 from image_updater.values.keypath import format_key_path
 from image_updater.values.scalars import NULL_TAG
 

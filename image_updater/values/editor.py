@@ -24,8 +24,8 @@ from collections.abc import Iterable
 
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 
-from image_updater.config.model import KeyPath
 from image_updater.errors import ValuesError
+from image_updater.model import KeyPath
 from image_updater.values.document import (
     Flattener,
     Found,

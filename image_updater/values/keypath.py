@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from image_updater.config.model import KeyPath
 from image_updater.errors import ValuesError
+from image_updater.model import KeyPath
 
 __all__ = ["KeyPath", "format_key_path", "parse_key_path"]
 

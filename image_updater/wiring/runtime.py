@@ -12,13 +12,13 @@ import logging
 import threading
 from pathlib import Path
 
-from image_updater.config.model import GitTarget
 from image_updater.config.settings import Settings
 from image_updater.engine.approval import Approvals
 from image_updater.engine.reconcile import Deps
 from image_updater.forge.base import Forge
 from image_updater.gitops.credentials import GitAuth
 from image_updater.gitops.repo import DeployRepo
+from image_updater.model import GitTarget
 from image_updater.observability.metrics import Metrics
 from image_updater.registry.base import Registry
 from image_updater.wiring.registries import open_registry

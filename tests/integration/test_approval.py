@@ -16,9 +16,9 @@ import pytest
 
 from image_updater.changes import CycleResult
 from image_updater.commands import run_once
-from image_updater.config.model import App
 from image_updater.config.policies import load_text
 from image_updater.config.settings import ForgeSettings, GitSettings, RegistrySettings, Settings
+from image_updater.model import App
 from tests.fixtures.forge_server import ForgeServer
 from tests.fixtures.gitrepo import BareRepo, git, make_bare_repo
 from tests.fixtures.registry import RegistryServer, push_image

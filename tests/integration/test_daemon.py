@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from image_updater.changes import CycleResult
-from image_updater.config.model import App
 from image_updater.daemon.service import Daemon
+from image_updater.model import App
 from tests.fixtures.daemon import (
     DEV,
     DaemonProcess,

@@ -16,9 +16,9 @@ import pytest
 from image_updater.changes import CycleResult
 from image_updater.cli import main
 from image_updater.commands import run_once
-from image_updater.config.model import App
 from image_updater.config.policies import load_text
 from image_updater.config.settings import GitSettings, RegistrySettings, Settings
+from image_updater.model import App
 from tests.fixtures.gitrepo import OLD_DIGEST, VALUES_FILES, BareRepo, git, make_bare_repo
 from tests.fixtures.http_stub import HttpStub, Reply
 from tests.fixtures.registry import RegistryServer, free_port, push_image

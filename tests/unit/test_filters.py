@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from image_updater.config.model import TagFilter
 from image_updater.errors import ConfigError
+from image_updater.model import TagFilter
 from image_updater.policy.filters import FilterError, TagVerdict, compile_filter
 
 SIG = "sha256-" + "ab" * 32 + ".sig"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from image_updater.config.model import App, Environment, GitTarget, Strategy, WriteSpec
 from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolved
 from image_updater.errors import ValuesError
+from image_updater.model import App, Environment, GitTarget, Strategy, WriteSpec
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from image_updater.cli import main
-from image_updater.config.model import DEFAULT_IGNORE
 from image_updater.config.policies import check_values_keys, load_policies, load_text
 from image_updater.errors import PolicyError
+from image_updater.model import DEFAULT_IGNORE
 
 HERE = Path(__file__).parent
 BROKEN = HERE / "policy_testdata" / "broken"

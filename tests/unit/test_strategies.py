@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from image_updater.config.model import Strategy, TagFilter
 from image_updater.errors import ConfigError
+from image_updater.model import Strategy, TagFilter
 from image_updater.policy.filters import FilterError
 from image_updater.policy.semver import ConstraintError
 from image_updater.policy.strategies import (

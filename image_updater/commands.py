@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -233,6 +234,10 @@ def cmd_run(args: argparse.Namespace, secrets: SecretRegistry) -> int:
     from image_updater.daemon.service import run_daemon
 
     settings = _settings(args, secrets)
+    if settings.dry_run:
+        logging.getLogger("image_updater.commands").warning(
+            "dry_run is set in the settings file: every cycle plans and logs its changes, "
+            "nothing is committed, pushed or proposed; remove dry_run to apply them.")
     return run_daemon(settings, _policy_paths(args), secrets=secrets)
 
 

@@ -227,6 +227,8 @@ class Daemon:
         if _succeeded(apps, result, git_failed):
             metrics.last_success.set(self.clock())
         self._track_pull_requests(apps, result)
+        for preview in result.previews:  # dry_run: what would have been written
+            log.info("dry run, not written:\n%s", preview)
         scope = "all apps" if len(apps) == len(self.apps) else \
             "app(s) " + ", ".join(sorted(a.name for a in apps))
         log.info("cycle for %s done in %.2f s: %d update(s), %d failure(s), %d up to date; "

@@ -41,6 +41,7 @@ from image_updater.model import App, GitTarget
 from image_updater.observability.logs import configure_logging
 from image_updater.registry.oci import ACCEPT_MANIFESTS, OciRegistry
 from image_updater.registry.options import RegistryOptions
+from image_updater.secrets import SecretRegistry
 from image_updater.wiring.runtime import Runtime
 from tests.fixtures.registry import RegistryServer
 
@@ -239,8 +240,10 @@ async def _run(options: Options, server: RegistryServer, work: Path, report: Rep
     _progress(f"setup: {options.apps} apps x {len(common.ENVS)} tags in "
               f"{report.setup_seconds:.1f} s")
     log_file = (work / "image-updater.log").open("w", encoding="utf-8")
-    handler = configure_logging(fmt="text", level=options.log_level, stream=log_file)
-    engine = _engine(options, server, work)
+    secrets = SecretRegistry()
+    handler = configure_logging(fmt="text", level=options.log_level, stream=log_file,
+                                secrets=secrets)
+    engine = _engine(options, server, work, secrets)
     urls = tag_urls(server.url, options.apps)
     report.rss_before_cycles = common.peak_rss_mb()
     try:
@@ -253,13 +256,14 @@ async def _run(options: Options, server: RegistryServer, work: Path, report: Rep
         log_file.close()
 
 
-def _engine(options: Options, server: RegistryServer, work: Path) -> Engine:
+def _engine(options: Options, server: RegistryServer, work: Path,
+            secrets: SecretRegistry) -> Engine:
     settings = Settings(
         cache_dir=str(work / "cache"),
         registries=(RegistrySettings(host=server.host, insecure=True,
                                      max_concurrency=options.concurrency),),
         git=GitSettings(author_name="image-updater", author_email="bench@example.com"))
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, secrets=secrets)
     counter = RequestCounter()
     registry = OciRegistry(
         RegistryOptions(host=server.host, insecure=True, max_concurrency=options.concurrency),

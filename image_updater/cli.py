@@ -108,13 +108,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from image_updater.commands import dispatch
+    from image_updater.secrets import SecretRegistry
 
+    secrets = SecretRegistry()  # the process's one registry: logs, adapters and output share it
     try:
-        return dispatch(args)
+        return dispatch(args, secrets)
     except ImageUpdaterError as exc:
         from image_updater.observability.logs import scrub
 
-        print(scrub(f"error: {exc}"), file=sys.stderr)
+        print(scrub(f"error: {exc}", secrets), file=sys.stderr)
         return exit_code_for(exc)
     except KeyboardInterrupt:
         return 130

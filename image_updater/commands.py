@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -25,7 +26,8 @@ from image_updater.errors import (
     RegistryAuthError,
 )
 from image_updater.model import App
-from image_updater.observability.logs import SecretRegistry, configure_logging, scrub
+from image_updater.observability.logs import configure_logging, scrub
+from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_file
 
 if TYPE_CHECKING:
     from image_updater.engine.promote import RetagResult
@@ -51,15 +53,18 @@ def exit_code_for(exc: ImageUpdaterError) -> int:
     return EXIT_CONFIG
 
 
-def dispatch(args: argparse.Namespace) -> int:
-    handler = {
+def dispatch(args: argparse.Namespace, secrets: SecretRegistry) -> int:
+    """Run the command ``args`` names. ``secrets`` is the process's one secret registry: the
+    log handler and the credential sources share it, and the CLI masks what it prints with it.
+    """
+    handler: Callable[[argparse.Namespace, SecretRegistry], int] = {
         "once": cmd_once, "validate": cmd_validate, "check": cmd_check, "run": cmd_run,
         "retag": cmd_retag, "promote": cmd_promote,
     }[args.command]
-    return handler(args)
+    return handler(args, secrets)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, secrets: SecretRegistry) -> Settings:
     settings = load_settings(args.config)
     from dataclasses import replace
 
@@ -70,26 +75,31 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "interval", None):
         settings = replace(settings, interval=args.interval)
     configure_logging(fmt=settings.log_format, level=settings.log_level,
-                      secrets=known_secrets(settings))
+                      secrets=known_secrets(settings, secrets))
     return settings
 
 
-def known_secrets(settings: Settings) -> SecretRegistry:
-    """Every secret value the settings point at, so no log line can ever show one.
+def known_secrets(settings: Settings, secrets: SecretRegistry) -> SecretRegistry:
+    """Add every secret value the settings point at to ``secrets`` (and return it), so no
+    log line can show one even before the component that uses it has read it.
 
-    Pattern-based masking (headers, URL userinfo, tokens) catches the rest.
+    Sources read again later (rotation) add themselves; pattern-based masking (headers, URL
+    userinfo, tokens) catches the rest.
     """
     from image_updater.registry.credentials import docker_config_secrets
 
     envs, files = secret_sources(settings)
-    secrets = SecretRegistry(os.environ.get(name, "") for name in envs)
-    for path in files:
+    for setting, name in envs:
         try:
-            text = Path(path).read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue  # reported by the component that needs it, with its own message
-        secrets.add(text)
-        for line in text.splitlines():
+            read_secret_env(name, setting=setting, secrets=secrets)
+        except ConfigError:
+            continue  # reported by the component that needs it, when it needs it
+    for setting, path in files:
+        try:
+            text = read_secret_file(path, setting=setting, secrets=secrets)
+        except ConfigError:
+            continue
+        for line in text.splitlines():  # a multi-line key may be quoted one line at a time
             secrets.add(line)
         for value in docker_config_secrets(text):
             secrets.add(value)
@@ -101,15 +111,16 @@ def _policy_paths(args: argparse.Namespace) -> list[str]:
                 [os.environ.get("IMAGE_UPDATER_POLICIES", "policies")])
 
 
-def cmd_once(args: argparse.Namespace) -> int:
+def cmd_once(args: argparse.Namespace, secrets: SecretRegistry) -> int:
     from image_updater.config.policies import load_policies
 
-    settings = _settings(args)
+    settings = _settings(args, secrets)
     apps = load_policies(_policy_paths(args))
     if args.app:
         apps = _only(apps, args.app)
-    result = asyncio.run(run_once(settings, apps, dry_run=args.dry_run))
-    print_result(result, dry_run=args.dry_run)
+    dry_run = args.dry_run or settings.dry_run
+    result = asyncio.run(run_once(settings, apps, dry_run=dry_run, secrets=secrets))
+    print_result(result, dry_run=dry_run, secrets=secrets)
     return 7 if result.failures else 0
 
 
@@ -123,21 +134,27 @@ def _only(apps: Sequence[App], names: Sequence[str]) -> list[App]:
     return [a for a in apps if a.name in names]
 
 
-async def run_once(settings: Settings, apps: Sequence[App], *, dry_run: bool = False
-                   ) -> CycleResult:
-    """One reconcile cycle with adapters built from ``settings``."""
+async def run_once(settings: Settings, apps: Sequence[App], *, dry_run: bool = False,
+                   secrets: SecretRegistry | None = None) -> CycleResult:
+    """One reconcile cycle with adapters built from ``settings``.
+
+    Nothing is written when ``dry_run`` or ``settings.dry_run`` is set. Credentials read are
+    added to ``secrets`` (the log handler's registry); None gives the cycle a registry of
+    its own, for embedders that mask nothing themselves.
+    """
     from image_updater.engine.reconcile import reconcile
     from image_updater.wiring.runtime import Runtime
 
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, secrets=secrets if secrets is not None else SecretRegistry())
     try:
         deps = dataclasses.replace(runtime.deps(), retry_hint="when image-updater runs again")
-        return await reconcile(apps, deps, dry_run=dry_run)
+        return await reconcile(apps, deps, dry_run=dry_run or settings.dry_run)
     finally:
         await runtime.aclose()
 
 
-def print_result(result: CycleResult, *, dry_run: bool, out: TextIO | None = None) -> None:
+def print_result(result: CycleResult, *, dry_run: bool, secrets: SecretRegistry,
+                 out: TextIO | None = None) -> None:
     out = out or sys.stdout
     for preview in result.previews:
         print(preview, file=out)
@@ -150,12 +167,12 @@ def print_result(result: CycleResult, *, dry_run: bool, out: TextIO | None = Non
     for url in result.pull_requests.values():
         print(f"pull request: {url}", file=out)
     for f in result.failures:
-        print(scrub(f"FAILED {f.app}/{f.env}: {f.message}"), file=out)
+        print(scrub(f"FAILED {f.app}/{f.env}: {f.message}", secrets), file=out)
     if not result.changes and not result.failures:
         print(f"no changes ({len(result.unchanged)} environments up to date)", file=out)
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> int:
     from image_updater.config.policies import load_policies
 
     paths = [*args.paths, *(args.policies or ())] or _policy_paths(args)
@@ -195,14 +212,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def cmd_check(args: argparse.Namespace, secrets: SecretRegistry) -> int:
     from image_updater.engine.check import CheckReport, check_image
     from image_updater.wiring.registries import RegistryPool
 
-    settings = _settings(args)
+    settings = _settings(args, secrets)
 
     async def run() -> CheckReport:
-        pool = RegistryPool(settings)
+        pool = RegistryPool(settings, secrets=secrets)
         try:
             return await check_image(pool, args)
         finally:
@@ -213,21 +230,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.found else 3
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, secrets: SecretRegistry) -> int:
     from image_updater.daemon.service import run_daemon
 
-    settings = _settings(args)
-    return run_daemon(settings, _policy_paths(args))
+    settings = _settings(args, secrets)
+    if settings.dry_run:
+        logging.getLogger("image_updater.commands").warning(
+            "dry_run is set in the settings file: every cycle plans and logs its changes, "
+            "nothing is committed, pushed or proposed; remove dry_run to apply them.")
+    return run_daemon(settings, _policy_paths(args), secrets=secrets)
 
 
-def cmd_retag(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+def cmd_retag(args: argparse.Namespace, secrets: SecretRegistry) -> int:
+    settings = _settings(args, secrets)
     return retag_command(settings, args.src, args.dst, digest=args.digest,
-                         expect_current=args.expect_current)
+                         expect_current=args.expect_current, secrets=secrets)
 
 
-def cmd_promote(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+def cmd_promote(args: argparse.Namespace, secrets: SecretRegistry) -> int:
+    settings = _settings(args, secrets)
     app = args.app or os.environ.get("IMAGE_UPDATER_APP")
     source = args.source or os.environ.get("IMAGE_UPDATER_FROM")
     target = args.target or os.environ.get("IMAGE_UPDATER_TO")
@@ -243,11 +264,12 @@ def cmd_promote(args: argparse.Namespace) -> int:
               f"that nobody tested in {source}. To promote whatever git says {source} runs "
               f"now (a person promoting by hand), pass --from-git.", file=sys.stderr)
         return EXIT_USAGE
-    return promote_command(settings, _policy_paths(args), app, source, target, digest=digest)
+    return promote_command(settings, _policy_paths(args), app, source, target, digest=digest,
+                           secrets=secrets)
 
 
-def retag_command(settings: Settings, src: str, dst: str, *, digest: str | None = None,
-                  expect_current: str | None = None) -> int:
+def retag_command(settings: Settings, src: str, dst: str, *, secrets: SecretRegistry,
+                  digest: str | None = None, expect_current: str | None = None) -> int:
     """``image-updater retag``: one line of output, and the exit code (see cli.py).
 
     Built on registry clients alone (not the daemon's Runtime), so a PostSync job imports
@@ -257,18 +279,18 @@ def retag_command(settings: Settings, src: str, dst: str, *, digest: str | None 
     from image_updater.wiring.registries import RegistryPool
 
     async def run() -> RetagResult:
-        pool = RegistryPool(settings)
+        pool = RegistryPool(settings, secrets=secrets)
         try:
             return await retag(src, dst, digest=digest, expect_current=expect_current,
                                registry_for=pool, count_requests=pool.requests)
         finally:
             await pool.aclose()
 
-    return _report(run)
+    return _report(run, secrets)
 
 
 def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, source: str,
-                    target: str, *, digest: str | None = None) -> int:
+                    target: str, *, secrets: SecretRegistry, digest: str | None = None) -> int:
     """``image-updater promote``: retag what ``source`` runs (per git) to ``target``'s tag."""
     from image_updater.config.policies import load_policies
     from image_updater.engine.promote import find_env, promote
@@ -279,8 +301,8 @@ def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, s
     src_env, dst_env = find_env(chosen, source), find_env(chosen, target)
 
     async def run() -> RetagResult:
-        runtime = Runtime(settings)
-        pool = RegistryPool(settings, metrics=runtime.metrics)
+        runtime = Runtime(settings, secrets=secrets)
+        pool = RegistryPool(settings, secrets=secrets, metrics=runtime.metrics)
 
         def read_head(path: str) -> str | None:
             repo = runtime.repo_for(chosen.git)
@@ -294,14 +316,15 @@ def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, s
             await pool.aclose()
             await runtime.aclose()
 
-    return _report(run)
+    return _report(run, secrets)
 
 
-def _report(run: Callable[[], Coroutine[Any, Any, RetagResult]]) -> int:
+def _report(run: Callable[[], Coroutine[Any, Any, RetagResult]], secrets: SecretRegistry
+            ) -> int:
     try:
         result = asyncio.run(run())
     except ImageUpdaterError as exc:
-        print(scrub(f"error: {exc}"), file=sys.stderr)
+        print(scrub(f"error: {exc}", secrets), file=sys.stderr)
         return exit_code_for(exc)
     print(result.line())
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -122,11 +122,6 @@ def _policy_files(paths: Iterable[str | Path], problems: list[Problem]) -> Itera
         else:
             problems.append(Problem(str(path), 0, 0, "-", "no such file or directory",
                                     "check the --policies path"))
-
-
-def load_file(file: Path) -> tuple[list[App], list[Problem]]:
-    ctx = _load_file(file)
-    return ctx.apps, ctx.problems
 
 
 def _load_file(file: Path) -> _Ctx:
@@ -573,7 +568,3 @@ def _missing_keys(app: App, env: Environment, text: str,
                                     f"add '{dotted}' to the values file (e.g. as an empty "
                                     "string) or fix the key path"))
     return problems
-
-
-def apps_by_name(apps: Iterable[App]) -> Mapping[str, App]:
-    return {a.name: a for a in apps}

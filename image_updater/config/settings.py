@@ -104,6 +104,8 @@ class Settings:
     log_format: str = "text"           #: text | json
     log_level: str = "info"
     dry_run: bool = False
+    """Plan and log every change but write nothing (no commit, push or pull request), in
+    the daemon and in ``once`` alike; ``once --dry-run`` sets it for one run."""
     registries: tuple[RegistrySettings, ...] = ()
     git: GitSettings = field(default_factory=GitSettings)
     forges: tuple[ForgeSettings, ...] = ()
@@ -120,19 +122,29 @@ class Settings:
         return max(matches, key=lambda f: len(f.url_prefix)) if matches else None
 
 
-def secret_sources(settings: Settings) -> tuple[list[str], list[str]]:
-    """(environment variable names, file paths) that hold secrets, for log masking."""
-    envs: list[str] = []
-    files: list[str] = []
+Source = tuple[str, str | None]  # (the settings key, the variable name or file path it holds)
+
+
+def secret_sources(settings: Settings) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(settings key, environment variable name) and (settings key, file path) pairs of every
+    secret the settings point at, for log masking; keys name the setting in messages."""
+    envs: list[Source] = []
+    files: list[Source] = []
     for reg in settings.registries:
-        envs += [reg.credentials.password_env or ""]
-        files += [reg.credentials.password_file or "", reg.credentials.docker_config or ""]
-    envs += [settings.git.token_env or "", settings.webhooks.secret_env or ""]
-    files += [settings.git.token_file or "", settings.webhooks.secret_file or ""]
+        where = f"registries[{reg.host}].credentials"
+        envs.append((f"{where}.password_env", reg.credentials.password_env))
+        files += [(f"{where}.password_file", reg.credentials.password_file),
+                  (f"{where}.docker_config", reg.credentials.docker_config)]
+    envs += [("git.token_env", settings.git.token_env),
+             ("webhooks.secret_env", settings.webhooks.secret_env)]
+    files += [("git.token_file", settings.git.token_file),
+              ("webhooks.secret_file", settings.webhooks.secret_file)]
     for forge in settings.forges:
-        envs.append(forge.token_env or "")
-        files += [forge.token_file or "", forge.app_private_key_file or ""]
-    return [e for e in envs if e], [f for f in files if f]
+        where = f"forges[{forge.repository}]"
+        envs.append((f"{where}.token_env", forge.token_env))
+        files += [(f"{where}.token_file", forge.token_file),
+                  (f"{where}.app_private_key_file", forge.app_private_key_file)]
+    return [(k, v) for k, v in envs if v], [(k, v) for k, v in files if v]
 
 
 _ENV = {

@@ -78,7 +78,8 @@ class HttpServer:
         from image_updater.daemon.webhooks import WebhookError, parse_webhook, verify
 
         try:
-            verify(source, headers, body, self.settings.webhooks)
+            verify(source, headers, body, self.settings.webhooks,
+                   secrets=self.daemon.runtime.secrets)
             images = parse_webhook(source, headers, body)
         except WebhookError as exc:
             return self.refuse(source, exc.status, str(exc))

@@ -39,6 +39,7 @@ from image_updater.errors import ConfigError
 from image_updater.gitops.repo import DeployRepo
 from image_updater.model import App, GitTarget
 from image_updater.registry.reference import normalize_host, parse_reference
+from image_updater.secrets import SecretRegistry
 from image_updater.wiring.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -213,7 +214,8 @@ class Daemon:
         handed_out: set[GitTarget] = set()
         self.in_cycle = True
         try:
-            result = await reconcile(apps, self._deps(handed_out))
+            result = await reconcile(apps, self._deps(handed_out),
+                                     dry_run=self.settings.dry_run)
         finally:
             self.in_cycle = False
         metrics.cycle_duration.observe(time.monotonic() - started)
@@ -225,6 +227,8 @@ class Daemon:
         if _succeeded(apps, result, git_failed):
             metrics.last_success.set(self.clock())
         self._track_pull_requests(apps, result)
+        for preview in result.previews:  # dry_run: what would have been written
+            log.info("dry run, not written:\n%s", preview)
         scope = "all apps" if len(apps) == len(self.apps) else \
             "app(s) " + ", ".join(sorted(a.name for a in apps))
         log.info("cycle for %s done in %.2f s: %d update(s), %d failure(s), %d up to date; "
@@ -350,17 +354,21 @@ def _hash_policies(paths: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def run_daemon(settings: Settings, policy_paths: Sequence[str]) -> int:
-    """``image-updater run``: serve until SIGTERM/SIGINT; 0 on a clean stop."""
+def run_daemon(settings: Settings, policy_paths: Sequence[str], *,
+               secrets: SecretRegistry) -> int:
+    """``image-updater run``: serve until SIGTERM/SIGINT; 0 on a clean stop.
+
+    ``secrets`` is the registry the log handler masks with; credential sources add to it."""
     apps = load_policies(policy_paths)
-    return asyncio.run(_main(settings, policy_paths, apps))
+    return asyncio.run(_main(settings, policy_paths, apps, secrets))
 
 
-async def _main(settings: Settings, policy_paths: Sequence[str], apps: Sequence[App]) -> int:
+async def _main(settings: Settings, policy_paths: Sequence[str], apps: Sequence[App],
+                secrets: SecretRegistry) -> int:
     from image_updater.daemon.server import HttpServer
 
-    daemon = Daemon(settings=settings, policy_paths=policy_paths, runtime=Runtime(settings),
-                    apps=apps)
+    daemon = Daemon(settings=settings, policy_paths=policy_paths,
+                    runtime=Runtime(settings, secrets=secrets), apps=apps)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

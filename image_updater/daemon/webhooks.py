@@ -10,7 +10,10 @@ Authentication, any one of (the secret comes from ``webhooks.secret_env``/``secr
 - ``X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>``: GitHub package events;
 - a path token, ``/webhooks/<source>/<secret>``: Docker Hub and Quay, which cannot send headers.
 
-All comparisons are constant-time. Without a configured secret every webhook is refused.
+All comparisons are constant-time. Without a configured secret every webhook is refused
+(403); a configured secret that cannot be read (missing file, unset variable, empty) refuses
+every webhook with 503 and a message naming the file or variable. The secret is read at each
+request by ``image_updater.secrets``, so a rotated secret works at once and is masked in logs.
 """
 
 from __future__ import annotations
@@ -18,14 +21,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from image_updater.config.settings import WebhookSettings
-from image_updater.observability.logs import remember_secret
+from image_updater.errors import ConfigError
+from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_file
 
 SOURCES = ("registry", "dockerhub", "harbor", "github", "quay", "ecr")
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -41,16 +43,19 @@ class WebhookError(Exception):
         self.status = status
 
 
-def load_secret(settings: WebhookSettings, environ: Mapping[str, str] | None = None) -> str:
-    environ = os.environ if environ is None else environ
+def load_secret(settings: WebhookSettings, *, secrets: SecretRegistry,
+                environ: Mapping[str, str] | None = None) -> str | None:
+    """The shared secret (added to ``secrets``), or None when none is configured.
+
+    Raise ConfigError naming the file or variable when one is configured but unusable.
+    """
     if settings.secret_file:
-        try:
-            return Path(settings.secret_file).read_text(encoding="utf-8").strip()
-        except OSError:
-            return ""
+        return read_secret_file(settings.secret_file, setting="webhooks.secret_file",
+                                secrets=secrets)
     if settings.secret_env:
-        return environ.get(settings.secret_env, "").strip()
-    return ""
+        return read_secret_env(settings.secret_env, setting="webhooks.secret_env",
+                               secrets=secrets, environ=environ)
+    return None
 
 
 def split_source(path_rest: str) -> tuple[str, str]:
@@ -60,15 +65,17 @@ def split_source(path_rest: str) -> tuple[str, str]:
 
 
 def verify(source_path: str, headers: Mapping[str, str], body: bytes,
-           settings: WebhookSettings) -> None:
-    """Raise WebhookError(401/403/404) unless the request is authentic."""
+           settings: WebhookSettings, *, secrets: SecretRegistry) -> None:
+    """Raise WebhookError(401/403/404/503) unless the request is authentic."""
     source, token = split_source(source_path)
     if source not in SOURCES:
         raise WebhookError(404, f"unknown webhook source {source[:40]!r}; use one of "
                                 f"{', '.join(SOURCES)}")
-    secret = load_secret(settings)
-    remember_secret(secret)  # it may have been rotated since start-up
-    if not secret:
+    try:
+        secret = load_secret(settings, secrets=secrets)  # at each request: it may be rotated
+    except ConfigError as exc:
+        raise WebhookError(503, f"webhooks cannot be checked: {exc}") from exc
+    if secret is None:
         raise WebhookError(403, "webhooks are disabled: no secret is configured "
                                 "(set webhooks.secret_env or webhooks.secret_file)")
     if _authentic(secret, headers, body, token):

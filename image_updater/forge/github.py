@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,12 +28,12 @@ from image_updater.forge.http import (
     Sleep,
     TokenSource,
     best_effort,
-    clean_token,
+    check_token,
     number_at,
     text_at,
     token_source,
 )
-from image_updater.observability.logs import remember_secret
+from image_updater.secrets import SecretRegistry, read_secret_file
 
 SITE = Site(
     label="GitHub",
@@ -57,6 +56,7 @@ class GitHubForge:
         *,
         sleep: Sleep,
         clock: Clock,
+        secrets: SecretRegistry,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._options = options
@@ -66,9 +66,10 @@ class GitHubForge:
             headers=HEADERS, sleep=sleep, clock=clock, transport=transport,
         )
         if options.app_id is not None:
-            self._tokens = GitHubAppToken(options, http=self._http, clock=clock)
+            self._tokens = GitHubAppToken(options, http=self._http, clock=clock,
+                                          secrets=secrets)
         else:
-            self._tokens = token_source(options)
+            self._tokens = token_source(options, secrets=secrets)
 
     def _auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._tokens.token()}"}
@@ -171,11 +172,14 @@ class GitHubForge:
 class GitHubAppToken:
     """Installation tokens for a GitHub App, minted with an app JWT and cached until expiry.
 
-    PyJWT is imported lazily: only GitHub App users need it (with ``cryptography``).
+    PyJWT is imported lazily: only GitHub App users need it (with ``cryptography``). The
+    private key is read at each mint and, like each token minted, added to ``secrets``.
     """
 
-    def __init__(self, options: ForgeOptions, *, http: ForgeHttp, clock: Clock) -> None:
+    def __init__(self, options: ForgeOptions, *, http: ForgeHttp, clock: Clock,
+                 secrets: SecretRegistry) -> None:
         self._options = options
+        self._secrets = secrets
         self._http = http
         self._clock = clock
         self._lock = threading.Lock()  # several engine workers may ask at once
@@ -198,9 +202,9 @@ class GitHubAppToken:
         assertion = self._app_jwt()
         payload = self._http.call("POST", path, auth={"Authorization": f"Bearer {assertion}"})
         try:
-            token = clean_token(text_at(payload, "token"), "the GitHub App token response")
+            token = check_token(text_at(payload, "token"), "the GitHub App token response")
+            self._secrets.add(token)
             expires = _epoch(text_at(payload, "expires_at"))
-            remember_secret(token)
         except (MalformedError, ValueError) as exc:
             # Never quote this payload: it holds the token.
             raise self._http.malformed(path, "(body not shown: it holds a token)",
@@ -211,13 +215,9 @@ class GitHubAppToken:
         import jwt  # lazy: PyJWT is needed only for GitHub App authentication
 
         key_file = str(self._options.app_private_key_file)
-        try:
-            key = Path(key_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read the GitHub App private key file {key_file} ({exc.strerror}); "
-                "mount the key there or fix app_private_key_file."
-            ) from exc
+        key = read_secret_file(
+            key_file, setting=f"forges[{self._options.repository}].app_private_key_file",
+            secrets=self._secrets)
         now = int(self._clock())
         # iat is backdated a minute because GitHub rejects JWTs "issued in the future"
         # when our clock runs slightly ahead of theirs.

@@ -32,6 +32,7 @@ from image_updater.forge.http import (
     text_at,
     token_source,
 )
+from image_updater.secrets import SecretRegistry
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,10 @@ class GitLabForge:
         *,
         sleep: Sleep,
         clock: Clock,
+        secrets: SecretRegistry,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self._tokens = token_source(options)
+        self._tokens = token_source(options, secrets=secrets)
         self._http = ForgeHttp(
             options, site=SITE, auth=lambda: {"PRIVATE-TOKEN": self._tokens.token()},
             describe_auth=self._tokens.describe, sleep=sleep, clock=clock, transport=transport,

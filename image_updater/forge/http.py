@@ -16,7 +16,6 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -29,7 +28,7 @@ from image_updater.errors import (
     truncate,
 )
 from image_updater.forge.base import ForgeOptions
-from image_updater.observability.logs import remember_secret
+from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +63,12 @@ class TokenSource(Protocol):
         ...
 
 
-def clean_token(raw: str, where: str) -> str:
-    """Strip a token read from ``where``; refuse empty ones and ones that would break a header."""
-    value = raw.strip()
+def check_token(value: str, where: str) -> str:
+    """``value`` if it can go into a header; ConfigError naming ``where`` (never the value).
+
+    Files and variables are read (and their trailing line endings stripped) by
+    ``image_updater.secrets``; a space or line break left inside is a mistake in the secret.
+    """
     if not value:
         raise ConfigError(f"the forge token from {where} is empty; put an access token there.")
     if not re.fullmatch(r"[\x21-\x7e]+", value):
@@ -80,10 +82,14 @@ def clean_token(raw: str, where: str) -> str:
 @dataclass(frozen=True)
 class EnvToken:
     name: str
+    secrets: SecretRegistry = field(compare=False, repr=False)
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    setting: str = "token_env"
 
     def token(self) -> str:
-        return clean_token(self.environ.get(self.name, ""), self.describe())
+        value = read_secret_env(self.name, setting=self.setting, secrets=self.secrets,
+                                environ=self.environ)
+        return check_token(value, self.describe())
 
     def describe(self) -> str:
         return f"environment variable {self.name}"
@@ -92,31 +98,28 @@ class EnvToken:
 @dataclass(frozen=True)
 class FileToken:
     path: str
+    secrets: SecretRegistry = field(compare=False, repr=False)
+    setting: str = "token_file"
 
     def token(self) -> str:
-        try:
-            raw = Path(self.path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read the forge token file {self.path} ({exc.strerror}); mount the "
-                "secret there or fix token_file."
-            ) from exc
-        token = clean_token(raw, self.describe())
-        remember_secret(token)  # read on every use: a rotated token is masked too
-        return token
+        value = read_secret_file(self.path, setting=self.setting, secrets=self.secrets)
+        return check_token(value, self.describe())
 
     def describe(self) -> str:
         return f"file {self.path}"
 
 
 def token_source(
-    options: ForgeOptions, environ: Mapping[str, str] | None = None
+    options: ForgeOptions, *, secrets: SecretRegistry, environ: Mapping[str, str] | None = None
 ) -> TokenSource:
-    """The env-var or file token source that ``options`` names."""
+    """The env-var or file token source that ``options`` names; tokens read are added to
+    ``secrets``."""
+    setting = f"forges[{options.repository}]"
     if options.token_env is not None:
-        return EnvToken(options.token_env, os.environ if environ is None else environ)
+        return EnvToken(options.token_env, secrets, os.environ if environ is None else environ,
+                        setting=f"{setting}.token_env")
     if options.token_file is not None:
-        return FileToken(options.token_file)
+        return FileToken(options.token_file, secrets, setting=f"{setting}.token_file")
     raise ConfigError(
         f"forge settings for {options.repository} name no token_env or token_file; set one."
     )

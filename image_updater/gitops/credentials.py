@@ -10,22 +10,22 @@ Three options, built with the class methods of :class:`GitAuth`:
 Everything is handed to git through the child's *environment* (``GIT_CONFIG_COUNT`` /
 ``GIT_CONFIG_KEY_n`` / ``GIT_CONFIG_VALUE_n`` for configuration, ``GIT_SSH_COMMAND`` for ssh),
 because ``/proc/<pid>/cmdline`` is readable by every local user while ``/proc/<pid>/environ``
-is not. The token itself is read from its file or variable at each call, so a rotated token
-is picked up without a restart.
+is not. The token itself is read from its file or variable at each call by
+``image_updater.secrets`` (so a rotated token is picked up without a restart, and it is added
+to the :class:`SecretRegistry` every log line and git error message is masked with).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from image_updater.errors import ConfigError, GitAuthError
-from image_updater.observability.logs import remember_secret
+from image_updater.errors import ConfigError
+from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_file
 
 AuthKind = Literal["none", "ssh", "token"]
 
@@ -53,12 +53,14 @@ class GitAuth:
     ssh_key_file: Path | None = None
     #: ssh: the known_hosts file the server key must be in; unknown hosts are refused
     known_hosts_file: Path | None = None
-    #: token: a file holding the token (surrounding whitespace ignored); preferred over env
+    #: token: a file holding the token (trailing line endings ignored); preferred over env
     token_file: Path | None = None
     #: token: the name of an environment variable of *this* process holding the token
     token_env: str | None = None
     #: token: the HTTPS user name; forges accept any non-empty name with a token
     username: str = "x-access-token"
+    #: token: where the token is added each time it is read, for masking (required for tokens)
+    secrets: SecretRegistry | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def none(cls) -> GitAuth:
@@ -69,10 +71,10 @@ class GitAuth:
         return cls(kind="ssh", ssh_key_file=Path(key_file), known_hosts_file=Path(known_hosts_file))
 
     @classmethod
-    def token(cls, *, token_file: Path | str | None = None, token_env: str | None = None,
-              username: str = "x-access-token") -> GitAuth:
+    def token(cls, *, secrets: SecretRegistry, token_file: Path | str | None = None,
+              token_env: str | None = None, username: str = "x-access-token") -> GitAuth:
         return cls(kind="token", token_file=Path(token_file) if token_file else None,
-                   token_env=token_env, username=username)
+                   token_env=token_env, username=username, secrets=secrets)
 
     def __post_init__(self) -> None:
         if self.kind == "ssh" and (self.ssh_key_file is None or self.known_hosts_file is None):
@@ -81,6 +83,8 @@ class GitAuth:
                 "set both so the server's host key can be checked."
             )
         if self.kind == "token":
+            if self.secrets is None:  # a programming error, not a settings one
+                raise TypeError("GitAuth.token() needs the SecretRegistry the token is added to")
             self._check_token_settings()
 
     def _check_token_settings(self) -> None:
@@ -111,15 +115,6 @@ class GitAuth:
             return f"{where} (user name {self.username!r})"
         return "the remote's access rules (no credentials are configured)"
 
-    def secrets(self) -> tuple[str, ...]:
-        """Secret values to scrub from any text before it is shown (empty when there are none)."""
-        if self.kind != "token":
-            return ()
-        try:
-            return (self._read_token(),)
-        except GitAuthError:
-            return ()
-
     def config(self) -> list[tuple[str, str]]:
         """git configuration for the child (passed as ``GIT_CONFIG_KEY_n``, not as ``-c``)."""
         if self.kind != "token":
@@ -148,24 +143,20 @@ class GitAuth:
         ])
 
     def _read_token(self) -> str:
+        assert self.secrets is not None  # GitAuth.token() requires it
         if self.token_file is not None:
-            try:
-                token = self.token_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise GitAuthError(
-                    f"The git token file {self.token_file} cannot be read ({exc.strerror}); "
-                    "check that it exists and is readable by the image-updater user."
-                ) from None  # the OSError carries nothing secret, but nothing useful either
+            token = read_secret_file(self.token_file, setting="git.token_file",
+                                     secrets=self.secrets)
         else:
             assert self.token_env is not None
-            token = os.environ.get(self.token_env, "").strip()
-        if not token or "\n" in token:
+            token = read_secret_env(self.token_env, setting="git.token_env",
+                                    secrets=self.secrets)
+        if any(c in token for c in "\r\n"):
             source = self.token_file or f"environment variable {self.token_env}"
-            raise GitAuthError(
-                f"The git token from {source} is empty or spans several lines; "
-                "put exactly one token there."
+            raise ConfigError(
+                f"The git token from {source} spans several lines; put exactly one token "
+                "there."
             )
-        remember_secret(token)  # read on every use: a rotated token is masked too
         return token
 
 
@@ -182,18 +173,6 @@ def redact_url(url: str) -> str:
         return url
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
-_URL_USERINFO_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
-
-
-def redact_text(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Remove userinfo from every URL in ``text`` and every known secret value."""
-    text = _URL_USERINFO_RE.sub(r"\1", text)
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def url_has_password(url: str) -> bool:

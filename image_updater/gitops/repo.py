@@ -40,8 +40,9 @@ from image_updater.errors import (
     ValuesError,
     truncate,
 )
-from image_updater.gitops.credentials import GitAuth, redact_text, redact_url, url_has_password
+from image_updater.gitops.credentials import GitAuth, redact_url, url_has_password
 from image_updater.gitops.message import parse_trailers
+from image_updater.observability.logs import redact
 
 log = logging.getLogger(__name__)
 
@@ -575,7 +576,7 @@ class DeployRepo:
         try:
             yield
         except GitCommandError as exc:
-            text = redact_text(_output_of(exc), self.auth.secrets())
+            text = redact(_output_of(exc), self.auth.secrets)
             if push and _has(text, _RACE_MARKERS) and not _has(text, ("hook declined",)):
                 raise _PushRaced() from None
             raise self._error(action, truncate(text)) from exc

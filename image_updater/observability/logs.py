@@ -11,8 +11,9 @@ whatever library logged it, is masked first. What gets masked:
 - userinfo in URLs (``https://user:pass@host`` becomes ``https://***@host``);
 - JWT-looking strings and well-known token formats (GitHub, GitLab, AWS access key ids).
 
-There is no module-level secret registry: the daemon builds one, hands it to the credential
-loaders and to ``configure_logging``, so tests and embedders each get their own.
+There is no module-level secret registry: the CLI builds one (see ``image_updater.secrets``),
+hands it to ``configure_logging``, to :func:`scrub` and, through the runtime, to every
+credential source, so tests and embedders each get their own.
 
 Structured fields go through ``extra=``::
 
@@ -26,16 +27,20 @@ import json
 import logging
 import re
 import sys
-import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import IO, Any, Literal
 
 from image_updater.errors import ConfigError
+from image_updater.secrets import MASK, SecretRegistry
+
+__all__ = [  # SecretRegistry lives in image_updater.secrets; re-exported for log users
+    "FORMATS", "MASK", "JsonFormatter", "LogFormat", "RedactionFilter", "SecretRegistry",
+    "TextFormatter", "configure_logging", "extra_fields", "redact", "scrub",
+]
 
 LogFormat = Literal["text", "json"]
 FORMATS: tuple[str, ...] = ("text", "json")
-MASK = "***"
 
 #: structured fields, in the order the text format prints them; unknown extras follow sorted
 FIELD_ORDER: tuple[str, ...] = (
@@ -64,38 +69,6 @@ _JWT = re.compile(r"\beyJ[\w-]+\.eyJ[\w-]+\.[\w-]*")
 _KNOWN_TOKENS = re.compile(
     r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w{20,}|glpat-[\w-]{20,}"
     r"|(?:AKIA|ASIA)[0-9A-Z]{16})\b")
-
-
-class SecretRegistry:
-    """The secret values that must never be printed. Thread-safe; shared by reference.
-
-    Values shorter than ``min_length`` are not registered: masking a three-letter string
-    everywhere would garble every line while protecting nothing worth having.
-    """
-
-    def __init__(self, values: Iterable[str] = (), *, min_length: int = 4) -> None:
-        self._lock = threading.Lock()
-        self._min_length = min_length
-        self._values: tuple[str, ...] = ()
-        for value in values:
-            self.add(value)
-
-    def add(self, value: str) -> None:
-        value = value.strip()
-        if len(value) < self._min_length:
-            return
-        with self._lock:
-            if value not in self._values:
-                # longest first, so a secret that contains another one is masked whole
-                self._values = tuple(sorted((*self._values, value), key=len, reverse=True))
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def mask(self, text: str) -> str:
-        for value in self._values:  # reading the tuple needs no lock: it is replaced, not mutated
-            text = text.replace(value, MASK)
-        return text
 
 
 def redact(text: str, secrets: SecretRegistry | None = None) -> str:
@@ -224,23 +197,10 @@ def _parse_level(level: str | int) -> int:
     return number
 
 
-_active_secrets: SecretRegistry | None = None
-
-
-def remember_secret(value: str) -> None:
-    """Mask ``value`` in every later log line of the configured handler.
-
-    For secrets that are read again while running (a rotated webhook secret, a refreshed
-    token file), which the start-up registration could not know.
-    """
-    if _active_secrets is not None:
-        _active_secrets.add(value)
-
-
-def scrub(text: str) -> str:
-    """``text`` with every known secret and secret-shaped value masked, for output that
-    does not go through logging (command results and errors printed by the CLI)."""
-    return redact(text, _active_secrets)
+def scrub(text: str, secrets: SecretRegistry) -> str:
+    """``text`` with every secret in ``secrets`` and every secret-shaped value masked, for
+    output that does not go through logging (command results and errors the CLI prints)."""
+    return redact(text, secrets)
 
 
 class _OurHandler(logging.StreamHandler):
@@ -252,11 +212,13 @@ def configure_logging(
     fmt: LogFormat | str,
     level: str | int,
     stream: IO[str] | None = None,
-    secrets: SecretRegistry | None = None,
+    secrets: SecretRegistry,
     logger: logging.Logger | None = None,
 ) -> logging.Handler:
     """Send ``logger`` (default: root) to ``stream`` (default: stderr) in ``fmt``, masked.
 
+    ``secrets`` is the registry the credential sources add to, shared by reference, so a
+    secret read later (a rotated token) is masked from then on.
     Calling it again replaces the handler it installed before, so a reload does not
     duplicate lines; handlers installed by others (pytest, embedders) are left alone.
     Returns the handler, which callers may remove again.
@@ -268,9 +230,7 @@ def configure_logging(
     for old in [h for h in target.handlers if isinstance(h, _OurHandler)]:
         target.removeHandler(old)
     handler = _OurHandler(stream if stream is not None else sys.stderr)
-    global _active_secrets
-    _active_secrets = secrets if secrets is not None else SecretRegistry()
-    handler.addFilter(RedactionFilter(_active_secrets))
+    handler.addFilter(RedactionFilter(secrets))
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     target.addHandler(handler)
     target.setLevel(number)

@@ -1,8 +1,9 @@
 """Where registry credentials come from. Every source answers ``(username, password) | None``.
 
 Sources are asked again on every token fetch, so rotated Kubernetes secrets and edited
-docker config files take effect without a restart. Errors name the file or variable that
-is wrong, never its value.
+docker config files take effect without a restart. Files and variables are read by
+``image_updater.secrets`` (one stripping rule, ConfigError naming file and setting), and
+every value read is added to the source's :class:`SecretRegistry` so no log line shows it.
 """
 
 from __future__ import annotations
@@ -10,15 +11,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from image_updater.errors import ConfigError
-from image_updater.observability.logs import remember_secret
 from image_updater.registry.reference import DOCKER_HUB_ALIASES
+from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_file
 
 Credentials = tuple[str, str]
 
@@ -50,18 +50,13 @@ class EnvCredentials:
 
     username: str
     password_env: str
+    secrets: SecretRegistry = field(compare=False, repr=False)
     #: the environment to read; the process environment when None (a parameter for tests)
     environ: Mapping[str, str] | None = field(default=None, compare=False, repr=False)
 
     def get(self) -> Credentials | None:
-        env = os.environ if self.environ is None else self.environ
-        password = env.get(self.password_env)
-        if not password:
-            raise ConfigError(
-                f"environment variable {self.password_env} is not set or empty; it should hold "
-                f"the registry password for user {self.username!r}. Set it, or remove the "
-                "credentials to pull anonymously."
-            )
+        password = read_secret_env(self.password_env, setting="credentials.password_env",
+                                   secrets=self.secrets, environ=self.environ)
         return self.username, password
 
     def describe(self) -> str:
@@ -77,6 +72,7 @@ class FileCredentials:
     """
 
     password_file: Path
+    secrets: SecretRegistry = field(compare=False, repr=False)
     username_file: Path | None = None
     username: str | None = None
 
@@ -89,10 +85,12 @@ class FileCredentials:
 
     def get(self) -> Credentials | None:
         if self.username_file is not None:
-            user = _read_secret_file(self.username_file, "username")
+            user = read_secret_file(self.username_file, setting="credentials.username_file",
+                                    secrets=self.secrets)
         else:
             user = self.username or ""
-        return user, _read_secret_file(self.password_file, "password")
+        return user, read_secret_file(self.password_file, setting="credentials.password_file",
+                                      secrets=self.secrets)
 
     def describe(self) -> str:
         user = self.username_file if self.username_file is not None else repr(self.username)
@@ -110,6 +108,7 @@ class DockerConfigCredentials:
 
     path: Path
     host: str
+    secrets: SecretRegistry = field(compare=False, repr=False)
 
     def get(self) -> Credentials | None:
         auths = self._auths()
@@ -117,13 +116,19 @@ class DockerConfigCredentials:
         if entry is None:
             return None
         key, value = entry
-        return _entry_credentials(value, f"entry {key!r} of {self.path}")
+        credentials = _entry_credentials(value, f"entry {key!r} of {self.path}")
+        if credentials is not None:
+            self.secrets.add(credentials[1])
+            if isinstance(value.get("auth"), str):
+                self.secrets.add(value["auth"])  # base64 of user:password, as secret as it
+        return credentials
 
     def describe(self) -> str:
         return f"the auths entry for {self.host} in docker config {self.path}"
 
     def _auths(self) -> Mapping[str, Any]:
-        text = _read_secret_file(self.path, "docker config")
+        text = read_secret_file(self.path, setting="credentials.docker_config",
+                                secrets=self.secrets)
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -213,28 +218,5 @@ def _decode_auth(auth: Any, where: str) -> Credentials:
     user, sep, password = decoded.partition(":")
     if not sep or not user:
         raise ConfigError(f"the 'auth' field of {where} has no 'username:' part; {hint}")
-    remember_secret(auth)
-    remember_secret(password)
     return user, password
 
-
-def _read_secret_file(path: Path, what: str) -> str:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"{what} file {path} does not exist; mount the secret there or fix the path in "
-            "the registry settings."
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"{what} file {path} cannot be read ({type(exc).__name__}); check its permissions "
-            "and that it is UTF-8 text."
-        ) from exc
-    # Secret files written by hand or by echo usually end in a newline that is not part
-    # of the secret.
-    text = text.rstrip("\r\n")
-    if not text:
-        raise ConfigError(f"{what} file {path} is empty; write the {what} into it.")
-    remember_secret(text)
-    return text

@@ -23,7 +23,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
 
@@ -55,9 +55,8 @@ from image_updater.registry.ecr_errors import (
 )
 from image_updater.registry.ecr_host import EcrHost, parse_ecr_host
 from image_updater.registry.ecr_limits import RateLimiter
-from image_updater.registry.ecr_token import Clock, EcrTokenProvider, utc_now
 
-__all__ = ["EcrHost", "EcrOptions", "EcrRegistry", "EcrTokenProvider", "parse_ecr_host"]
+__all__ = ["EcrHost", "EcrOptions", "EcrRegistry", "parse_ecr_host"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,8 +98,6 @@ class EcrOptions:
     """Client-side cap on ECR API calls per second. Default: none beyond adaptive retries."""
     max_attempts: int = 5
     """Attempts per call in botocore's adaptive retry mode, including the first."""
-    token_refresh_margin: timedelta = timedelta(minutes=15)
-    """Fetch a new OCI authorization token this long before the current one expires."""
 
     def __post_init__(self) -> None:
         for problem in self._problems():
@@ -156,12 +153,12 @@ class EcrRegistry:
 
     def __init__(self, host: str, *, options: EcrOptions | None = None,
                  metrics: Metrics | None = None, session: Any = None, client: Any = None,
-                 clock: Clock = utc_now, timer: Callable[[], float] = time.perf_counter,
+                 timer: Callable[[], float] = time.perf_counter,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         """``session`` is a ``boto3.Session`` holding the source credentials (default: a new
         one on the default chain). ``client`` is a ready ECR client to use instead (then
-        ``session``, ``role_arn`` and the endpoint options are not used). ``clock`` dates
-        tokens; ``timer`` and ``sleep`` serve latency metrics and the rate cap."""
+        ``session``, ``role_arn`` and the endpoint options are not used). ``timer`` and
+        ``sleep`` serve latency metrics and the rate cap."""
         self.host = host
         self.options = opts = options or EcrOptions()
         self._where = _location(host, opts)
@@ -170,9 +167,6 @@ class EcrRegistry:
         self._client = client if client is not None else _make_client(session, opts,
                                                                       self._where)
         self._install_hooks(self._client.meta.events)
-        self._tokens = EcrTokenProvider(self._client, host=host, clock=clock,
-                                        margin=opts.token_refresh_margin,
-                                        max_attempts=opts.max_attempts)
         self._semaphore = asyncio.Semaphore(opts.max_concurrency)
         self._limiter = RateLimiter(opts.requests_per_second, sleep=sleep)
         self._scans: dict[str, _Listing] = {}
@@ -344,17 +338,6 @@ class EcrRegistry:
             f"tag stays at {behind}). Set the repository's image tag mutability to MUTABLE, or "
             f"add an exclusion filter for '{tag}', or promote with a new, unique tag instead.",
             registry=self.host, url=t.resource_arn)
-
-    # -- credentials for the OCI API ------------------------------------------------------
-
-    @property
-    def token_provider(self) -> EcrTokenProvider:
-        """A callable credential source ``() -> (username, password)`` for the OCI client."""
-        return self._tokens
-
-    def basic_credentials(self) -> tuple[str, str]:
-        """``("AWS", password)`` for ECR's OCI API; cached until shortly before it expires."""
-        return self._tokens.get()
 
     async def aclose(self) -> None:
         self._client.close()

@@ -85,7 +85,6 @@ class Missing:
     depth: int
     parent: Node | None  # a mapping, a sequence that is too short, or null / empty
     concrete: Path  # path of ``parent``
-    merged_only: bool = False  # the key exists, but only in a ``<<`` merged mapping
 
 
 def locate(
@@ -108,7 +107,7 @@ def locate(
             local = _local_value(node, str(segment), path, file)
             merged = None if local else _merged_value(node, str(segment))
             if local is None and (merged is None or not follow_merges):
-                return Missing(depth, node, concrete, merged_only=merged is not None)
+                return Missing(depth, node, concrete)
             parent, concrete = node, (*concrete, str(segment))
             key_node, node = local if local else (None, merged)
         elif isinstance(node, SequenceNode):

@@ -27,27 +27,33 @@ from image_updater.registry.credentials import (
 from image_updater.registry.ecr_host import parse_ecr_host
 from image_updater.registry.oci import OciRegistry, OnRequest
 from image_updater.registry.options import RegistryOptions
+from image_updater.secrets import SecretRegistry
 
 if TYPE_CHECKING:
     from image_updater.observability.metrics import Metrics
 
 
-def open_registry(settings: RegistrySettings, *, metrics: Metrics | None = None,
+def open_registry(settings: RegistrySettings, *, secrets: SecretRegistry,
+                  metrics: Metrics | None = None,
                   on_request: OnRequest | None = None) -> Registry:
-    """``on_request(method, url)`` sees every OCI request (ECR: use metrics instead)."""
+    """``on_request(method, url)`` sees every OCI request (ECR: use metrics instead).
+
+    Every credential the registry's source reads is added to ``secrets``. ECR uses boto3's
+    credential chain, which image-updater never reads itself.
+    """
     if settings.ecr is not None or parse_ecr_host(settings.host) is not None:
         return open_ecr(settings, metrics=metrics)
-    return open_oci(settings, metrics=metrics, on_request=on_request)
+    return open_oci(settings, secrets=secrets, metrics=metrics, on_request=on_request)
 
 
-def open_oci(settings: RegistrySettings, *, metrics: Metrics | None = None,
-             credentials: CredentialSource | None = None,
+def open_oci(settings: RegistrySettings, *, secrets: SecretRegistry,
+             metrics: Metrics | None = None,
              on_request: OnRequest | None = None) -> OciRegistry:
-    """The OCI API client; for ECR hosts pass the ECR token provider as ``credentials``."""
+    """The OCI API client, with the credentials ``settings`` name."""
     options = RegistryOptions(
         host=settings.host, insecure=settings.insecure,
         ca_file=Path(settings.ca_file) if settings.ca_file else None,
-        credentials=credentials or credential_source(settings.host, settings.credentials),
+        credentials=credential_source(settings.host, settings.credentials, secrets=secrets),
         timeout=settings.timeout, max_retries=settings.max_retries,
         max_concurrency=settings.max_concurrency,
         requests_per_second=settings.requests_per_second)
@@ -67,18 +73,22 @@ def open_ecr(settings: RegistrySettings, *, metrics: Metrics | None = None) -> R
     return EcrRegistry(settings.host, options=options, metrics=metrics)
 
 
-def credential_source(host: str, creds: CredentialsSettings) -> CredentialSource:
+def credential_source(host: str, creds: CredentialsSettings, *,
+                      secrets: SecretRegistry) -> CredentialSource:
     if creds.docker_config:
-        return DockerConfigCredentials(path=Path(creds.docker_config), host=host)
+        return DockerConfigCredentials(path=Path(creds.docker_config), host=host,
+                                       secrets=secrets)
     if creds.password_file:
         return FileCredentials(
             password_file=Path(creds.password_file), username=creds.username,
-            username_file=Path(creds.username_file) if creds.username_file else None)
+            username_file=Path(creds.username_file) if creds.username_file else None,
+            secrets=secrets)
     if creds.password_env:
         if not creds.username:
             raise ConfigError(f"registry {host}: credentials.password_env needs "
                               "credentials.username as well.")
-        return EnvCredentials(username=creds.username, password_env=creds.password_env)
+        return EnvCredentials(username=creds.username, password_env=creds.password_env,
+                              secrets=secrets)
     return Anonymous()
 
 
@@ -89,8 +99,10 @@ class RegistryPool:
     nor boto3 unless an ECR host is involved: a PostSync job should start fast.
     """
 
-    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, *, secrets: SecretRegistry,
+                 metrics: Metrics | None = None) -> None:
         self._settings = settings
+        self._secrets = secrets
         self.metrics = metrics  # a job exports none: prometheus_client is not even imported
         self._open: dict[str, Registry] = {}
         self._sent = 0
@@ -98,7 +110,8 @@ class RegistryPool:
     def __call__(self, host: str) -> Registry:
         if host not in self._open:
             self._open[host] = open_registry(self._settings.registry(host),
-                                             metrics=self.metrics, on_request=self._count)
+                                             secrets=self._secrets, metrics=self.metrics,
+                                             on_request=self._count)
         return self._open[host]
 
     def _count(self, _method: str, _url: str) -> None:

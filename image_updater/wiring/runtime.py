@@ -7,7 +7,6 @@ connection pools and working clones are reused across cycles.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
 from pathlib import Path
@@ -21,14 +20,20 @@ from image_updater.gitops.repo import DeployRepo
 from image_updater.model import GitTarget
 from image_updater.observability.metrics import Metrics
 from image_updater.registry.base import Registry
+from image_updater.secrets import SecretRegistry
 from image_updater.wiring.registries import open_registry
 
 log = logging.getLogger("image_updater.runtime")
 
 
 class Runtime:
-    def __init__(self, settings: Settings, *, metrics: Metrics | None = None) -> None:
+    """The adapters of one process. ``secrets`` is the registry log lines are masked with:
+    every credential source (registries, git, forges, webhooks) adds what it reads to it."""
+
+    def __init__(self, settings: Settings, *, secrets: SecretRegistry,
+                 metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.secrets = secrets
         self.metrics = metrics or Metrics()
         self._registries: dict[str, Registry] = {}
         self._repos: dict[GitTarget, DeployRepo] = {}
@@ -38,7 +43,7 @@ class Runtime:
     def registry_for(self, host: str) -> Registry:
         if host not in self._registries:
             self._registries[host] = open_registry(self.settings.registry(host),
-                                                   metrics=self.metrics)
+                                                   secrets=self.secrets, metrics=self.metrics)
         return self._registries[host]
 
     def repo_for(self, target: GitTarget) -> DeployRepo:
@@ -48,7 +53,7 @@ class Runtime:
                 self._repos[target] = DeployRepo(
                     url=target.url, branch=target.branch,
                     cache_dir=Path(self.settings.cache_dir) / "repos",
-                    auth=_git_auth(self.settings), author_name=git.author_name,
+                    auth=_git_auth(self.settings, self.secrets), author_name=git.author_name,
                     author_email=git.author_email)
             return self._repos[target]
 
@@ -66,7 +71,7 @@ class Runtime:
                     api_url=fs.api_url, repository=fs.repository, token_env=fs.token_env,
                     token_file=fs.token_file, app_id=fs.app_id,
                     app_private_key_file=fs.app_private_key_file,
-                    app_installation_id=fs.app_installation_id))
+                    app_installation_id=fs.app_installation_id), secrets=self.secrets)
             forge = self._forges[fs.url_prefix]
         return Approvals(forge=forge, repo=repo, base_branch=target.branch,
                          metrics=self.metrics)
@@ -91,7 +96,7 @@ class Runtime:
             log.warning("closing a client failed during shutdown: %s", failed)
 
 
-def _git_auth(settings: Settings) -> GitAuth:
+def _git_auth(settings: Settings, secrets: SecretRegistry) -> GitAuth:
     git = settings.git
     if git.ssh_key_file:
         if not git.known_hosts_file:
@@ -102,9 +107,6 @@ def _git_auth(settings: Settings) -> GitAuth:
         return GitAuth.ssh(key_file=git.ssh_key_file, known_hosts_file=git.known_hosts_file)
     if git.token_file or git.token_env:
         return GitAuth.token(token_file=git.token_file, token_env=git.token_env,
-                             username=git.username)
+                             username=git.username, secrets=secrets)
     return GitAuth.none()
 
-
-def cache_key(url: str) -> str:
-    return hashlib.sha256(url.encode()).hexdigest()[:16]

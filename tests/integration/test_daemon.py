@@ -18,6 +18,7 @@ import pytest
 from image_updater.changes import CycleResult
 from image_updater.daemon.service import Daemon
 from image_updater.model import App
+from image_updater.secrets import SecretRegistry
 from tests.fixtures.daemon import (
     DEV,
     DaemonProcess,
@@ -295,7 +296,8 @@ def test_open_pull_requests_gauge_survives_partial_and_failed_cycles(tmp_path: P
     apps, problems = load_text(text, "prs.yaml")
     assert problems == []
     daemon = Daemon(settings=daemon_settings(tmp_path), policy_paths=[], apps=apps,
-                    runtime=Runtime(daemon_settings(tmp_path)))
+                    runtime=Runtime(daemon_settings(tmp_path),
+                                    secrets=SecretRegistry()))
     registry = daemon.runtime.metrics.registry
 
     def gauge() -> float | None:

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from image_updater.errors import ImmutableTagError, NotFoundError
+from image_updater.errors import ConfigError, ImmutableTagError, NotFoundError
 from image_updater.observability.metrics import Metrics
 from image_updater.registry.base import OCI_MANIFEST, Manifest
+from image_updater.registry.copy import copy_image
 from image_updater.registry.ecr import EcrOptions, EcrRegistry
 from tests.fixtures.moto import ACCOUNT, ECR_HOST, SECRET_KEY, MotoServer, fake_session
 
@@ -127,6 +128,25 @@ def test_retag_copies_the_manifest_and_keeps_the_digest(
     assert head == (staging, OCI_MANIFEST)
 
 
+def test_copy_into_another_ecr_repository_is_refused_with_what_to_do_instead(
+        moto_server: MotoServer, repo: str, ecr_client: Any) -> None:
+    # ECR's API cannot upload blobs, and the OCI API of ECR is not used: docs/ecr.md says so.
+    other = f"{repo}-copy"
+    ecr_client.create_repository(repositoryName=other)
+    reg = make_registry(moto_server)
+
+    async def go() -> str:
+        manifest = await reg.get_manifest(repo, "staging")
+        return await copy_image(manifest, src=reg, src_repository=repo, dst=reg,
+                                dst_repository=other, tag="prod")
+
+    with pytest.raises(ConfigError) as caught:
+        asyncio.run(go())
+    assert "needs blob uploads" in str(caught.value)
+    assert "skopeo copy --all" in str(caught.value)
+    assert ecr_client.describe_images(repositoryName=other)["imageDetails"] == []
+
+
 def test_pushing_the_same_digest_under_the_same_tag_again_succeeds(
         moto_server: MotoServer, repo: str) -> None:
     reg = make_registry(moto_server)
@@ -227,14 +247,6 @@ def test_requests_are_counted_in_metrics(moto_server: MotoServer, repo: str) -> 
                  {**labels, "method": "DescribeImages"}) == 1
     assert value("image_updater_registry_requests_total",
                  {**labels, "method": "BatchGetImage"}) == 1
-
-
-def test_basic_credentials_come_from_the_authorization_token(moto_server: MotoServer) -> None:
-    reg = make_registry(moto_server)
-    user, password = reg.basic_credentials()
-    assert user == "AWS"
-    assert password == f"{ACCOUNT}-auth-token"  # what moto issues
-    assert password not in repr(reg.token_provider)
 
 
 def test_assume_role_credentials_are_used_and_fetched_once(

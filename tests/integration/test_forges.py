@@ -19,6 +19,7 @@ from image_updater.errors import ForgeAuthError, ForgeError, ForgeRateLimitedErr
 from image_updater.forge.base import Forge, ForgeOptions, PullRequestRequest
 from image_updater.forge.factory import open_forge
 from image_updater.forge.http import ForgeUnavailableError
+from image_updater.secrets import SecretRegistry
 from tests.fixtures.forge_server import ForgeServer, GitHubApp
 from tests.fixtures.registry import free_port
 
@@ -49,7 +50,7 @@ def make_rig(kind: str, monkeypatch: pytest.MonkeyPatch, *, token: str = TOKEN,
                                     "max_retries": 2, **options}
         opts = ForgeOptions(kind=kind, api_url=srv.api_url, **settings)  # type: ignore[arg-type]
         sleeps: list[float] = []
-        forge = open_forge(opts, sleep=sleeps.append, clock=lambda: NOW)
+        forge = open_forge(opts, secrets=SecretRegistry(), sleep=sleeps.append, clock=lambda: NOW)
         try:
             yield Rig(srv, forge, opts, sleeps)
         finally:
@@ -383,7 +384,7 @@ def test_unreachable_forge_is_temporary_after_retries(monkeypatch: pytest.Monkey
     options = ForgeOptions(kind="gitlab", api_url=f"http://127.0.0.1:{free_port()}/api/v4",
                            repository="group/deploys", token_env="FORGE_TOKEN", max_retries=2)
     sleeps: list[float] = []
-    forge = open_forge(options, sleep=sleeps.append, clock=lambda: NOW)
+    forge = open_forge(options, secrets=SecretRegistry(), sleep=sleeps.append, clock=lambda: NOW)
     try:
         with pytest.raises(ForgeUnavailableError, match="could not complete GET") as info:
             forge.find(BRANCH)
@@ -421,7 +422,8 @@ def test_github_app_installation_token_is_minted_cached_and_renewed(
         options = ForgeOptions(kind="github", api_url=server.api_url, repository="org/deploys",
                                app_id="123", app_private_key_file=str(key_path),
                                app_installation_id="456")
-        forge = open_forge(options, sleep=lambda s: None, clock=lambda: now[0])
+        secrets = SecretRegistry()
+        forge = open_forge(options, secrets=secrets, sleep=lambda s: None, clock=lambda: now[0])
         try:
             forge.find(BRANCH)
             forge.create(request_for())
@@ -434,6 +436,9 @@ def test_github_app_installation_token_is_minted_cached_and_renewed(
     api_auth = [r.headers["authorization"] for r in server.requests if r.path.startswith("/repos")]
     assert api_auth == ["Bearer ghs_fixture0001"] * 2 + ["Bearer ghs_fixture0002"]
     assert server.violations == []
+    # every minted token and the private key were added to the registry the logs mask with
+    pem = key_path.read_text().strip()
+    assert secrets.mask(f"ghs_fixture0001 ghs_fixture0002 {pem}") == "*** *** ***"
 
 
 def test_github_app_with_the_wrong_key_is_an_auth_error(
@@ -450,7 +455,7 @@ def test_github_app_with_the_wrong_key_is_an_auth_error(
         options = ForgeOptions(kind="github", api_url=server.api_url, repository="org/deploys",
                                app_id="123", app_private_key_file=str(key_path),
                                app_installation_id="456")
-        forge = open_forge(options, sleep=lambda s: None)
+        forge = open_forge(options, secrets=SecretRegistry(), sleep=lambda s: None)
         try:
             with pytest.raises(ForgeAuthError, match="GitHub App 123") as info:
                 forge.find(BRANCH)

@@ -25,6 +25,7 @@ from image_updater.errors import (
 from image_updater.gitops.credentials import GitAuth, redact_url
 from image_updater.gitops.message import commit_message
 from image_updater.gitops.repo import DeployRepo, Plan, Reader
+from image_updater.secrets import SecretRegistry
 from tests.fixtures.gitrepo import (
     BRANCH,
     OLD_DIGEST,
@@ -419,12 +420,13 @@ def test_credentials_in_the_url_are_refused_without_being_shown(tmp_path: Path) 
     assert "https://127.0.0.1:1/deploy.git" in str(info.value)
 
 
-def test_an_unreadable_token_file_is_an_auth_error_naming_it(tmp_path: Path) -> None:
+def test_an_unreadable_token_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-token"
     repo = deploy_repo(f"git://127.0.0.1:{free_port()}/x.git", tmp_path,
-                       auth=GitAuth.token(token_file=missing))
-    with pytest.raises(GitAuthError, match=str(missing)):
+                       auth=GitAuth.token(token_file=missing, secrets=SecretRegistry()))
+    with pytest.raises(ConfigError, match=str(missing)) as info:
         repo.sync()
+    assert "git.token_file" in str(info.value)
 
 
 # ---- HTTPS token authentication ----------------------------------------------------------
@@ -448,7 +450,8 @@ def test_token_auth_pushes_without_the_token_in_argv_logs_or_urls(
     monkeypatch.setenv("GIT_TRACE", str(trace))
     caplog.set_level(logging.DEBUG)
     repo = deploy_repo(http_remote.url("deploy.git"), tmp_path,
-                       auth=GitAuth.token(token_file=token_file, username="deployer"))
+                       auth=GitAuth.token(token_file=token_file, username="deployer",
+                                          secrets=SecretRegistry()))
 
     result = repo.commit_and_push(set_digest()[0])
 
@@ -466,7 +469,8 @@ def test_a_wrong_token_is_an_auth_error_that_never_shows_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEPLOY_TOKEN", "wrong-token-0123456789")
     repo = deploy_repo(http_remote.url("deploy.git"), tmp_path,
-                       auth=GitAuth.token(token_env="DEPLOY_TOKEN", username="deployer"))
+                       auth=GitAuth.token(token_env="DEPLOY_TOKEN", username="deployer",
+                                          secrets=SecretRegistry()))
 
     with pytest.raises(GitAuthError) as info:
         repo.sync()
@@ -509,7 +513,7 @@ def test_ssh_options_are_quoted_strict_and_never_prompt(tmp_path: Path) -> None:
 ])
 def test_bad_token_settings_are_config_errors(kwargs: dict[str, str]) -> None:
     with pytest.raises(ConfigError):
-        GitAuth.token(**kwargs)
+        GitAuth.token(secrets=SecretRegistry(), **kwargs)
 
 
 @pytest.mark.parametrize(("url", "shown"), [

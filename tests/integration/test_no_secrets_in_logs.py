@@ -13,8 +13,10 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,6 +134,45 @@ def test_no_planted_secret_is_ever_printed(
             assert form not in output, f"a secret ({secret[:10]}…) was printed"
             assert form not in metrics, f"a secret ({secret[:10]}…) is in /metrics"
             assert form not in cache_files, f"a secret ({secret[:10]}…) was written to the cache"
+
+
+def test_once_never_prints_a_token_that_a_forge_echoes_back(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    """``once`` prints failures outside logging; they are masked with the same registry the
+    credential sources fill, even when a forge quotes the token in its error message."""
+    forge_token = planted("forge-token")  # no well-known format: only the registry masks it
+    token_file = tmp_path / "forge-token"
+    token_file.write_text(forge_token + "\n")
+    deploy = make_bare_repo(tmp_path)
+    push_image(registry.url, "echo/app", "prod", seed="echo")
+    forge = HttpStub()
+    forge.add("GET", "/repos/org/deploy/pulls", Reply(status=401, body=json.dumps(
+        {"message": f"Bad credentials {forge_token}"}).encode()))
+    config = tmp_path / "settings.yaml"
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "app.yaml").write_text(policy_text(
+        "app", f"{registry.host}/echo/app", f"file://{deploy.path}",
+        "prod: {file: application-x/values-prod.yaml, approval: pull-request}"))
+    with forge:
+        config.write_text(json.dumps({
+            "cache_dir": str(tmp_path / "cache"), "log_format": "json",
+            "registries": [{"host": registry.host, "insecure": True}],
+            "forges": [{"url_prefix": "file://", "kind": "github", "repository": "org/deploy",
+                        "api_url": forge.url, "token_file": str(token_file)}]}))
+        root = Path(__file__).resolve().parents[2]
+        done = subprocess.run(
+            [sys.executable, "-m", "image_updater.cli", "once", "--config", str(config),
+             "--policies", str(policies)],
+            capture_output=True, text=True, timeout=60, cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)})
+        sent = [r.headers.get("authorization", "") for r in forge.requests]
+
+    assert done.returncode == 7, done.stderr
+    assert "FAILED app/prod" in done.stdout and "Bad credentials ***" in done.stdout
+    assert any(forge_token in header for header in sent)  # the token really was used
+    for form in forms(forge_token):
+        assert form not in done.stdout and form not in done.stderr
 
 
 def send_webhooks(base: str, registry_host: str, secret: str) -> list[int]:

@@ -19,6 +19,7 @@ from image_updater.commands import run_once
 from image_updater.config.policies import load_text
 from image_updater.config.settings import GitSettings, RegistrySettings, Settings
 from image_updater.model import App
+from image_updater.secrets import SecretRegistry
 from tests.fixtures.gitrepo import OLD_DIGEST, VALUES_FILES, BareRepo, git, make_bare_repo
 from tests.fixtures.http_stub import HttpStub, Reply
 from tests.fixtures.registry import RegistryServer, free_port, push_image
@@ -277,7 +278,7 @@ def test_an_unforeseen_fault_in_one_deploy_repository_spares_the_others(
                 policy("faulty", f"{registry.host}/fault/app", faulty))
 
     async def run() -> CycleResult:
-        runtime = Runtime(settings_for(tmp_path, registry.host))
+        runtime = Runtime(settings_for(tmp_path, registry.host), secrets=SecretRegistry())
         deps = runtime.deps()
 
         def repo_for(target):  # type: ignore[no-untyped-def]

@@ -23,6 +23,7 @@ from image_updater.registry.credentials import (
 )
 from image_updater.registry.oci import OciRegistry
 from image_updater.registry.options import RegistryOptions
+from image_updater.secrets import SecretRegistry
 from tests.fixtures.http_stub import HttpStub, Recorded, Reply
 from tests.fixtures.registry import RegistryServer, push_image
 from tests.fixtures.token_issuer import SERVICE, TokenIssuer
@@ -33,9 +34,10 @@ T = TypeVar("T")
 USER = "ci-bot"
 PASSWORD = "Pa55-w0rd:with,odd\"chars"
 ENV = {"REG_PASSWORD": PASSWORD}
-GOOD = EnvCredentials(username=USER, password_env="REG_PASSWORD", environ=ENV)
+GOOD = EnvCredentials(username=USER, password_env="REG_PASSWORD", environ=ENV,
+                      secrets=SecretRegistry())
 BAD = EnvCredentials(username=USER, password_env="REG_PASSWORD",
-                     environ={"REG_PASSWORD": "wrong-" + PASSWORD})
+                     environ={"REG_PASSWORD": "wrong-" + PASSWORD}, secrets=SecretRegistry())
 
 
 class Requests:
@@ -310,6 +312,7 @@ def test_unknown_docker_config_host_is_anonymous(tmp_path: Path, stub: HttpStub)
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"auths": {"other.example": {"auth": "dTpw"}}}))
     challenge_stub(stub)
-    run(client(stub.host, DockerConfigCredentials(path=config, host=stub.host)),
+    run(client(stub.host, DockerConfigCredentials(path=config, host=stub.host,
+                                                           secrets=SecretRegistry())),
         lambda reg: reg.list_tags("a/b"))
     assert "authorization" not in stub.requests_to("GET", "/token")[0].headers

@@ -8,13 +8,12 @@ the one connection-refused test on a closed loopback port.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -35,7 +34,6 @@ from image_updater.registry.ecr import (
     EcrHost,
     EcrOptions,
     EcrRegistry,
-    EcrTokenProvider,
     parse_ecr_host,
 )
 from image_updater.registry.ecr_limits import RateLimiter
@@ -309,59 +307,6 @@ def test_unreachable_endpoint_is_transient(metrics: Metrics) -> None:
     with pytest.raises(TransientRegistryError, match="Could not reach the ECR API"):
         asyncio.run(reg.scan(REPO))
     assert requests(metrics, "DescribeImages", "error") == 1
-
-
-# -- authorization token ---------------------------------------------------------------------
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def token_response(password: str, expires: datetime) -> dict[str, Any]:
-    token = base64.b64encode(f"AWS:{password}".encode()).decode()
-    return {"authorizationData": [{"authorizationToken": token, "expiresAt": expires,
-                                   "proxyEndpoint": f"https://{ECR_HOST}"}]}
-
-
-def test_token_is_cached_and_refreshed_before_it_expires(client: Any, stub: Stubber) -> None:
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    clock = FakeClock(start)
-    stub.add_response("get_authorization_token",
-                      token_response("first", start + timedelta(hours=12)), {})
-    stub.add_response("get_authorization_token",
-                      token_response("second", start + timedelta(hours=24)), {})
-    provider = EcrTokenProvider(client, host=ECR_HOST, clock=clock,
-                                margin=timedelta(minutes=15))
-    assert provider.get() == ("AWS", "first")
-    clock.now = start + timedelta(hours=11, minutes=44)
-    assert provider() == ("AWS", "first")  # cached: no second call yet
-    clock.now = start + timedelta(hours=11, minutes=45)
-    assert provider.get() == ("AWS", "second")  # inside the margin: fetched again
-    assert "second" not in repr(provider) and "second" not in provider.describe()
-    assert ECR_HOST in provider.describe()
-
-
-def test_registry_offers_the_token_as_basic_credentials(client: Any, stub: Stubber) -> None:
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    stub.add_response("get_authorization_token",
-                      token_response("pw", start + timedelta(hours=12)), {})
-    reg = EcrRegistry(ECR_HOST, client=client, clock=FakeClock(start))
-    assert reg.basic_credentials() == ("AWS", "pw")
-    assert reg.token_provider() == ("AWS", "pw")  # same cached token, one call
-
-
-def test_malformed_token_is_an_auth_error_that_does_not_quote_it(client: Any,
-                                                                 stub: Stubber) -> None:
-    stub.add_response("get_authorization_token", {"authorizationData": [{
-        "authorizationToken": "bm90LWEtcGFpcg==",  # base64("not-a-pair")
-        "expiresAt": datetime(2030, 1, 1, tzinfo=UTC)}]}, {})
-    with pytest.raises(RegistryAuthError) as caught:
-        EcrTokenProvider(client, host=ECR_HOST).get()
-    assert "bm90LWEtcGFpcg" not in str(caught.value) and "not-a-pair" not in str(caught.value)
 
 
 # -- rate cap --------------------------------------------------------------------------------

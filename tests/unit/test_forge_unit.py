@@ -14,11 +14,12 @@ from image_updater.forge.base import ForgeOptions, PullRequestRequest, keep_draf
 from image_updater.forge.http import (
     DEFAULT_RATE_LIMIT_WAIT,
     EnvToken,
-    clean_token,
+    check_token,
     parse_reset,
     parse_retry_after,
     rate_limit_delay,
 )
+from image_updater.secrets import SecretRegistry
 
 NOW = 1_750_000_000.0
 
@@ -190,15 +191,15 @@ def test_keep_draft_marker(old: str, new: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(("raw", "ok"), [
-    ("ghp_abc\n", True), ("  glpat-xyz  ", True), ("", False), ("\n", False),
-    ("two words", False), ("line\nbreak", False), ("tökén", False),
+    ("ghp_abc", True), ("glpat-xyz", True), ("", False), ("ghp_abc\n", False),
+    ("two words", False), ("line\nbreak", False), ("tökén", False), (" lead", False),
 ])
-def test_clean_token(raw: str, ok: bool) -> None:
+def test_check_token(raw: str, ok: bool) -> None:
     if ok:
-        assert clean_token(raw, "test") == raw.strip()
+        assert check_token(raw, "test") == raw
     else:
         with pytest.raises(ConfigError) as info:
-            clean_token(raw, "environment variable T")
+            check_token(raw, "environment variable T")
         assert "environment variable T" in str(info.value)
         if raw.strip():
             assert raw.strip() not in str(info.value)
@@ -206,8 +207,10 @@ def test_clean_token(raw: str, ok: bool) -> None:
 
 def test_env_token_is_read_at_each_use() -> None:
     environ = {"T": "first"}
-    source = EnvToken("T", environ)
+    secrets = SecretRegistry()
+    source = EnvToken("T", secrets, environ)
     assert source.token() == "first"
-    environ["T"] = "second"
+    environ["T"] = "second\n"  # a trailing line ending is not part of the token
     assert source.token() == "second"
+    assert secrets.mask("first second") == "*** ***"  # both were registered when read
     assert source.describe() == "environment variable T"

@@ -77,8 +77,9 @@ def capture() -> Iterator[Callable[..., tuple[logging.Logger, io.StringIO]]]:
         logger = logging.getLogger(f"image_updater.test.{uuid.uuid4().hex}")
         logger.propagate = False
         stream = io.StringIO()
+        registry = secrets if secrets is not None else SecretRegistry()
         made.append((logger, configure_logging(
-            fmt=fmt, level=level, stream=stream, secrets=secrets, logger=logger)))
+            fmt=fmt, level=level, stream=stream, secrets=registry, logger=logger)))
         return logger, stream
 
     yield make
@@ -238,7 +239,8 @@ def test_unformattable_arguments_do_not_raise(capture) -> None:
 
 def test_reconfiguring_replaces_the_handler(capture) -> None:
     log, out = capture("text")
-    configure_logging(fmt="json", level="INFO", stream=out, logger=log)
+    configure_logging(fmt="json", level="INFO", stream=out, logger=log,
+                      secrets=SecretRegistry())
     log.info("once")
     lines = out.getvalue().splitlines()
     assert len(lines) == 1
@@ -260,7 +262,8 @@ def test_level_applies_and_noisy_libraries_are_quietened(capture) -> None:
 ])
 def test_bad_settings_raise_config_error_naming_the_value(kwargs: dict, named: str) -> None:
     with pytest.raises(ConfigError, match=named):
-        configure_logging(stream=io.StringIO(), logger=logging.getLogger("unused"), **kwargs)
+        configure_logging(stream=io.StringIO(), logger=logging.getLogger("unused"),
+                          secrets=SecretRegistry(), **kwargs)
 
 
 # -- secrets the settings point at, and secrets read later -----------------------------------
@@ -287,7 +290,9 @@ def test_known_secrets_cover_docker_config_and_forge_app_keys(tmp_path: Path) ->
                     "api_url": "https://api.github.com",
                     "repository": "org/deploys", "app_id": 1, "app_installation_id": 2,
                     "app_private_key_file": str(key)}]}))
-    secrets = known_secrets(load_settings(settings_file, environ={}))
+    given = SecretRegistry()
+    secrets = known_secrets(load_settings(settings_file, environ={}), given)
+    assert secrets is given  # filled in place: the one registry of the process
     line = f"auth={auth} password={password} token={token} key={key_body}"
     masked = secrets.mask(line)
     for value in (auth, password, token, key_body):
@@ -299,14 +304,15 @@ def test_a_rotated_webhook_secret_is_masked_once_it_has_been_read(tmp_path: Path
     from image_updater.daemon.webhooks import WebhookError, verify
 
     stream = io.StringIO()
-    handler = configure_logging(fmt="text", level="INFO", stream=stream,
-                                secrets=SecretRegistry(["the-start-up-secret"]))
+    secrets = SecretRegistry(["the-start-up-secret"])
+    handler = configure_logging(fmt="text", level="INFO", stream=stream, secrets=secrets)
     try:
         secret_file = tmp_path / "hook-secret"
         rotated = f"rotated-{uuid.uuid4().hex}"
         secret_file.write_text(rotated + "\n")  # the Secret volume was updated
         with pytest.raises(WebhookError):
-            verify("registry", {}, b"{}", WebhookSettings(secret_file=str(secret_file)))
+            verify("registry", {}, b"{}", WebhookSettings(secret_file=str(secret_file)),
+                   secrets=secrets)
         logging.getLogger("image_updater.test").warning("request path /webhooks/x/%s", rotated)
     finally:
         logging.getLogger().removeHandler(handler)
@@ -321,15 +327,15 @@ def test_tokens_read_while_running_are_masked_in_printed_output(tmp_path: Path) 
     from image_updater.observability.logs import scrub
 
     stream = io.StringIO()
-    handler = configure_logging(fmt="text", level="INFO", stream=stream,
-                                secrets=SecretRegistry())
+    secrets = SecretRegistry()
+    handler = configure_logging(fmt="text", level="INFO", stream=stream, secrets=secrets)
     try:
         token_file = tmp_path / "forge-token"
         rotated = f"rotated{uuid.uuid4().hex}"
         token_file.write_text(rotated + "\n")
-        assert rotated in scrub(f"x {rotated} y")  # unknown until it has been read
-        assert FileToken(str(token_file)).token() == rotated
-        printed = scrub(f"FAILED app/prod: forge said {rotated} is revoked")
+        assert rotated in scrub(f"x {rotated} y", secrets)  # unknown until it has been read
+        assert FileToken(str(token_file), secrets).token() == rotated
+        printed = scrub(f"FAILED app/prod: forge said {rotated} is revoked", secrets)
         logging.getLogger("image_updater.test").error("token %s refused", rotated)
     finally:
         logging.getLogger().removeHandler(handler)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from image_updater.config.settings import WebhookSettings
 from image_updater.daemon.webhooks import WebhookError, parse_webhook, verify
+from image_updater.secrets import SecretRegistry
 
 SECRET = "s3cr3t-webhook-value"
 
@@ -83,17 +85,19 @@ def test_malformed_bodies_are_rejected_with_a_reason(body: bytes, why: str) -> N
 
 
 def test_bearer_secret_is_accepted(settings: WebhookSettings) -> None:
-    verify("registry", {"authorization": f"Bearer {SECRET}"}, b"{}", settings)
+    verify("registry", {"authorization": f"Bearer {SECRET}"}, b"{}", settings,
+           secrets=SecretRegistry())
 
 
 def test_hmac_signature_is_accepted(settings: WebhookSettings) -> None:
     body = b'{"a": 1}'
     sig = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    verify("github", {"x-hub-signature-256": f"sha256={sig}"}, body, settings)
+    verify("github", {"x-hub-signature-256": f"sha256={sig}"}, body, settings,
+           secrets=SecretRegistry())
 
 
 def test_path_token_is_accepted(settings: WebhookSettings) -> None:
-    verify(f"dockerhub/{SECRET}", {}, b"{}", settings)
+    verify(f"dockerhub/{SECRET}", {}, b"{}", settings, secrets=SecretRegistry())
 
 
 @pytest.mark.parametrize(("source", "headers", "status"), [
@@ -106,13 +110,42 @@ def test_path_token_is_accepted(settings: WebhookSettings) -> None:
 def test_unauthenticated_requests_are_refused(settings: WebhookSettings, source: str,
                                               headers: dict[str, str], status: int) -> None:
     with pytest.raises(WebhookError) as info:
-        verify(source, headers, b"{}", settings)
+        verify(source, headers, b"{}", settings, secrets=SecretRegistry())
     assert info.value.status == status
     assert SECRET not in str(info.value)
 
 
 def test_without_a_configured_secret_every_webhook_is_refused() -> None:
     with pytest.raises(WebhookError) as info:
-        verify("registry", {"authorization": "Bearer "}, b"{}", WebhookSettings())
+        verify("registry", {"authorization": "Bearer "}, b"{}", WebhookSettings(),
+               secrets=SecretRegistry())
     assert info.value.status == 403
     assert "no secret is configured" in str(info.value)
+
+
+@pytest.mark.parametrize("content", [None, "", "\n"])
+def test_a_configured_but_unusable_secret_refuses_with_503_naming_the_file(
+        tmp_path: Path, content: str | None) -> None:
+    path = tmp_path / "webhook-secret"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(WebhookError) as info:
+        verify("registry", {"authorization": f"Bearer {SECRET}"}, b"{}",
+               WebhookSettings(secret_file=str(path)), secrets=SecretRegistry())
+    assert info.value.status == 503
+    assert str(path) in str(info.value) and "webhooks.secret_file" in str(info.value)
+
+
+def test_the_secret_is_read_at_each_request_and_registered(tmp_path: Path) -> None:
+    path = tmp_path / "webhook-secret"
+    path.write_text("first-secret\n", encoding="utf-8")
+    secrets, settings = SecretRegistry(), WebhookSettings(secret_file=str(path))
+    verify("registry", {"authorization": "Bearer first-secret"}, b"{}", settings,
+           secrets=secrets)
+    path.write_text("rotated-secret\n", encoding="utf-8")
+    with pytest.raises(WebhookError):
+        verify("registry", {"authorization": "Bearer first-secret"}, b"{}", settings,
+               secrets=secrets)
+    verify("registry", {"authorization": "Bearer rotated-secret"}, b"{}", settings,
+           secrets=secrets)
+    assert secrets.mask("first-secret rotated-secret") == "*** ***"

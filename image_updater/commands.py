@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -127,14 +126,17 @@ async def run_once(settings: Settings, apps: Sequence[App], *, dry_run: bool = F
                    ) -> CycleResult:
     """One reconcile cycle with adapters built from ``settings``."""
     from image_updater.engine.reconcile import reconcile
+    from image_updater.observability.report import report
     from image_updater.wiring.runtime import Runtime
 
     runtime = Runtime(settings)
     try:
-        deps = dataclasses.replace(runtime.deps(), retry_hint="when image-updater runs again")
-        return await reconcile(apps, deps, dry_run=dry_run)
+        result = await reconcile(apps, runtime.deps(), dry_run=dry_run)
     finally:
         await runtime.aclose()
+    # print_result shows each failure; the log would show it a second time
+    report(result, runtime.metrics, log_failures=False)
+    return result
 
 
 def print_result(result: CycleResult, *, dry_run: bool, out: TextIO | None = None) -> None:

@@ -38,6 +38,7 @@ from image_updater.engine.reconcile import Deps, reconcile
 from image_updater.errors import ConfigError
 from image_updater.gitops.repo import DeployRepo
 from image_updater.model import App, GitTarget
+from image_updater.observability.report import report
 from image_updater.registry.reference import normalize_host, parse_reference
 from image_updater.wiring.runtime import Runtime
 
@@ -216,6 +217,7 @@ class Daemon:
             result = await reconcile(apps, self._deps(handed_out))
         finally:
             self.in_cycle = False
+        report(result, metrics, retry_hint=self.runtime.retry_hint)
         metrics.cycle_duration.observe(time.monotonic() - started)
         self.cycles += 1
         self.last_result = result

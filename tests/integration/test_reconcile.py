@@ -234,6 +234,8 @@ def test_malformed_registry_answers_fail_only_the_environments_they_concern(
         by_digest = _index_reply(odd).headers["Docker-Content-Digest"]
         stub.add("GET", f"/v2/odd/index/manifests/{by_digest}", _index_reply(odd))
         stub.add("HEAD", "/v2/shared/app/manifests/dev", _index_reply(odd))
+        # the digest shared-follow writes is verified (fetched and hashed) first
+        stub.add("GET", f"/v2/shared/app/manifests/{by_digest}", _index_reply(odd))
         stub.add("HEAD", "/v2/shared/app/manifests/prod", Reply(502))
         stub.add("GET", "/v2/shared/app/tags/list", Reply(500))
         apps = load(

@@ -327,3 +327,91 @@ def test_newest_build_never_falls_back_to_an_older_build_on_a_passing_fault(
     assert failure.temporary and "manifests/1.2.0" in failure.message
     assert result.changes == [] and manifests_read == []
     assert deploy.show("master", DEV).decode() == VALUES_FILES[DEV]
+
+
+# -- digest verification ------------------------------------------------------------------
+
+def _manifest_gets(registry: RegistryServer, repository: str, start: int) -> list[str]:
+    """Digests of the manifests GET by digest in ``repository`` since access-log line ``start``."""
+    prefix = f"GET /v2/{repository}/manifests/sha256:"
+    out = []
+    for line in registry.access_log_lines()[start:]:
+        request = line.split('"', 2)[1]
+        if request.startswith(prefix):
+            out.append(request.split()[1].rsplit("/", 1)[1])
+    return out
+
+
+def test_a_moved_digest_is_verified_once_and_steady_tags_never(
+        registry: RegistryServer, deploy: BareRepo, tmp_path: Path) -> None:
+    """Every digest about to be written is fetched by digest and hashed, once per process;
+    a tag whose digest git already holds costs no manifest GET."""
+    from prometheus_client import CollectorRegistry
+
+    from image_updater.engine.reconcile import reconcile
+    from image_updater.observability.metrics import Metrics
+    from image_updater.observability.report import report
+    from image_updater.wiring.runtime import Runtime
+
+    repository = "verify/application-x"
+    first = push_image(registry.url, repository, "dev", seed="v1")
+    push_image(registry.url, repository, "staging", seed="v1")  # the same image: one digest
+    apps = load(policy("application-x", f"{registry.host}/{repository}", deploy,
+                       "dev: {file: application-x/values-dev.yaml}\n"
+                       "staging: {file: application-x/values-staging.yaml}"))
+    metrics = Metrics(CollectorRegistry())
+    runtime = Runtime(settings_for(tmp_path, registry.host), metrics=metrics)  # the daemon's
+
+    def run_cycle() -> tuple[CycleResult, list[str]]:
+        start = len(registry.access_log_lines())
+        result = asyncio.run(reconcile(apps, runtime.deps()))
+        report(result, metrics)
+        return result, _manifest_gets(registry, repository, start)
+
+    try:
+        moved, moved_gets = run_cycle()
+        steady, steady_gets = run_cycle()
+        second = push_image(registry.url, repository, "dev", seed="v2")
+        again, again_gets = run_cycle()
+    finally:
+        asyncio.run(runtime.aclose())
+
+    assert sorted(c.env for c in moved.changes) == ["dev", "staging"]
+    assert moved_gets == [first]  # both environments write it: verified once
+    assert [v.result for v in moved.verifications] == ["ok"]
+    assert steady.changes == [] and steady_gets == [] and steady.verifications == []
+    assert [c.env for c in again.changes] == ["dev"]
+    assert again_gets == [second]  # staging still holds the first: not fetched again
+    assert metrics.registry.get_sample_value("image_updater_verifications_total",
+                                             {"result": "ok"}) == 2
+
+
+def test_a_digest_that_does_not_hash_to_itself_fails_only_its_environment(
+        registry: RegistryServer, deploy: BareRepo, tmp_path: Path) -> None:
+    """A registry whose HEAD names one digest while the manifest it serves hashes to another
+    (corrupt or tampered): nothing is written for that environment, the others go on."""
+    good = push_image(registry.url, "verify/good", "dev", seed="good")
+    honest = _index_reply(b'{"schemaVersion": 2, "manifests": []}')
+    claimed = honest.headers["Docker-Content-Digest"]
+    with HttpStub() as stub:
+        stub.add("GET", "/v2/", Reply(200))
+        stub.add("HEAD", "/v2/tampered/app/manifests/dev", honest)
+        tampered = b'{"schemaVersion": 2, "manifests": [] }'
+        stub.add("GET", f"/v2/tampered/app/manifests/{claimed}",
+                 Reply(200, {**honest.headers, "Content-Length": str(len(tampered))}, tampered))
+        apps = load(policy("good", f"{registry.host}/verify/good", deploy),
+                    policy("tampered", f"{stub.host}/tampered/app", deploy,
+                           "dev: {file: application-x/values-staging.yaml}"))
+        before = deploy.show("master", "application-x/values-staging.yaml")
+        result = cycle(settings_for(tmp_path, registry.host, stub.host), apps)
+        host = stub.host
+
+    assert [c.app for c in result.changes] == ["good"]
+    assert f"digest: {good}" in deploy.show("master", DEV).decode()
+    assert deploy.show("master", "application-x/values-staging.yaml") == before
+    (failure,) = result.failures
+    assert (failure.app, failure.reason) == ("tampered", "digest_mismatch")
+    assert host in failure.message and "tampered/app" in failure.message
+    assert claimed in failure.message
+    assert [v.result for v in result.verifications if v.repository == "tampered/app"] == [
+        "mismatch"]

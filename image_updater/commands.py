@@ -216,7 +216,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from image_updater.daemon.service import run_daemon
+    from image_updater.daemon.main import run_daemon
 
     settings = _settings(args)
     return run_daemon(settings, _policy_paths(args))

@@ -187,7 +187,9 @@ def test_one_apps_failure_never_stops_the_others(
 
 
 def test_once_exit_code_says_partial_failure(registry: RegistryServer, deploy: BareRepo,
-                                             tmp_path: Path) -> None:
+                                             tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str],
+                                             caplog: pytest.LogCaptureFixture) -> None:
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "app.yaml").write_text(
@@ -197,6 +199,11 @@ def test_once_exit_code_says_partial_failure(registry: RegistryServer, deploy: B
         "insecure: true}]\n")
     assert main(["once", "--config", str(tmp_path / "settings.yaml"),
                  "--policies", str(policies)]) == 7
+    printed = capsys.readouterr()
+    # each failure is shown once: the FAILED line, not also an ERROR log line
+    assert "FAILED application-x/dev: Repository exit/missing does not exist" in printed.out
+    assert (printed.out + printed.err).count("exit/missing does not exist") == 1
+    assert not [r for r in caplog.records if "exit/missing" in r.getMessage()]
 
 
 def test_restart_gives_the_same_result(registry: RegistryServer, deploy: BareRepo,

@@ -6,6 +6,7 @@ The deployed-image info metric keeps exactly one series per app and environment.
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -49,10 +50,10 @@ def test_each_test_gets_a_fresh_registry() -> None:
         "image_updater_updates_total", {"app": "a", "env": "dev", "mode": "commit"}) == 1
 
 
-def _change(env: str, via: str = "commit") -> Change:
+def _change(env: str, via: Literal["commit", "pull-request"] = "commit") -> Change:
     return Change(app="app", env=env, file=f"values-{env}.yaml", image="r.example/app",
                   tag=env, digest=A, keys=(KeyChange("image.digest", B, A),),
-                  reason=f"tag {env} points at {A[:19]}…", via=via)  # type: ignore[arg-type]
+                  reason=f"tag {env} points at {A[:19]}…", via=via)
 
 
 def a_result(*, dry_run: bool = False) -> CycleResult:

@@ -21,7 +21,7 @@ from image_updater.errors import ConfigError
 from image_updater.observability.metrics import Metrics
 
 
-class Daemon(Protocol):
+class DaemonPort(Protocol):
     """What the HTTP port needs of the daemon (:class:`~image_updater.daemon.service.Daemon`);
     the server does not import it, so the daemon never depends on its own server."""
 
@@ -63,7 +63,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class HttpServer:
-    def __init__(self, *, settings: Settings, daemon: Daemon,
+    def __init__(self, *, settings: Settings, daemon: DaemonPort,
                  loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
         self.daemon = daemon

@@ -1,8 +1,16 @@
-"""One structured result per cycle. It drives the commit message, PR body, logs and metrics."""
+"""One structured result per cycle. It is the only source of reports: the commit message,
+the PR body, the logs and the metrics are all derived from it (see
+:func:`image_updater.observability.report.report`).
+
+Shaped like Flux image-automation's ``update.Result``: what changed (app environment →
+values file → keys, old → new), plus everything else the cycle did (pushes, pull-request
+actions, digest verifications) and what failed, so no counter is bumped inside the engine.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -24,6 +32,8 @@ class Change:
     digest: str
     keys: tuple[KeyChange, ...]
     reason: str       # why the policy chose this image, e.g. "tag dev now points at sha256:…"
+    #: how it reaches the branch: a commit, or a pull request a person merges
+    via: Literal["commit", "pull-request"] = "commit"
 
 
 @dataclass(frozen=True)
@@ -33,10 +43,65 @@ class Failure:
     reason: str       # the error's ``reason`` label
     message: str
     temporary: bool
+    image: str = ""   # the app's image, for the log line's context
+
+
+PushOutcome = Literal["ok", "rejected_retried", "failed"]
+
+
+@dataclass(frozen=True)
+class PushAttempt:
+    """One commit-and-push to a deploy branch (the retries after a race are inside it)."""
+
+    repository: str   # the deploy repository's URL
+    branch: str
+    result: PushOutcome
+    sha: str | None = None
+
+
+#: opened | updated | closed (withdrawn, obsolete) | declined (a person closed it before)
+PullRequestVerb = Literal["opened", "updated", "closed", "declined"]
+
+
+@dataclass(frozen=True)
+class PullRequestAction:
+    """Something done to (or decided about) the pull request of one app environment."""
+
+    app: str
+    env: str
+    image: str
+    action: PullRequestVerb
+    url: str
+    why: str          # the change's reason (opened/updated) or why it was closed/declined
+    digest: str = ""  # declined: the digest that is not proposed again
+
+
+VerificationOutcome = Literal["ok", "mismatch", "failed"]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A digest about to be written (or proposed) was fetched and hashed once more."""
+
+    registry: str
+    repository: str
+    digest: str
+    result: VerificationOutcome  # failed: the manifest could not be fetched
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """What an environment runs according to git at the end of the cycle."""
+
+    app: str
+    env: str
+    tag: str
+    digest: str
 
 
 @dataclass
 class CycleResult:
+    #: changes committed or proposed (or, in a dry run, that would be)
     changes: list[Change] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     unchanged: list[tuple[str, str]] = field(default_factory=list)  # (app, env) already current
@@ -44,3 +109,8 @@ class CycleResult:
     #: (app, env) -> URL of the pull request open for it after the cycle
     pull_requests: dict[tuple[str, str], str] = field(default_factory=dict)
     previews: list[str] = field(default_factory=list)               # dry run: diffs and messages
+    pushes: list[PushAttempt] = field(default_factory=list)
+    pull_request_actions: list[PullRequestAction] = field(default_factory=list)
+    verifications: list[Verification] = field(default_factory=list)
+    deployed: list[Deployed] = field(default_factory=list)
+    dry_run: bool = False

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
 import os
 import sys
@@ -143,14 +142,17 @@ async def run_once(settings: Settings, apps: Sequence[App], *, dry_run: bool = F
     its own, for embedders that mask nothing themselves.
     """
     from image_updater.engine.reconcile import reconcile
+    from image_updater.observability.report import report
     from image_updater.wiring.runtime import Runtime
 
     runtime = Runtime(settings, secrets=secrets if secrets is not None else SecretRegistry())
     try:
-        deps = dataclasses.replace(runtime.deps(), retry_hint="when image-updater runs again")
-        return await reconcile(apps, deps, dry_run=dry_run or settings.dry_run)
+        result = await reconcile(apps, runtime.deps(), dry_run=dry_run or settings.dry_run)
     finally:
         await runtime.aclose()
+    # print_result shows each failure; the log would show it a second time
+    report(result, runtime.metrics, log_failures=False)
+    return result
 
 
 def print_result(result: CycleResult, *, dry_run: bool, secrets: SecretRegistry,
@@ -231,7 +233,7 @@ def cmd_check(args: argparse.Namespace, secrets: SecretRegistry) -> int:
 
 
 def cmd_run(args: argparse.Namespace, secrets: SecretRegistry) -> int:
-    from image_updater.daemon.service import run_daemon
+    from image_updater.daemon.main import run_daemon
 
     settings = _settings(args, secrets)
     if settings.dry_run:

@@ -12,15 +12,38 @@ import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from image_updater.config.settings import Settings
 from image_updater.errors import ConfigError
+from image_updater.observability.metrics import Metrics
+from image_updater.secrets import SecretRegistry
 
-if TYPE_CHECKING:
-    from image_updater.daemon.service import Daemon
+
+class DaemonPort(Protocol):
+    """What the HTTP port needs of the daemon (:class:`~image_updater.daemon.service.Daemon`);
+    the server does not import it, so the daemon never depends on its own server."""
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def secrets(self) -> SecretRegistry:
+        """Where secrets read for webhooks are registered, so no log line shows them."""
+        ...
+
+    def healthy(self) -> bool: ...
+
+    def ready(self) -> bool: ...
+
+    def apps_for_image(self, registry: str, repository: str) -> set[str]: ...
+
+    def request_apps(self, names: set[str]) -> None:
+        """Called on the daemon's loop."""
+        ...
+
 
 log = logging.getLogger("image_updater.server")
 
@@ -46,7 +69,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class HttpServer:
-    def __init__(self, *, settings: Settings, daemon: Daemon,
+    def __init__(self, *, settings: Settings, daemon: DaemonPort,
                  loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
         self.daemon = daemon
@@ -79,7 +102,7 @@ class HttpServer:
 
         try:
             verify(source, headers, body, self.settings.webhooks,
-                   secrets=self.daemon.runtime.secrets)
+                   secrets=self.daemon.secrets)
             images = parse_webhook(source, headers, body)
         except WebhookError as exc:
             return self.refuse(source, exc.status, str(exc))
@@ -87,7 +110,7 @@ class HttpServer:
         for registry, repository in images:
             apps |= self.daemon.apps_for_image(registry, repository)
         label = source_label(source)
-        self.daemon.runtime.metrics.webhooks.labels(source=label, result="accepted").inc()
+        self.daemon.metrics.webhooks.labels(source=label, result="accepted").inc()
         if apps:
             self.loop.call_soon_threadsafe(self.daemon.request_apps, apps)
             log.info("webhook %s: reconciling app(s) %s now", label, ", ".join(sorted(apps)),
@@ -101,7 +124,7 @@ class HttpServer:
     def refuse(self, source: str, status: int, message: str) -> tuple[int, str]:
         """Count and log a refused webhook; the metric's result label is the status code."""
         label = source_label(source)
-        self.daemon.runtime.metrics.webhooks.labels(source=label, result=str(status)).inc()
+        self.daemon.metrics.webhooks.labels(source=label, result=str(status)).inc()
         log.warning("webhook %s refused (%d): %s", label, status, message,
                     extra={"source": label})
         return status, message
@@ -134,7 +157,7 @@ def _make_handler(server: HttpServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                registry = server.daemon.runtime.metrics.registry
+                registry = server.daemon.metrics.registry
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 ok = server.daemon.healthy()

@@ -1,19 +1,15 @@
-"""The long-running daemon: a few named tasks under one orchestrator.
+"""The daemon's orchestrated work: cycles, health, and live policy reloads.
 
-- ``scheduler``: APScheduler fires a full cycle every ``interval`` (+ jitter), a heartbeat
-  for liveness, and a policy reload check (ConfigMap updates, no restart needed);
-- ``worker``: runs cycles one at a time; requests that arrive while a cycle runs are
-  coalesced into the next one (a webhook for app A during a full cycle costs one more
-  cycle for A only);
+- the schedule (:mod:`~image_updater.daemon.schedule`) fires a full cycle every
+  ``interval`` (+ jitter), a heartbeat for liveness, and a policy reload check (ConfigMap
+  updates, no restart needed);
+- the ``worker`` task runs cycles one at a time, as the request queue
+  (:mod:`~image_updater.daemon.requests`) asks for them;
+- each cycle's result is reported by :func:`~image_updater.observability.report.report`.
 
-A webhook's cycle starts ``settle`` seconds after it arrives, and when that cycle changes
-nothing for an app, the app is checked once more ``recheck_after`` seconds later: registries
-notify before a push is fully visible (distribution sends the manifest event before it moves
-the tag), so the first look can still see the old digest or no tag at all.
-- ``server``: the HTTP endpoints (metrics, health, webhooks) in a thread.
-
-SIGTERM/SIGINT stop the scheduler, let a running cycle finish for up to ``grace`` seconds
-(a push is atomic: it either lands or not), then cancel it, and exit 0.
+SIGTERM/SIGINT stop the schedule, let a running cycle finish for up to ``grace`` seconds
+(a push is atomic: it either lands or not), then cancel it. The entry point, the signals
+and the HTTP server are in :mod:`image_updater.daemon.main`.
 """
 
 from __future__ import annotations
@@ -22,28 +18,24 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-import signal
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 
 from image_updater.changes import CycleResult
 from image_updater.config.policies import load_policies
 from image_updater.config.settings import Settings
+from image_updater.daemon.requests import RequestQueue
+from image_updater.daemon.schedule import IntervalSchedule, Job, Schedule
 from image_updater.engine.reconcile import Deps, reconcile
 from image_updater.errors import ConfigError
 from image_updater.gitops.repo import DeployRepo
 from image_updater.model import App, GitTarget
+from image_updater.observability.metrics import Metrics
+from image_updater.observability.report import report
 from image_updater.registry.reference import normalize_host, parse_reference
 from image_updater.secrets import SecretRegistry
 from image_updater.wiring.runtime import Runtime
-
-if TYPE_CHECKING:
-    from image_updater.daemon.server import HttpServer
 
 log = logging.getLogger("image_updater.daemon")
 
@@ -58,15 +50,15 @@ class Daemon:
     ``grace`` (s): how long SIGTERM waits for a running cycle. ``heartbeat_every`` (s): the
     liveness tick; /healthz fails after ``MISSED_HEARTBEATS`` missed ticks (at least 60 s).
     ``reload_every`` (s): how often policy files are checked for changes.
-    ``settle`` (s): delay between a webhook and its cycle, so a burst of events is one cycle.
-    ``recheck_after`` (s): when a webhook's cycle changed nothing for an app, look once more.
+    ``settle`` and ``recheck_after`` (s): see :class:`~image_updater.daemon.requests.RequestQueue`.
+    ``schedule`` fires the periodic jobs (APScheduler by default; tests pass their own).
     """
 
     def __init__(self, *, settings: Settings, policy_paths: Sequence[str], runtime: Runtime,
                  apps: Sequence[App], clock: Callable[[], float] = time.time,
                  grace: float = 30.0, heartbeat_every: float = 5.0,
                  reload_every: float = 10.0, settle: float = 0.2,
-                 recheck_after: float = 1.0) -> None:
+                 recheck_after: float = 1.0, schedule: Schedule | None = None) -> None:
         self.settings = settings
         self.policy_paths = list(policy_paths)
         self.runtime = runtime
@@ -75,43 +67,34 @@ class Daemon:
         self.grace = grace
         self.heartbeat_every = heartbeat_every
         self.reload_every = reload_every
-        self.settle = settle
-        self.recheck_after = recheck_after
+        self.schedule = schedule if schedule is not None else IntervalSchedule()
+        self.requests = RequestQueue(settle=settle, recheck_after=recheck_after)
         self.last_tick = clock()
         self.repo_reached = False
         self.in_cycle = False
         self.cycles = 0
-        self._pending: set[str] | None = None     # None: nothing; empty set never stored
-        self._full = False
-        self._recheck: set[str] = set()  # webhook apps to look at again if nothing changed
-        self._wake = asyncio.Event()
         self._policy_hash = _hash_policies(self.policy_paths)
         self.last_result: CycleResult | None = None
         self._open_prs: dict[tuple[str, str], str] = {}
 
+    @property
+    def metrics(self) -> Metrics:
+        return self.runtime.metrics
+
+    @property
+    def secrets(self) -> SecretRegistry:
+        return self.runtime.secrets
+
     # -- requests -------------------------------------------------------------------------
     def request_full(self) -> None:
-        self._full = True
-        self._wake.set()
+        self.requests.request_full()
 
     def request_apps(self, names: set[str]) -> None:
-        """Reconcile only these apps soon (webhooks); coalesced with pending requests.
-
-        Call on the daemon's loop. The cycle starts after ``settle`` seconds.
-        """
-        names = names & {a.name for a in self.apps}
-        if names:
-            asyncio.get_running_loop().call_later(self.settle, self._enqueue, names, True)
+        """Reconcile only these apps soon (webhooks); call on the daemon's loop."""
+        self.requests.request_apps(names & {a.name for a in self.apps})
 
     def queued(self) -> tuple[bool, frozenset[str]]:
-        """What the next cycle covers: (a full cycle was requested, apps requested alone)."""
-        return self._full, frozenset(self._pending or ())
-
-    def _enqueue(self, names: set[str], recheck: bool) -> None:
-        self._pending = (self._pending or set()) | names
-        if recheck:
-            self._recheck |= names
-        self._wake.set()
+        return self.requests.queued()
 
     def apps_for_image(self, registry: str, repository: str) -> set[str]:
         """Apps watching ``repository`` on ``registry`` ("" when the payload names no host)."""
@@ -131,11 +114,15 @@ class Daemon:
     def ready(self) -> bool:
         return bool(self.apps) and self.repo_reached
 
-    # -- tasks ----------------------------------------------------------------------------
-    def heartbeat(self) -> None:
+    # -- scheduled jobs (coroutines: APScheduler runs them on the loop itself) -------------
+    async def tick(self) -> None:
+        """The liveness heartbeat."""
         self.last_tick = self.clock()
 
-    def reload_policies(self) -> None:
+    async def interval_elapsed(self) -> None:
+        self.request_full()
+
+    async def reload_policies(self) -> None:
         """Pick up edited policy files (a ConfigMap update) without a restart.
 
         A broken change is logged and skipped; the apps loaded before keep being served, and
@@ -162,30 +149,26 @@ class Daemon:
                  len(apps), ", ".join(sorted(after - before)) or "none",
                  ", ".join(sorted(before - after)) or "none")
         self.apps = apps
-        self.runtime.metrics.images_watched.set(sum(len(a.environments) for a in apps))
+        self.metrics.images_watched.set(sum(len(a.environments) for a in apps))
         self.request_full()
 
-    def _next_batch(self) -> list[App] | None:
-        """The apps the next cycle covers; everything requested so far is merged into it."""
-        if self._full:
-            self._full, self._pending = False, None
-            return list(self.apps)
-        if self._pending:
-            names, self._pending = self._pending, None
-            return [a for a in self.apps if a.name in names]
-        return None
+    def jobs(self) -> list[Job]:
+        return [Job("cycle", self.settings.interval, self.interval_elapsed,
+                    jitter=self.settings.jitter),
+                Job("heartbeat", self.heartbeat_every, self.tick),
+                Job("reload", self.reload_every, self.reload_policies)]
 
+    # -- the worker -----------------------------------------------------------------------
     async def worker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await self._wake.wait()
-            self._wake.clear()
+            recheck = await self.requests.wait()
             if stop.is_set():
                 return  # a shutdown wakes us too; never start a cycle after it
-            recheck, self._recheck = self._recheck, set()
-            apps = self._next_batch()
+            apps = self.requests.next_batch(self.apps)
             if apps:
                 result = await self._guarded_cycle(apps)
-                self._schedule_recheck(recheck, result)
+                changed = {c.app for c in result.changes} if result is not None else set()
+                self.requests.recheck(recheck, changed)
 
     async def _guarded_cycle(self, apps: Sequence[App]) -> CycleResult | None:
         # reconcile records expected failures per app; anything escaping it is a bug, which
@@ -198,18 +181,8 @@ class Daemon:
                           int(self.settings.interval + self.settings.jitter))
             return None
 
-    def _schedule_recheck(self, names: set[str], result: CycleResult | None) -> None:
-        """One more look at webhook apps whose cycle changed nothing (see the module doc)."""
-        changed = {c.app for c in result.changes} if result is not None else set()
-        again = names - changed
-        if again:
-            log.debug("no change yet for app(s) %s after their webhook; checking again in "
-                      "%.1f s", ", ".join(sorted(again)), self.recheck_after)
-            asyncio.get_running_loop().call_later(self.recheck_after, self._enqueue, again,
-                                                  False)
-
     async def cycle(self, apps: Sequence[App]) -> CycleResult:
-        metrics = self.runtime.metrics
+        metrics = self.metrics
         started = time.monotonic()
         handed_out: set[GitTarget] = set()
         self.in_cycle = True
@@ -218,6 +191,7 @@ class Daemon:
                                      dry_run=self.settings.dry_run)
         finally:
             self.in_cycle = False
+        report(result, metrics, retry_hint=self.runtime.retry_hint)
         metrics.cycle_duration.observe(time.monotonic() - started)
         self.cycles += 1
         self.last_result = result
@@ -248,7 +222,7 @@ class Daemon:
         self._open_prs.update(result.pull_requests)
         known = {(a.name, e.name) for a in self.apps for e in a.environments}
         self._open_prs = {k: v for k, v in self._open_prs.items() if k in known}
-        self.runtime.metrics.pull_requests_open.set(len(self._open_prs))
+        self.metrics.pull_requests_open.set(len(self._open_prs))
 
     def _deps(self, handed_out: set[GitTarget]) -> Deps:
         """The runtime's deps, noting which deploy repositories the cycle opened."""
@@ -262,33 +236,23 @@ class Daemon:
 
         return dataclasses.replace(deps, repo_for=repo_for)
 
+    # -- the orchestrator -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> bool:
         """Serve until ``stop`` is set; False when the worker died (the process exits 1)."""
-        self.runtime.metrics.images_watched.set(sum(len(a.environments) for a in self.apps))
-        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
-        # Coroutine jobs run on this loop. Plain functions would run in the loop's default
-        # thread pool, which git and boto3 calls keep busy during a cycle: the heartbeat
-        # would stall behind them (failing /healthz), and asyncio.Event is not thread-safe.
-        scheduler.add_job(_on_loop(self.request_full), IntervalTrigger(
-            seconds=self.settings.interval, jitter=self.settings.jitter), id="cycle",
-            max_instances=1, coalesce=True)
-        scheduler.add_job(_on_loop(self.heartbeat), IntervalTrigger(
-            seconds=self.heartbeat_every), id="heartbeat")
-        scheduler.add_job(_on_loop(self.reload_policies), IntervalTrigger(
-            seconds=self.reload_every), id="reload")
-        scheduler.start()
+        self.metrics.images_watched.set(sum(len(a.environments) for a in self.apps))
+        self.schedule.start(self.jobs())
         self.request_full()  # first cycle now, not after one interval
         worker = asyncio.create_task(self.worker(stop), name="worker")
         stopper = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait({worker, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        scheduler.shutdown(wait=False)
+        self.schedule.stop()
         crashed = worker in done and not worker.cancelled() and worker.exception() is not None
         if crashed:
             log.error("the worker task exited unexpectedly: %r; stopping so that the process "
                       "is restarted", worker.exception())
         await self._stop_worker(worker)
         stopper.cancel()
-        await asyncio.gather(stopper, return_exceptions=True)
+        await asyncio.gather(stopper, return_exceptions=True)  # only waits for the cancel
         return not crashed
 
     async def _stop_worker(self, worker: asyncio.Task[None]) -> None:
@@ -296,7 +260,7 @@ class Daemon:
             return
         if self.in_cycle:
             log.info("stopping: letting the running cycle finish (up to %.0f s)", self.grace)
-        self._wake.set()
+        self.requests.wake()
         try:
             await asyncio.wait_for(asyncio.shield(worker), timeout=self.grace)
         except TimeoutError:
@@ -306,16 +270,6 @@ class Daemon:
                         "next start reconciles from git again", self.grace)
             worker.cancel()
             await asyncio.gather(worker, return_exceptions=True)
-
-
-def _on_loop(job: Callable[[], None]) -> Callable[[], Coroutine[None, None, None]]:
-    """``job`` as a coroutine function, so that APScheduler calls it on the event loop."""
-
-    async def run() -> None:
-        job()
-
-    run.__name__ = getattr(job, "__name__", "job")
-    return run
 
 
 def _succeeded(apps: Sequence[App], result: CycleResult,
@@ -352,45 +306,3 @@ def _hash_policies(paths: Sequence[str]) -> str:
                 h.update(str(f).encode())
                 h.update(f.read_bytes())
     return h.hexdigest()
-
-
-def run_daemon(settings: Settings, policy_paths: Sequence[str], *,
-               secrets: SecretRegistry) -> int:
-    """``image-updater run``: serve until SIGTERM/SIGINT; 0 on a clean stop.
-
-    ``secrets`` is the registry the log handler masks with; credential sources add to it."""
-    apps = load_policies(policy_paths)
-    return asyncio.run(_main(settings, policy_paths, apps, secrets))
-
-
-async def _main(settings: Settings, policy_paths: Sequence[str], apps: Sequence[App],
-                secrets: SecretRegistry) -> int:
-    from image_updater.daemon.server import HttpServer
-
-    daemon = Daemon(settings=settings, policy_paths=policy_paths,
-                    runtime=Runtime(settings, secrets=secrets), apps=apps)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, _on_signal, sig, stop)
-    server = HttpServer(settings=settings, daemon=daemon, loop=loop)
-    return await serve(daemon, server, stop)
-
-
-def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
-    log.info("received %s; shutting down", sig.name)
-    stop.set()
-
-
-async def serve(daemon: Daemon, server: HttpServer, stop: asyncio.Event) -> int:
-    """Run the HTTP server and the daemon until ``stop``; then close everything. Exit code."""
-    server.start()
-    log.info("serving on %s; %d app(s), interval %d s", server.address, len(daemon.apps),
-             int(daemon.settings.interval), extra={"listen": server.address})
-    try:
-        ok = await daemon.run(stop)
-    finally:
-        server.stop()
-        await daemon.runtime.aclose()
-    log.info("stopped")
-    return 0 if ok else 1

@@ -22,16 +22,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from image_updater.changes import Change
+from image_updater.changes import Change, PullRequestAction, PullRequestVerb
 from image_updater.engine.plan import read_current
 from image_updater.errors import ImageUpdaterError
 from image_updater.forge.base import Forge, PullRequest, PullRequestRequest
 from image_updater.gitops.message import commit_message
 from image_updater.gitops.repo import DeployRepo, PlanFn
 from image_updater.model import App, Environment
-from image_updater.observability.metrics import Metrics
 
 log = logging.getLogger("image_updater.approval")
 
@@ -52,6 +51,8 @@ class Proposal:
     #: | closed (obsolete) | current (nothing to propose)
     action: str
     url: str | None = None
+    #: what was done or decided, for the cycle's result (reported, never logged here)
+    actions: tuple[PullRequestAction, ...] = field(default=())
 
     @property
     def changed(self) -> bool:
@@ -63,7 +64,6 @@ class Approvals:
     forge: Forge
     repo: DeployRepo
     base_branch: str
-    metrics: Metrics
 
     def sync(self, app: App, env: Environment, change: Change | None, why: str,
              replan: PlanFn, *, dry_run: bool = False) -> Proposal:
@@ -80,22 +80,23 @@ class Approvals:
         open_pr = next((p for p in prs if p.state == "open"), None)
         if change is None:
             if open_pr is not None and not dry_run:
-                self._withdraw(open_pr, app, env, f"{env.file} already holds what the "
-                               f"{env.name} policy selects ({why})")
-                return Proposal("closed", open_pr.url)
+                closed = self._withdraw(open_pr, app, env, f"{env.file} already holds what "
+                                        f"the {env.name} policy selects ({why})")
+                return Proposal("closed", open_pr.url, closed)
             return Proposal("current")
         marker = DIGEST_TRAILER + change.digest
         declined = next((p for p in prs if p.state == "closed" and marker in p.body), None)
         if declined is not None:
             # A digest somebody turned down is never proposed again, whichever way the tag
             # moved since; a proposal still open for another digest is obsolete too.
-            log.info("%s was declined in %s (closed without merging); not proposing it again "
-                     "(a new digest opens a new pull request)", change.digest[:19], declined.url,
-                     extra={"app": app.name, "env": env.name})
+            actions: tuple[PullRequestAction, ...] = (PullRequestAction(
+                app=app.name, env=env.name, image=app.image, action="declined",
+                url=declined.url, why="closed without merging", digest=change.digest),)
             if open_pr is not None and not dry_run:
-                self._withdraw(open_pr, app, env, f"the {env.name} policy now selects "
-                               f"{change.digest}, which was declined in {declined.url}")
-            return Proposal("declined")
+                actions += self._withdraw(open_pr, app, env, f"the {env.name} policy now "
+                                          f"selects {change.digest}, which was declined in "
+                                          f"{declined.url}")
+            return Proposal("declined", actions=actions)
         if dry_run:
             if open_pr is not None and marker in open_pr.body:
                 return Proposal("pending", open_pr.url)
@@ -131,7 +132,7 @@ class Approvals:
                 put_back()
                 return Proposal("declined")
             self._note(pr, _superseded_note(previous, change), app, env)
-            action = "updated"
+            action: PullRequestVerb = "updated"
         else:
             pr = self.forge.create(PullRequestRequest(
                 head=branch, base=self.base_branch, title=self._title(change, env),
@@ -139,12 +140,12 @@ class Approvals:
                 reviewers=env.pull_request.reviewers, assignees=env.pull_request.assignees,
                 draft=env.pull_request.draft))
             action = "opened"
-        self.metrics.updates.labels(app=app.name, env=env.name, mode="pr").inc()
-        log.info("%s pull request %s: %s", action, pr.url, change.reason,
-                 extra={"app": app.name, "env": env.name, "image": app.image})
-        return Proposal(action, pr.url)
+        return Proposal(action, pr.url, (PullRequestAction(
+            app=app.name, env=env.name, image=app.image, action=action, url=pr.url,
+            why=change.reason, digest=change.digest),))
 
-    def _withdraw(self, pr: PullRequest, app: App, env: Environment, why: str) -> None:
+    def _withdraw(self, pr: PullRequest, app: App, env: Environment, why: str
+                  ) -> tuple[PullRequestAction, ...]:
         """Close a proposal image-updater no longer stands behind.
 
         Its digest trailer is renamed first: only a pull request a *person* closed counts
@@ -155,13 +156,13 @@ class Approvals:
             updated = self.forge.update(pr, title=pr.title, body=body)
             if updated.state != "open":  # a person closed it meanwhile: their decline stands
                 self.forge.update(updated, title=pr.title, body=pr.body)
-                return
+                return ()
             pr = updated
         self.forge.close(pr, comment=(
             f"Closing: {why}, so this proposal is obsolete. image-updater opens a new pull "
             "request when the image changes again."))
-        log.info("closed obsolete pull request %s: %s", pr.url, why,
-                 extra={"app": app.name, "env": env.name})
+        return (PullRequestAction(app=app.name, env=env.name, image=app.image,
+                                  action="closed", url=pr.url, why=why),)
 
     def _note(self, pr: PullRequest, text: str, app: App, env: Environment) -> None:
         """A comment that is useful but not essential: the body already says the same."""

@@ -69,8 +69,9 @@ def group_by_repository(apps: Iterable[App]) -> list[_Group]:
 async def resolve(apps: Sequence[App], registry_for: Callable[[str], Registry]) -> Resolution:
     """Resolve every environment of ``apps``; errors are collected, not raised."""
     result = Resolution()
-    groups = group_by_repository(apps)
-    await asyncio.gather(*(_resolve_group(g, registry_for, result) for g in groups))
+    async with asyncio.TaskGroup() as tasks:  # each group records its own failures
+        for group in group_by_repository(apps):
+            tasks.create_task(_resolve_group(group, registry_for, result))
     return result
 
 
@@ -117,7 +118,7 @@ async def _digests_by_tag(registry: Registry, repository: str, tags: Iterable[st
         # missing repository or ECR's one listing concern them all, and asking again per
         # tag would only multiply the load on a registry that is already failing.
         if len(wanted) < 2 or isinstance(exc, RegistryAuthError | NotFoundError) or \
-                hasattr(registry, "begin_cycle"):
+                registry.one_listing_per_repository:
             return {}, {t: exc for t in wanted}
     results = await asyncio.gather(*(registry.digests(repository, [t]) for t in wanted),
                                    return_exceptions=True)

@@ -48,6 +48,9 @@ class Metrics:
             f"{PREFIX}_deployed_image_info",
             "1 for the tag and digest each app's environment is set to in git.",
             ["app", "env", "tag", "digest"], registry=r)
+        self.verifications = Counter(
+            f"{PREFIX}_verifications", "Digests fetched and hashed again before they are "
+            "written or proposed, by result (ok, mismatch, failed).", ["result"], registry=r)
         self.webhooks = Counter(
             f"{PREFIX}_webhook_requests", "Webhook requests by source and result.",
             ["source", "result"], registry=r)

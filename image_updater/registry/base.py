@@ -123,6 +123,23 @@ class Registry(Protocol):
     """One registry host. Repositories are names within it (``team/app``)."""
 
     host: str
+    #: True when :meth:`digests` answers every tag of a repository from one listing (ECR):
+    #: after a failure, asking tag by tag would only repeat the same request
+    one_listing_per_repository: bool
+
+    def begin_cycle(self) -> None:
+        """Start of a reconcile cycle: forget anything cached for the previous one (ECR's
+        listings). A no-op for a registry that caches nothing per cycle."""
+        ...
+
+    async def verify(self, repository: str, digest: str) -> None:
+        """Fetch the manifest ``digest`` names and check that its bytes hash to ``digest``.
+
+        Raises :class:`~image_updater.errors.DigestMismatchError` (naming the registry, the
+        repository and both digests) when they do not; any other registry error when the
+        manifest cannot be fetched.
+        """
+        ...
 
     async def digests(self, repository: str, tags: Collection[str]) -> dict[str, str]:
         """Digest behind each of ``tags``; tags that do not exist are left out.

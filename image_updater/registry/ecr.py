@@ -151,6 +151,8 @@ class EcrRegistry:
     ask ECR.
     """
 
+    one_listing_per_repository = True
+
     def __init__(self, host: str, *, options: EcrOptions | None = None,
                  metrics: Metrics | None = None, session: Any = None, client: Any = None,
                  timer: Callable[[], float] = time.perf_counter,
@@ -247,6 +249,10 @@ class EcrRegistry:
             return None
         details = response.get("imageDetails") or []
         return details[0] if details else None
+
+    async def verify(self, repository: str, digest: str) -> None:
+        """``BatchGetImage`` by digest; :meth:`_manifest_of` hashes the manifest bytes."""
+        await self.get_manifest(repository, check_digest(digest))
 
     async def get_manifest(self, repository: str, reference: str) -> Manifest:
         _check_repository(repository)

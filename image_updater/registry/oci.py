@@ -80,6 +80,9 @@ class OciRegistry:
     token fetches included.
     """
 
+    #: one HEAD per tag: a failure can concern one tag only
+    one_listing_per_repository = False
+
     def __init__(self, options: RegistryOptions, *, metrics: Metrics | None = None,
                  on_request: OnRequest | None = None, sleep: Sleep = asyncio.sleep,
                  clock: Clock = time.monotonic, wall_clock: Clock = time.time,
@@ -191,6 +194,13 @@ class OciRegistry:
                                       f"hashing to {digest}")
         return Manifest(media_type=_manifest_media_type(content_type, body), digest=digest,
                         body=body)
+
+    async def verify(self, repository: str, digest: str) -> None:
+        """The manifest GET by digest hashes what it reads and refuses a mismatch."""
+        await self.get_manifest(repository, check_digest(digest))
+
+    def begin_cycle(self) -> None:
+        """Nothing is cached per cycle: every tag lookup asks the registry."""
 
     async def put_manifest(self, repository: str, tag: str, manifest: Manifest) -> str:
         """Store ``manifest`` under ``tag``; ``tag`` may also be the manifest's own digest

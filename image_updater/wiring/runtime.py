@@ -14,6 +14,7 @@ from pathlib import Path
 from image_updater.config.settings import Settings
 from image_updater.engine.approval import Approvals
 from image_updater.engine.reconcile import Deps
+from image_updater.engine.verify import VerifiedDigests
 from image_updater.forge.base import Forge
 from image_updater.gitops.credentials import GitAuth
 from image_updater.gitops.repo import DeployRepo
@@ -39,6 +40,8 @@ class Runtime:
         self._repos: dict[GitTarget, DeployRepo] = {}
         self._forges: dict[str, Forge] = {}
         self._lock = threading.Lock()  # repos are created from worker threads
+        #: kept for the life of the process: a digest is fetched and hashed once
+        self.verified = VerifiedDigests()
 
     def registry_for(self, host: str) -> Registry:
         if host not in self._registries:
@@ -73,14 +76,17 @@ class Runtime:
                     app_private_key_file=fs.app_private_key_file,
                     app_installation_id=fs.app_installation_id), secrets=self.secrets)
             forge = self._forges[fs.url_prefix]
-        return Approvals(forge=forge, repo=repo, base_branch=target.branch,
-                         metrics=self.metrics)
+        return Approvals(forge=forge, repo=repo, base_branch=target.branch)
 
     def deps(self) -> Deps:
         return Deps(registry_for=self.registry_for, repo_for=self.repo_for,
-                    approvals_for=self.approvals_for, metrics=self.metrics,
-                    max_push_attempts=self.settings.git.max_push_attempts,
-                    retry_hint=f"in {int(self.settings.interval)} s (next cycle)")
+                    approvals_for=self.approvals_for, verified=self.verified,
+                    max_push_attempts=self.settings.git.max_push_attempts)
+
+    @property
+    def retry_hint(self) -> str:
+        """How a daemon's failure log line ends: when the failed work is tried again."""
+        return f"in {int(self.settings.interval)} s (next cycle)"
 
     async def aclose(self) -> None:
         """Close every client, even when closing one fails (it is logged, not raised)."""

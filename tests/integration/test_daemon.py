@@ -1,7 +1,9 @@
 """The daemon in operation: health, readiness, shutdown, live policy reload, coalescing.
 
-Everything is real except the clock in the health tests (a parameter of the daemon): the
-registry, bare deploy repositories, the HTTP server and, for shutdown, the CLI process.
+Everything is real except, where a test waits for the scheduler, the clock and the schedule
+(:class:`~tests.fixtures.daemon.ManualTime`, parameters of the daemon): the registry, bare
+deploy repositories, the HTTP server and, for shutdown, the CLI process. One test runs the
+real APScheduler in real time.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tests.fixtures.daemon import (
     DEV,
     DaemonProcess,
     InProcessDaemon,
+    ManualTime,
     daemon_settings,
     metric_value,
     wait_until,
@@ -63,20 +66,21 @@ def one_app(registry: RegistryServer, deploy: BareRepo, tmp_path: Path, reposito
 
 # -- health and readiness ------------------------------------------------------------------
 
-@pytest.mark.parametrize(("heartbeat_every", "expected"), [(0.05, 200), (3600.0, 503)])
+@pytest.mark.parametrize(("ticking", "expected"), [(True, 200), (False, 503)])
 def test_healthz_follows_the_scheduler_heartbeat(
         registry: RegistryServer, deploy: BareRepo, tmp_path: Path,
-        heartbeat_every: float, expected: int) -> None:
+        ticking: bool, expected: int) -> None:
     push_image(registry.url, "health/application-x", "dev", seed="h")
-    clock = ManualClock()
+    time = ManualTime()
     policies = one_app(registry, deploy, tmp_path, "health/application-x")
-    with InProcessDaemon(daemon_settings(tmp_path, registry.host), [policies], clock=clock,
-                         heartbeat_every=heartbeat_every) as running:
+    with InProcessDaemon(daemon_settings(tmp_path, registry.host), [policies], clock=time,
+                         schedule=time) as running:
         assert running.get("/healthz").status_code == 200
-        clock.now += 86_400  # a day passes on the daemon's clock: far beyond 3 heartbeats
-        if expected == 200:  # a ticking scheduler notices the new time and stays healthy
-            wait_until(lambda: running.daemon.last_tick == clock.now, timeout=10,
-                       what="a heartbeat at the new time")
+        if ticking:  # a day passes and the schedule fires: the heartbeat notices the new time
+            assert "heartbeat" in time.advance(86_400)
+            assert running.daemon.last_tick == time.now
+        else:  # a day passes on the daemon's clock while the schedule is stalled
+            time.now += 86_400
         response = running.get("/healthz")
     assert response.status_code == expected
     assert response.text == ("ok\n" if expected == 200 else "scheduler stalled\n")
@@ -85,7 +89,9 @@ def test_healthz_follows_the_scheduler_heartbeat(
 def test_heartbeat_ticks_while_worker_threads_are_all_busy(
         registry: RegistryServer, deploy: BareRepo, tmp_path: Path) -> None:
     """Git and boto3 calls run in the loop's thread pool; a long push or a slow listing that
-    occupies every worker must not stall the liveness heartbeat (and get the pod killed)."""
+    occupies every worker must not stall the liveness heartbeat (and get the pod killed).
+
+    End to end with the real APScheduler, in real time: its jobs must run on the loop."""
     push_image(registry.url, "busy/application-x", "dev", seed="b")
     clock = ManualClock()
     policies = one_app(registry, deploy, tmp_path, "busy/application-x")
@@ -200,19 +206,21 @@ def test_policy_changes_apply_live_and_broken_ones_are_rejected(
     write_policy(policies, "app-a", f"{registry.host}/live/a", url)
     write_policy(policies, "ghost", f"{registry.host}/live/does-not-exist", url,
                  "dev: {file: application-x/values-prod.yaml}")
-    with InProcessDaemon(daemon_settings(tmp_path, registry.host), [policies],
-                         reload_every=0.1) as running:
+    time = ManualTime()
+    with InProcessDaemon(daemon_settings(tmp_path, registry.host), [policies], clock=time,
+                         schedule=time, reload_every=10.0) as running:
         running.wait_cycles(1)
         assert f"digest: {a1}" in values(deploy)  # the ghost's failure did not stop app-a
 
         write_policy(policies, "app-b", f"{registry.host}/live/b", url,
                      f"dev: {{file: {STAGING}}}")
-        wait_until(lambda: f"digest: {b1}" in values(deploy, STAGING), timeout=10,
-                   what="the new app-b to be reconciled without a restart")
+        assert time.advance(10.0) == ["heartbeat", "reload"]
+        running.wait_cycles(2)  # the reload asked for a full cycle: no restart
+        assert f"digest: {b1}" in values(deploy, STAGING)
 
         (policies / "app-b.yaml").write_text("app: app-b\nimage: [unclosed\n")
-        wait_until(lambda: any("policy change rejected" in r.getMessage()
-                               for r in caplog.records), timeout=10, what="the rejection")
+        time.advance(10.0)
+        assert any("policy change rejected" in r.getMessage() for r in caplog.records)
         a2 = push_image(registry.url, "live/a", "dev", seed="a2")
         b2 = push_image(registry.url, "live/b", "dev", seed="b2")
         cycles = running.daemon.cycles

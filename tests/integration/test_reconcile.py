@@ -188,7 +188,9 @@ def test_one_apps_failure_never_stops_the_others(
 
 
 def test_once_exit_code_says_partial_failure(registry: RegistryServer, deploy: BareRepo,
-                                             tmp_path: Path) -> None:
+                                             tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str],
+                                             caplog: pytest.LogCaptureFixture) -> None:
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "app.yaml").write_text(
@@ -198,6 +200,11 @@ def test_once_exit_code_says_partial_failure(registry: RegistryServer, deploy: B
         "insecure: true}]\n")
     assert main(["once", "--config", str(tmp_path / "settings.yaml"),
                  "--policies", str(policies)]) == 7
+    printed = capsys.readouterr()
+    # each failure is shown once: the FAILED line, not also an ERROR log line
+    assert "FAILED application-x/dev: Repository exit/missing does not exist" in printed.out
+    assert (printed.out + printed.err).count("exit/missing does not exist") == 1
+    assert not [r for r in caplog.records if "exit/missing" in r.getMessage()]
 
 
 def test_restart_gives_the_same_result(registry: RegistryServer, deploy: BareRepo,
@@ -235,6 +242,8 @@ def test_malformed_registry_answers_fail_only_the_environments_they_concern(
         by_digest = _index_reply(odd).headers["Docker-Content-Digest"]
         stub.add("GET", f"/v2/odd/index/manifests/{by_digest}", _index_reply(odd))
         stub.add("HEAD", "/v2/shared/app/manifests/dev", _index_reply(odd))
+        # the digest shared-follow writes is verified (fetched and hashed) first
+        stub.add("GET", f"/v2/shared/app/manifests/{by_digest}", _index_reply(odd))
         stub.add("HEAD", "/v2/shared/app/manifests/prod", Reply(502))
         stub.add("GET", "/v2/shared/app/tags/list", Reply(500))
         apps = load(
@@ -326,3 +335,92 @@ def test_newest_build_never_falls_back_to_an_older_build_on_a_passing_fault(
     assert failure.temporary and "manifests/1.2.0" in failure.message
     assert result.changes == [] and manifests_read == []
     assert deploy.show("master", DEV).decode() == VALUES_FILES[DEV]
+
+
+# -- digest verification ------------------------------------------------------------------
+
+def _manifest_gets(registry: RegistryServer, repository: str, start: int) -> list[str]:
+    """Digests of the manifests GET by digest in ``repository`` since access-log line ``start``."""
+    prefix = f"GET /v2/{repository}/manifests/sha256:"
+    out = []
+    for line in registry.access_log_lines()[start:]:
+        request = line.split('"', 2)[1]
+        if request.startswith(prefix):
+            out.append(request.split()[1].rsplit("/", 1)[1])
+    return out
+
+
+def test_a_moved_digest_is_verified_once_and_steady_tags_never(
+        registry: RegistryServer, deploy: BareRepo, tmp_path: Path) -> None:
+    """Every digest about to be written is fetched by digest and hashed, once per process;
+    a tag whose digest git already holds costs no manifest GET."""
+    from prometheus_client import CollectorRegistry
+
+    from image_updater.engine.reconcile import reconcile
+    from image_updater.observability.metrics import Metrics
+    from image_updater.observability.report import report
+    from image_updater.wiring.runtime import Runtime
+
+    repository = "verify/application-x"
+    first = push_image(registry.url, repository, "dev", seed="v1")
+    push_image(registry.url, repository, "staging", seed="v1")  # the same image: one digest
+    apps = load(policy("application-x", f"{registry.host}/{repository}", deploy,
+                       "dev: {file: application-x/values-dev.yaml}\n"
+                       "staging: {file: application-x/values-staging.yaml}"))
+    metrics = Metrics(CollectorRegistry())
+    runtime = Runtime(settings_for(tmp_path, registry.host), metrics=metrics,
+                      secrets=SecretRegistry())  # the daemon's
+
+    def run_cycle() -> tuple[CycleResult, list[str]]:
+        start = len(registry.access_log_lines())
+        result = asyncio.run(reconcile(apps, runtime.deps()))
+        report(result, metrics)
+        return result, _manifest_gets(registry, repository, start)
+
+    try:
+        moved, moved_gets = run_cycle()
+        steady, steady_gets = run_cycle()
+        second = push_image(registry.url, repository, "dev", seed="v2")
+        again, again_gets = run_cycle()
+    finally:
+        asyncio.run(runtime.aclose())
+
+    assert sorted(c.env for c in moved.changes) == ["dev", "staging"]
+    assert moved_gets == [first]  # both environments write it: verified once
+    assert [v.result for v in moved.verifications] == ["ok"]
+    assert steady.changes == [] and steady_gets == [] and steady.verifications == []
+    assert [c.env for c in again.changes] == ["dev"]
+    assert again_gets == [second]  # staging still holds the first: not fetched again
+    assert metrics.registry.get_sample_value("image_updater_verifications_total",
+                                             {"result": "ok"}) == 2
+
+
+def test_a_digest_that_does_not_hash_to_itself_fails_only_its_environment(
+        registry: RegistryServer, deploy: BareRepo, tmp_path: Path) -> None:
+    """A registry whose HEAD names one digest while the manifest it serves hashes to another
+    (corrupt or tampered): nothing is written for that environment, the others go on."""
+    good = push_image(registry.url, "verify/good", "dev", seed="good")
+    honest = _index_reply(b'{"schemaVersion": 2, "manifests": []}')
+    claimed = honest.headers["Docker-Content-Digest"]
+    with HttpStub() as stub:
+        stub.add("GET", "/v2/", Reply(200))
+        stub.add("HEAD", "/v2/tampered/app/manifests/dev", honest)
+        tampered = b'{"schemaVersion": 2, "manifests": [] }'
+        stub.add("GET", f"/v2/tampered/app/manifests/{claimed}",
+                 Reply(200, {**honest.headers, "Content-Length": str(len(tampered))}, tampered))
+        apps = load(policy("good", f"{registry.host}/verify/good", deploy),
+                    policy("tampered", f"{stub.host}/tampered/app", deploy,
+                           "dev: {file: application-x/values-staging.yaml}"))
+        before = deploy.show("master", "application-x/values-staging.yaml")
+        result = cycle(settings_for(tmp_path, registry.host, stub.host), apps)
+        host = stub.host
+
+    assert [c.app for c in result.changes] == ["good"]
+    assert f"digest: {good}" in deploy.show("master", DEV).decode()
+    assert deploy.show("master", "application-x/values-staging.yaml") == before
+    (failure,) = result.failures
+    assert (failure.app, failure.reason) == ("tampered", "digest_mismatch")
+    assert host in failure.message and "tampered/app" in failure.message
+    assert claimed in failure.message
+    assert [v.result for v in result.verifications if v.repository == "tampered/app"] == [
+        "mismatch"]

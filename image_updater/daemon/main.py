@@ -1,0 +1,64 @@
+"""``image-updater run``: the entry point that puts the daemon and its HTTP port together.
+
+It owns the process: signals, the event loop, and closing every client at the end. The
+daemon (:mod:`~image_updater.daemon.service`) and the HTTP server
+(:mod:`~image_updater.daemon.server`) do not know each other's modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+
+from image_updater.config.policies import load_policies
+from image_updater.config.settings import Settings
+from image_updater.daemon.server import HttpServer
+from image_updater.daemon.service import Daemon
+from image_updater.model import App
+from image_updater.secrets import SecretRegistry
+from image_updater.wiring.runtime import Runtime
+
+log = logging.getLogger("image_updater.daemon")
+
+
+def run_daemon(settings: Settings, policy_paths: Sequence[str], *,
+               secrets: SecretRegistry) -> int:
+    """Serve until SIGTERM/SIGINT; 0 on a clean stop.
+
+    ``secrets`` is the registry the log handler masks with; credential sources add to it.
+    """
+    apps = load_policies(policy_paths)
+    return asyncio.run(_main(settings, policy_paths, apps, secrets))
+
+
+async def _main(settings: Settings, policy_paths: Sequence[str], apps: Sequence[App],
+                secrets: SecretRegistry) -> int:
+    daemon = Daemon(settings=settings, policy_paths=policy_paths,
+                    runtime=Runtime(settings, secrets=secrets), apps=apps)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, sig, stop)
+    server = HttpServer(settings=settings, daemon=daemon, loop=loop)
+    return await serve(daemon, server, stop)
+
+
+def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
+    log.info("received %s; shutting down", sig.name)
+    stop.set()
+
+
+async def serve(daemon: Daemon, server: HttpServer, stop: asyncio.Event) -> int:
+    """Run the HTTP server and the daemon until ``stop``; then close everything. Exit code."""
+    server.start()
+    log.info("serving on %s; %d app(s), interval %d s", server.address, len(daemon.apps),
+             int(daemon.settings.interval), extra={"listen": server.address})
+    try:
+        ok = await daemon.run(stop)
+    finally:
+        server.stop()
+        await daemon.runtime.aclose()
+    log.info("stopped")
+    return 0 if ok else 1

@@ -1,0 +1,79 @@
+"""Turn one cycle's :class:`~image_updater.changes.CycleResult` into log lines and metrics.
+
+This is the only place where a cycle's outcome becomes a report: the engine records what
+happened in the result and bumps no counter, so the logs, the metrics and the CLI's output
+can never disagree about a cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from image_updater.changes import (
+    Change,
+    CycleResult,
+    Deployed,
+    Failure,
+    PullRequestAction,
+)
+from image_updater.observability.metrics import Metrics
+
+#: the loggers the engine used before reporting moved here (dashboards filter on them)
+RECONCILE_LOG = logging.getLogger("image_updater.reconcile")
+APPROVAL_LOG = logging.getLogger("image_updater.approval")
+
+
+def report(result: CycleResult, metrics: Metrics, log: logging.Logger = RECONCILE_LOG, *,
+           retry_hint: str = "next cycle", log_failures: bool = True,
+           pr_log: logging.Logger = APPROVAL_LOG) -> None:
+    """Log and count everything ``result`` holds.
+
+    ``retry_hint`` ends each failure's log line ("will retry in 120 s (next cycle)").
+    ``log_failures=False`` counts failures without logging them, for a caller that prints
+    them itself (``image-updater once``), so that each failure is shown once.
+    """
+    for failure in result.failures:
+        metrics.errors.labels(app=failure.app, env=failure.env, reason=failure.reason).inc()
+        if log_failures:
+            _log_failure(log, failure, retry_hint)
+    for push in result.pushes:
+        metrics.git_pushes.labels(result=push.result).inc()
+    for check in result.verifications:
+        metrics.verifications.labels(result=check.result).inc()
+    if not result.dry_run:
+        for change in result.changes:
+            if change.via == "commit":
+                _committed(log, metrics, change)
+    for action in result.pull_request_actions:
+        _pull_request(pr_log, metrics, action)
+    for deployed in result.deployed:
+        _deployed(metrics, deployed)
+
+
+def _log_failure(log: logging.Logger, failure: Failure, retry_hint: str) -> None:
+    log.error("%s; will retry %s", failure.message.rstrip("."), retry_hint,
+              extra={"app": failure.app, "env": failure.env, "image": failure.image})
+
+
+def _committed(log: logging.Logger, metrics: Metrics, change: Change) -> None:
+    metrics.updates.labels(app=change.app, env=change.env, mode="commit").inc()
+    log.info("committed %s: %s", change.file, change.reason,
+             extra={"app": change.app, "env": change.env, "image": change.image})
+
+
+def _pull_request(log: logging.Logger, metrics: Metrics, action: PullRequestAction) -> None:
+    where = {"app": action.app, "env": action.env}
+    if action.action in ("opened", "updated"):
+        metrics.updates.labels(app=action.app, env=action.env, mode="pr").inc()
+        log.info("%s pull request %s: %s", action.action, action.url, action.why,
+                 extra={**where, "image": action.image})
+    elif action.action == "closed":
+        log.info("closed obsolete pull request %s: %s", action.url, action.why, extra=where)
+    else:
+        log.info("%s was declined in %s (closed without merging); not proposing it again "
+                 "(a new digest opens a new pull request)", action.digest[:19], action.url,
+                 extra=where)
+
+
+def _deployed(metrics: Metrics, deployed: Deployed) -> None:
+    metrics.set_deployed(deployed.app, deployed.env, deployed.tag, deployed.digest)

@@ -42,6 +42,7 @@ from image_updater.errors import (
 )
 from image_updater.gitops.credentials import GitAuth, redact_text, redact_url, url_has_password
 from image_updater.gitops.message import parse_trailers
+from image_updater.gitrefs import check_branch
 
 log = logging.getLogger(__name__)
 
@@ -130,22 +131,6 @@ def check_path(path: str) -> PurePosixPath:
             "writes files tracked in the deploy repository."
         )
     return pure
-
-
-def check_branch(name: str, *, what: str = "branch") -> str:
-    """A branch name git accepts (a subset of git check-ref-format), checked before any command."""
-    bad = (
-        not isinstance(name, str) or not name or len(name) > 200 or name.startswith(("-", "/"))
-        or name.endswith(("/", ".", ".lock")) or ".." in name or "//" in name or "@{" in name
-        or name == "@" or "/." in name or name.startswith(".")
-        or re.search(r"[\x00-\x20\x7f~^:?*\[\\]", name) is not None
-    )
-    if bad:
-        raise ConfigError(
-            f"The {what} name {name!r} is not a valid git branch name; use letters, digits and "
-            "'-', '_', '.', '/' (no '..', no leading '-' or '.', no trailing '/' or '.lock')."
-        )
-    return name
 
 
 class DeployRepo:

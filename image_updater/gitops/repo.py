@@ -1,8 +1,8 @@
 """The deploy repository: a cached working clone that is synced, edited, committed and pushed.
 
-This is the only module that imports GitPython. Every git failure leaves it as one of ours
-(``GitError``, ``GitAuthError``, ``GitUnavailableError``, ``PushRejectedError``) with git's
-stderr redacted and truncated.
+GitPython is imported only here and in :mod:`~image_updater.gitops.stderr`, which classifies
+git's stderr: every git failure leaves this module as one of ours (``GitError``,
+``GitAuthError``, ``GitUnavailableError``, ``PushRejectedError``), redacted and truncated.
 
 A push race is resolved by *re-planning*, never by rebasing: after a rejected push the clone is
 reset to the new remote head and the caller's ``plan`` runs again on it, so every edit is
@@ -33,15 +33,20 @@ from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
 
 from image_updater.errors import (
     ConfigError,
-    GitAuthError,
     GitError,
-    GitUnavailableError,
     PushRejectedError,
     ValuesError,
     truncate,
 )
 from image_updater.gitops.credentials import GitAuth, redact_text, redact_url, url_has_password
 from image_updater.gitops.message import parse_trailers
+from image_updater.gitops.stderr import (
+    classify,
+    is_corrupt_cache,
+    is_missing_ref,
+    is_push_race,
+    output_of,
+)
 from image_updater.gitrefs import check_branch
 
 log = logging.getLogger(__name__)
@@ -49,32 +54,6 @@ log = logging.getLogger(__name__)
 Reader = Callable[[str], str | None]
 
 _SYMLINK_MODE = 0o120000
-
-# Markers in git's stderr (LC_ALL=C, set by GitPython) that decide which error we raise.
-_AUTH_MARKERS = (
-    "authentication failed", "could not read username", "could not read password",
-    "terminal prompts disabled", "permission denied (publickey", "host key verification failed",
-    "access denied", "returned error: 401", "returned error: 403", "invalid credentials",
-)
-_UNAVAILABLE_MARKERS = (
-    "unable to connect", "could not resolve host", "connection refused", "connection timed out",
-    "timed out", "timeout:", "could not read from remote repository", "early eof",
-    "remote end hung up", "returned error: 5", "failed to connect", "network is unreachable",
-)
-_RACE_MARKERS = (
-    "(fetch first)", "(non-fast-forward)", "cannot lock ref", "failed to update ref",
-    "incorrect old value", "stale info",
-)
-_NO_REPOSITORY_MARKERS = (
-    "does not appear to be a git repository", "repository not found", "no such repository",
-    "returned error: 404",
-)
-_MISSING_REF_MARKER = "couldn't find remote ref"
-_CORRUPT_MARKERS = (
-    "not a git repository", "bad object", "corrupt", "unable to read", "index file",
-    "loose object", "broken link", "invalid object", "did not send all necessary objects",
-)
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -403,14 +382,14 @@ class DeployRepo:
             self._network("fetch", "-q", "--no-tags", "origin", refspec,
                           action=f"fetching branch {branch}")
         except GitError as exc:
-            if _MISSING_REF_MARKER in str(exc).lower():
+            if is_missing_ref(str(exc)):
                 if missing_ok:
                     return None
                 raise GitError(
                     f"The branch {branch} does not exist in {self.shown_url}; create it there "
                     "(push an initial commit) or fix the branch in the policy's git settings."
                 ) from exc
-            if type(exc) is GitError and _has(str(exc), _CORRUPT_MARKERS):
+            if is_corrupt_cache(exc):
                 raise _CorruptCache(str(exc)) from exc
             raise
         return self._local("rev-parse", f"refs/remotes/origin/{branch}")
@@ -540,7 +519,7 @@ class DeployRepo:
         except GitCommandError as exc:
             if exc.status == 1:
                 return False
-            raise self._error(f"running git {cmd}", truncate(_output_of(exc))) from exc
+            raise self._error(f"running git {cmd}", truncate(output_of(exc))) from exc
         return True
 
     def _local(self, cmd: str, *args: str) -> str:
@@ -560,49 +539,18 @@ class DeployRepo:
         try:
             yield
         except GitCommandError as exc:
-            text = redact_text(_output_of(exc), self.auth.secrets())
-            if push and _has(text, _RACE_MARKERS) and not _has(text, ("hook declined",)):
+            text = redact_text(output_of(exc), self.auth.secrets())
+            if push and is_push_race(text):
                 raise _PushRaced() from None
             raise self._error(action, truncate(text)) from exc
 
     def _error(self, action: str, text: str) -> GitError:
-        if _has(text, _AUTH_MARKERS):
-            return GitAuthError(
-                f"git could not authenticate to {self.shown_url} while {action} ({text}); "
-                f"check {self.auth.describe()}."
-            )
-        if _has(text, _NO_REPOSITORY_MARKERS):
-            return GitError(
-                f"The deploy repository {self.shown_url} does not exist or is not readable "
-                f"({text}); check the git URL in the policy and {self.auth.describe()}."
-            )
-        if _has(text, _UNAVAILABLE_MARKERS):
-            return GitUnavailableError(
-                f"The deploy repository {self.shown_url} could not be reached while {action} "
-                f"({text}); the update will be retried next cycle."
-            )
-        return GitError(f"git failed while {action} for {self.shown_url} ({text}); "
-                        "check the repository and the cache directory "
-                        f"{self.path}.")
+        return classify(action, text, url=self.shown_url, auth_hint=self.auth.describe(),
+                        cache=self.path)
 
 
 class _PushRaced(Exception):
     """The remote branch moved under our push (non-fast-forward, or a concurrent ref update)."""
-
-
-def _has(text: str, markers: tuple[str, ...]) -> bool:
-    lowered = text.lower()
-    return any(m in lowered for m in markers)
-
-
-def _output_of(exc: GitCommandError) -> str:
-    """git's stderr and stdout without GitPython's "stderr: '…'" decoration."""
-    parts = []
-    for raw in (exc.stderr, exc.stdout):
-        text = str(raw or "")
-        match = re.match(r"\s*std(?:err|out): '(.*)'\s*$", text, re.DOTALL)
-        parts.append(match.group(1) if match else text)
-    return " ".join(p.strip() for p in parts if p.strip())
 
 
 def _cache_name(url: str, branch: str) -> str:

@@ -9,8 +9,9 @@ reset to the new remote head and the caller's ``plan`` runs again on it, so ever
 derived from the files as they are now, applied exactly once, and never written over someone
 else's change.
 
-One ``DeployRepo`` owns its cache directory; use one instance per (url, branch) per process.
-Its methods are serialised by a lock, so scheduler threads may share an instance.
+Use one ``DeployRepo`` per (url, branch) per process. Its clone is locked against other
+threads and other processes sharing the cache directory (see :mod:`.clonelock`): scheduler
+threads may share an instance, and ``once`` may run beside the daemon.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import logging
 import random
 import re
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +38,7 @@ from image_updater.errors import (
     ValuesError,
     truncate,
 )
+from image_updater.gitops.clonelock import CloneLock
 from image_updater.gitops.credentials import GitAuth, redact_text, redact_url, url_has_password
 from image_updater.gitops.message import parse_trailers
 from image_updater.gitops.stderr import (
@@ -129,12 +130,14 @@ class DeployRepo:
         backoff_base: float = 1.0,
         backoff_cap: float = 30.0,
         jitter: Callable[[], float] | None = None,
+        lock_timeout: float = 300.0,
     ) -> None:
         """
         ``clock`` (if given) dates the commits, so tests get reproducible shas.
         ``network_timeout`` (seconds) bounds each fetch, push and ls-remote; git is killed after.
         ``backoff_base``/``backoff_cap`` (seconds) shape the delay between push attempts after
         a race; ``jitter`` returns a number in [0, 1) that spreads competing writers apart.
+        ``lock_timeout`` (seconds) bounds the wait while another process uses the clone.
         """
         if not url:
             raise ConfigError("The deploy repository URL is empty; set git.url in the policy.")
@@ -157,7 +160,9 @@ class DeployRepo:
         self._repo: git.Repo | None = None
         self._head: str | None = None
         self._cached_reader: tuple[str, Reader] | None = None
-        self._lock = threading.RLock()
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock = CloneLock(self.lock_path, what=f"{self.path} of {self.shown_url}",
+                               timeout=lock_timeout)
 
     @property
     def shown_url(self) -> str:
@@ -165,9 +170,23 @@ class DeployRepo:
 
     # ---- public API ------------------------------------------------------------------------
 
+    @contextmanager
+    def locked(self, purpose: str = "the cycle") -> Iterator[None]:
+        """Hold the clone against other threads and processes for a whole unit of work.
+
+        Every method holds it too; wrapping a read-plan-commit-push sequence in one
+        ``with repo.locked():`` keeps another process from moving the clone between its
+        steps. A process that waits logs who holds the clone; after ``lock_timeout`` it
+        raises ``GitUnavailableError`` (temporary). ``purpose`` names the work in both.
+        """
+        with self._lock.hold(purpose) as changed:
+            if changed:
+                self._forget()  # another process used the clone: nothing cached still holds
+            yield
+
     def sync(self) -> str:
         """Fetch, hard-reset and clean the clone to ``origin/<branch>``; return the head sha."""
-        with self._lock:
+        with self.locked("the sync"):
             self._cached_reader = None  # a re-cloned cache must not be read through old objects
             try:
                 self._head = self._sync_once()
@@ -186,7 +205,7 @@ class DeployRepo:
 
     def read(self, path: str) -> str | None:
         """The text of ``path`` at the synced head (syncing first if needed); None if absent."""
-        with self._lock:
+        with self.locked("a read"):
             head = self._head or self.sync()
             # One tree object per head: its entries are parsed once, not once per file.
             if self._cached_reader is None or self._cached_reader[0] != head:
@@ -198,7 +217,7 @@ class DeployRepo:
         """Derive a plan on the current head, commit it, push; on a race re-derive and retry."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        with self._lock:
+        with self.locked("the commit and push"):
             rejected = 0
             for attempt in range(1, max_attempts + 1):
                 head = self.sync()
@@ -237,7 +256,7 @@ class DeployRepo:
                 f"The pull request branch {branch!r} is the branch image-updater watches or the "
                 "base; choose a separate branch prefix for pull requests."
             )
-        with self._lock:
+        with self.locked("the pull request branch push"):
             # sync() leaves a clean tree; checking out another base from it stays clean
             base_head = self.sync() if base == self.branch else self._sync_to(base)
             self._local("checkout", "-q", "-f", "--detach", base_head)
@@ -259,7 +278,7 @@ class DeployRepo:
         check_branch(branch)
         if branch == self.branch:
             raise ConfigError(f"Refusing to rewrite {branch!r}: it is the branch being watched.")
-        with self._lock:
+        with self.locked("the branch restore"):
             if not self._push(f"+{sha}:refs/heads/{branch}"):
                 raise PushRejectedError(
                     f"Restoring branch {branch} of {self.shown_url} was refused; it is "
@@ -268,7 +287,7 @@ class DeployRepo:
     def remote_branch_sha(self, branch: str) -> str | None:
         """The sha ``branch`` has on the remote now (``git ls-remote``), or None if absent."""
         ref = f"refs/heads/{check_branch(branch)}"
-        with self._lock:
+        with self.locked("the branch listing"):
             out = self._network("ls-remote", "--heads", "origin", ref, action="listing branches")
         for line in out.splitlines():
             sha, _, name = line.partition("\t")
@@ -281,7 +300,7 @@ class DeployRepo:
         check_branch(branch)
         if branch == self.branch:
             raise ConfigError(f"Refusing to delete {branch!r}: it is the branch being watched.")
-        with self._lock:
+        with self.locked("the branch deletion"):
             if self.remote_branch_sha(branch) is None:
                 return False
             self._network("push", "--porcelain", "origin", f":refs/heads/{branch}",
@@ -290,7 +309,7 @@ class DeployRepo:
 
     def log_trailers(self, path: str | None = None, limit: int = 50) -> list[TrailerRecord]:
         """The newest ``limit`` image-updater commits at the synced head (touching ``path``)."""
-        with self._lock:
+        with self.locked("the history read"):
             head = self._head or self.sync()
             args = ["-n", str(limit), "--grep=^Image-Updater-App: ", "--format=%H%x1f%B%x1e",
                     head]
@@ -341,11 +360,16 @@ class DeployRepo:
             with self._translate("configuring the remote"):
                 repo.git.remote(verb, "origin", self.url, env=self._env())
 
-    def _discard(self) -> None:
+    def _forget(self) -> None:
+        """Drop what this process knows of the clone; it is read from disk again on use."""
         if self._repo is not None:
             self._repo.close()  # GitPython's cat-file helpers hold the old clone's files open
         self._repo = None
         self._head = None
+        self._cached_reader = None
+
+    def _discard(self) -> None:
+        self._forget()
         shutil.rmtree(self.path, ignore_errors=True)
 
     def _sync_once(self) -> str:

@@ -6,6 +6,7 @@ cycle must still see a clone nobody else moves, deletes or half-writes under it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -17,7 +18,8 @@ import pytest
 
 from image_updater.errors import GitUnavailableError
 from image_updater.gitops.repo import DeployRepo
-from tests.fixtures.gitrepo import BRANCH, BareRepo, git, make_bare_repo
+from tests.fixtures.gitrepo import BRANCH, VALUES_FILES, BareRepo, git, make_bare_repo
+from tests.fixtures.registry import RegistryServer, push_image
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +102,37 @@ def test_a_process_gives_up_after_lock_timeout_and_deletes_nothing(bare: BareRep
     # The holder's clone was left alone and its commit landed.
     assert git("rev-parse", "HEAD", cwd=repo.path) == bare.head()
     assert bare.show(BRANCH, "holder.txt") == b"round 1\n"
+
+
+def test_two_once_processes_beside_each_other_commit_every_update(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    """The common case: ``once --app`` run by hand (kubectl exec) while another cycle runs."""
+    apps = ("application-x", "application-y")
+    deploy = make_bare_repo(tmp_path, files={
+        f"{app}/values-dev.yaml": VALUES_FILES["application-x/values-dev.yaml"] for app in apps})
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    for app in apps:
+        (policies / f"{app}.yaml").write_text(
+            f"app: {app}\nimage: {registry.host}/shared-cache/{app}\n"
+            f"git: {{url: \"file://{deploy.path}\", branch: master}}\n"
+            f"environments:\n  dev: {{file: {app}/values-dev.yaml}}\n")
+    config = tmp_path / "settings.yaml"
+    config.write_text(json.dumps({"cache_dir": str(tmp_path / "cache"),
+                                  "registries": [{"host": registry.host, "insecure": True}]}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GIT_CONFIG_NOSYSTEM": "1"}
+    for round_ in range(1, ROUNDS + 1):
+        digests = {app: push_image(registry.url, f"shared-cache/{app}", "dev",
+                                   seed=f"{tmp_path.name} round {round_}") for app in apps}
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "image_updater.cli", "once", "--app", app,
+             "--config", str(config), "--policies", str(policies)],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for app in apps]
+        for proc in procs:
+            finish(proc)
+        for app in apps:
+            values = deploy.show(BRANCH, f"{app}/values-dev.yaml").decode()
+            assert f"digest: {digests[app]}" in values, (round_, app)
+    commits = int(git("rev-list", "--count", BRANCH, cwd=deploy.path))
+    assert commits == 1 + ROUNDS * len(apps)

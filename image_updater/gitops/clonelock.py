@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from image_updater.errors import GitUnavailableError
+from image_updater.errors import GitError, GitUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,7 @@ class CloneLock:
                 self._release()
 
     def _acquire(self, purpose: str) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = self._open()
         try:
             self._wait(fd, purpose)
             previous = os.pread(fd, _MAX_RECORD, 0).decode("utf-8", errors="replace")
@@ -99,6 +98,17 @@ class CloneLock:
         changed = self._token is None or previous.split(" ", 1)[0] != self._token
         self._fd, self._token = fd, token
         return changed
+
+    def _open(self) -> int:
+        # O_CLOEXEC: a git child (GitPython keeps some running) must never inherit the lock.
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise GitError(
+                f"The lock file {self.path} of the working clone {self.what} cannot be opened "
+                f"({exc.strerror}); make the cache directory writable for image-updater."
+            ) from exc
 
     def _wait(self, fd: int, purpose: str) -> None:
         deadline: float | None = None

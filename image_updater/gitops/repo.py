@@ -1,5 +1,8 @@
 """The deploy repository: a cached working clone that is synced, edited, committed and pushed.
 
+Over 450 lines: one object whose steps share the clone, its state and its lock; the parts
+that stand alone (stderr classification, the lock, messages, ref names) live beside it.
+
 GitPython is imported only here and in :mod:`~image_updater.gitops.stderr`, which classifies
 git's stderr: every git failure leaves this module as one of ours (``GitError``,
 ``GitAuthError``, ``GitUnavailableError``, ``PushRejectedError``), redacted and truncated.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from image_updater.errors import GitUnavailableError
+from image_updater.errors import GitError, GitUnavailableError
 from image_updater.gitops.clonelock import CloneLock
 
 
@@ -104,3 +104,12 @@ def test_settings_out_of_range_are_refused(tmp_path: Path) -> None:
         lock(tmp_path / "x.lock", timeout=-1)
     with pytest.raises(ValueError):
         lock(tmp_path / "x.lock", poll=0)
+
+
+def test_an_unwritable_cache_directory_is_a_git_error_naming_the_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache directory should be")
+    held = lock(blocker / "clone.lock")
+    with pytest.raises(GitError, match="cache directory writable") as info, held.hold("x"):
+        pass
+    assert str(blocker / "clone.lock") in str(info.value)

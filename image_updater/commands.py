@@ -308,8 +308,9 @@ def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, s
 
         def read_head(path: str) -> str | None:
             repo = runtime.repo_for(chosen.git)
-            repo.sync()  # the head of the deploy branch now: what Argo CD applies
-            return repo.read(path)
+            with repo.locked("promote's read"):
+                repo.sync()  # the head of the deploy branch now: what Argo CD applies
+                return repo.read(path)
 
         try:
             return await promote(chosen, src_env, dst_env, digest=digest, registry_for=pool,

@@ -72,6 +72,7 @@ class GitSettings:
     token_env: str | None = None
     username: str = "x-access-token"   #: HTTPS username sent with the token
     max_push_attempts: int = 5
+    lock_timeout: float = 300.0        #: seconds to wait while another process uses a clone
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,6 +208,7 @@ _MINIMUM: dict[str, tuple[float, bool]] = {  # name -> (bound, bound itself allo
     "interval": (0, False), "jitter": (0, True), "timeout": (0, False),
     "max_concurrency": (1, True), "requests_per_second": (0, True), "max_retries": (0, True),
     "max_attempts": (1, True), "max_push_attempts": (1, True), "max_body_bytes": (1, True),
+    "lock_timeout": (0, True),
 }
 
 

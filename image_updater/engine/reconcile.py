@@ -137,7 +137,8 @@ def _apply_repo_guarded(target: GitTarget, items: list[Target], deps: Deps, veri
     stays pushed (git is the state), and the next cycle picks up from there.
     """
     try:
-        return _apply_repo(target, items, deps, verifier, dry_run)
+        with deps.repo_for(target).locked():  # no other process moves the clone mid-cycle
+            return _apply_repo(target, items, deps, verifier, dry_run)
     except Exception as exc:  # the other repositories' outcomes must survive
         if not isinstance(exc, ImageUpdaterError):
             log.error("unexpected fault in deploy repository %s; its apps are reported failed",

@@ -14,26 +14,17 @@ from typing import Literal, Protocol
 
 from image_updater.errors import ConfigError
 
+# One branch-name rule for git and the forges; adapters import it from here.
+from image_updater.gitrefs import check_branch
+
 PullRequestState = Literal["open", "closed", "merged"]
 ForgeKind = Literal["github", "gitlab", "gitea"]
 FORGE_KINDS: tuple[str, ...] = ("github", "gitlab", "gitea")
 
-# git check-ref-format forbids these; a forge would refuse them later with a vaguer message.
-_BAD_BRANCH = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^/|/$|\.lock$|^-|\.$")
 _OWNER_REPO = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 _GITLAB_PROJECT = re.compile(r"[0-9]+|[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def check_branch(value: str, *, what: str = "branch") -> str:
-    """Return ``value`` if git would accept it as a branch name; raise ConfigError otherwise."""
-    if not isinstance(value, str) or not value or len(value) > 255 or _BAD_BRANCH.search(value):
-        raise ConfigError(
-            f"{what} {repr(value)[:90]} is not a valid git branch name; use letters, digits "
-            "and '/', '-', '_', '.' without spaces, '..', or a leading '-'."
-        )
-    return value
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,20 @@
 """The deploy repository: a cached working clone that is synced, edited, committed and pushed.
 
-This is the only module that imports GitPython. Every git failure leaves it as one of ours
-(``GitError``, ``GitAuthError``, ``GitUnavailableError``, ``PushRejectedError``) with git's
-stderr redacted and truncated.
+Over 450 lines: one object whose steps share the clone, its state and its lock; the parts
+that stand alone (stderr classification, the lock, messages, ref names) live beside it.
+
+GitPython is imported only here and in :mod:`~image_updater.gitops.stderr`, which classifies
+git's stderr: every git failure leaves this module as one of ours (``GitError``,
+``GitAuthError``, ``GitUnavailableError``, ``PushRejectedError``), redacted and truncated.
 
 A push race is resolved by *re-planning*, never by rebasing: after a rejected push the clone is
 reset to the new remote head and the caller's ``plan`` runs again on it, so every edit is
 derived from the files as they are now, applied exactly once, and never written over someone
 else's change.
 
-One ``DeployRepo`` owns its cache directory; use one instance per (url, branch) per process.
-Its methods are serialised by a lock, so scheduler threads may share an instance.
+Use one ``DeployRepo`` per (url, branch) per process. Its clone is locked against other
+threads and other processes sharing the cache directory (see :mod:`.clonelock`): scheduler
+threads may share an instance, and ``once`` may run beside the daemon.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import logging
 import random
 import re
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,15 +36,22 @@ from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
 
 from image_updater.errors import (
     ConfigError,
-    GitAuthError,
     GitError,
-    GitUnavailableError,
     PushRejectedError,
     ValuesError,
     truncate,
 )
+from image_updater.gitops.clonelock import CloneLock
 from image_updater.gitops.credentials import GitAuth, redact_url, url_has_password
 from image_updater.gitops.message import parse_trailers
+from image_updater.gitops.stderr import (
+    classify,
+    is_corrupt_cache,
+    is_missing_ref,
+    is_push_race,
+    output_of,
+)
+from image_updater.gitrefs import check_branch
 from image_updater.observability.logs import redact
 
 log = logging.getLogger(__name__)
@@ -49,32 +59,6 @@ log = logging.getLogger(__name__)
 Reader = Callable[[str], str | None]
 
 _SYMLINK_MODE = 0o120000
-
-# Markers in git's stderr (LC_ALL=C, set by GitPython) that decide which error we raise.
-_AUTH_MARKERS = (
-    "authentication failed", "could not read username", "could not read password",
-    "terminal prompts disabled", "permission denied (publickey", "host key verification failed",
-    "access denied", "returned error: 401", "returned error: 403", "invalid credentials",
-)
-_UNAVAILABLE_MARKERS = (
-    "unable to connect", "could not resolve host", "connection refused", "connection timed out",
-    "timed out", "timeout:", "could not read from remote repository", "early eof",
-    "remote end hung up", "returned error: 5", "failed to connect", "network is unreachable",
-)
-_RACE_MARKERS = (
-    "(fetch first)", "(non-fast-forward)", "cannot lock ref", "failed to update ref",
-    "incorrect old value", "stale info",
-)
-_NO_REPOSITORY_MARKERS = (
-    "does not appear to be a git repository", "repository not found", "no such repository",
-    "returned error: 404",
-)
-_MISSING_REF_MARKER = "couldn't find remote ref"
-_CORRUPT_MARKERS = (
-    "not a git repository", "bad object", "corrupt", "unable to read", "index file",
-    "loose object", "broken link", "invalid object", "did not send all necessary objects",
-)
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -133,22 +117,6 @@ def check_path(path: str) -> PurePosixPath:
     return pure
 
 
-def check_branch(name: str, *, what: str = "branch") -> str:
-    """A branch name git accepts (a subset of git check-ref-format), checked before any command."""
-    bad = (
-        not isinstance(name, str) or not name or len(name) > 200 or name.startswith(("-", "/"))
-        or name.endswith(("/", ".", ".lock")) or ".." in name or "//" in name or "@{" in name
-        or name == "@" or "/." in name or name.startswith(".")
-        or re.search(r"[\x00-\x20\x7f~^:?*\[\\]", name) is not None
-    )
-    if bad:
-        raise ConfigError(
-            f"The {what} name {name!r} is not a valid git branch name; use letters, digits and "
-            "'-', '_', '.', '/' (no '..', no leading '-' or '.', no trailing '/' or '.lock')."
-        )
-    return name
-
-
 class DeployRepo:
     """A persistent working clone of one branch of the deploy repository."""
 
@@ -166,12 +134,14 @@ class DeployRepo:
         backoff_base: float = 1.0,
         backoff_cap: float = 30.0,
         jitter: Callable[[], float] | None = None,
+        lock_timeout: float = 300.0,
     ) -> None:
         """
         ``clock`` (if given) dates the commits, so tests get reproducible shas.
         ``network_timeout`` (seconds) bounds each fetch, push and ls-remote; git is killed after.
         ``backoff_base``/``backoff_cap`` (seconds) shape the delay between push attempts after
         a race; ``jitter`` returns a number in [0, 1) that spreads competing writers apart.
+        ``lock_timeout`` (seconds) bounds the wait while another process uses the clone.
         """
         if not url:
             raise ConfigError("The deploy repository URL is empty; set git.url in the policy.")
@@ -194,7 +164,9 @@ class DeployRepo:
         self._repo: git.Repo | None = None
         self._head: str | None = None
         self._cached_reader: tuple[str, Reader] | None = None
-        self._lock = threading.RLock()
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock = CloneLock(self.lock_path, what=f"{self.path} of {self.shown_url}",
+                               timeout=lock_timeout)
 
     @property
     def shown_url(self) -> str:
@@ -202,9 +174,23 @@ class DeployRepo:
 
     # ---- public API ------------------------------------------------------------------------
 
+    @contextmanager
+    def locked(self, purpose: str = "the cycle") -> Iterator[None]:
+        """Hold the clone against other threads and processes for a whole unit of work.
+
+        Every method holds it too; wrapping a read-plan-commit-push sequence in one
+        ``with repo.locked():`` keeps another process from moving the clone between its
+        steps. A process that waits logs who holds the clone; after ``lock_timeout`` it
+        raises ``GitUnavailableError`` (temporary). ``purpose`` names the work in both.
+        """
+        with self._lock.hold(purpose) as changed:
+            if changed:
+                self._forget()  # another process used the clone: nothing cached still holds
+            yield
+
     def sync(self) -> str:
         """Fetch, hard-reset and clean the clone to ``origin/<branch>``; return the head sha."""
-        with self._lock:
+        with self.locked("the sync"):
             self._cached_reader = None  # a re-cloned cache must not be read through old objects
             try:
                 self._head = self._sync_once()
@@ -223,7 +209,7 @@ class DeployRepo:
 
     def read(self, path: str) -> str | None:
         """The text of ``path`` at the synced head (syncing first if needed); None if absent."""
-        with self._lock:
+        with self.locked("a read"):
             head = self._head or self.sync()
             # One tree object per head: its entries are parsed once, not once per file.
             if self._cached_reader is None or self._cached_reader[0] != head:
@@ -235,7 +221,7 @@ class DeployRepo:
         """Derive a plan on the current head, commit it, push; on a race re-derive and retry."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        with self._lock:
+        with self.locked("the commit and push"):
             rejected = 0
             for attempt in range(1, max_attempts + 1):
                 head = self.sync()
@@ -274,7 +260,7 @@ class DeployRepo:
                 f"The pull request branch {branch!r} is the branch image-updater watches or the "
                 "base; choose a separate branch prefix for pull requests."
             )
-        with self._lock:
+        with self.locked("the pull request branch push"):
             # sync() leaves a clean tree; checking out another base from it stays clean
             base_head = self.sync() if base == self.branch else self._sync_to(base)
             self._local("checkout", "-q", "-f", "--detach", base_head)
@@ -296,7 +282,7 @@ class DeployRepo:
         check_branch(branch)
         if branch == self.branch:
             raise ConfigError(f"Refusing to rewrite {branch!r}: it is the branch being watched.")
-        with self._lock:
+        with self.locked("the branch restore"):
             if not self._push(f"+{sha}:refs/heads/{branch}"):
                 raise PushRejectedError(
                     f"Restoring branch {branch} of {self.shown_url} was refused; it is "
@@ -305,7 +291,7 @@ class DeployRepo:
     def remote_branch_sha(self, branch: str) -> str | None:
         """The sha ``branch`` has on the remote now (``git ls-remote``), or None if absent."""
         ref = f"refs/heads/{check_branch(branch)}"
-        with self._lock:
+        with self.locked("the branch listing"):
             out = self._network("ls-remote", "--heads", "origin", ref, action="listing branches")
         for line in out.splitlines():
             sha, _, name = line.partition("\t")
@@ -318,7 +304,7 @@ class DeployRepo:
         check_branch(branch)
         if branch == self.branch:
             raise ConfigError(f"Refusing to delete {branch!r}: it is the branch being watched.")
-        with self._lock:
+        with self.locked("the branch deletion"):
             if self.remote_branch_sha(branch) is None:
                 return False
             self._network("push", "--porcelain", "origin", f":refs/heads/{branch}",
@@ -327,7 +313,7 @@ class DeployRepo:
 
     def log_trailers(self, path: str | None = None, limit: int = 50) -> list[TrailerRecord]:
         """The newest ``limit`` image-updater commits at the synced head (touching ``path``)."""
-        with self._lock:
+        with self.locked("the history read"):
             head = self._head or self.sync()
             args = ["-n", str(limit), "--grep=^Image-Updater-App: ", "--format=%H%x1f%B%x1e",
                     head]
@@ -378,11 +364,16 @@ class DeployRepo:
             with self._translate("configuring the remote"):
                 repo.git.remote(verb, "origin", self.url, env=self._env())
 
-    def _discard(self) -> None:
+    def _forget(self) -> None:
+        """Drop what this process knows of the clone; it is read from disk again on use."""
         if self._repo is not None:
             self._repo.close()  # GitPython's cat-file helpers hold the old clone's files open
         self._repo = None
         self._head = None
+        self._cached_reader = None
+
+    def _discard(self) -> None:
+        self._forget()
         shutil.rmtree(self.path, ignore_errors=True)
 
     def _sync_once(self) -> str:
@@ -419,14 +410,14 @@ class DeployRepo:
             self._network("fetch", "-q", "--no-tags", "origin", refspec,
                           action=f"fetching branch {branch}")
         except GitError as exc:
-            if _MISSING_REF_MARKER in str(exc).lower():
+            if is_missing_ref(str(exc)):
                 if missing_ok:
                     return None
                 raise GitError(
                     f"The branch {branch} does not exist in {self.shown_url}; create it there "
                     "(push an initial commit) or fix the branch in the policy's git settings."
                 ) from exc
-            if type(exc) is GitError and _has(str(exc), _CORRUPT_MARKERS):
+            if is_corrupt_cache(exc):
                 raise _CorruptCache(str(exc)) from exc
             raise
         return self._local("rev-parse", f"refs/remotes/origin/{branch}")
@@ -556,7 +547,7 @@ class DeployRepo:
         except GitCommandError as exc:
             if exc.status == 1:
                 return False
-            raise self._error(f"running git {cmd}", truncate(_output_of(exc))) from exc
+            raise self._error(f"running git {cmd}", truncate(output_of(exc))) from exc
         return True
 
     def _local(self, cmd: str, *args: str) -> str:
@@ -576,49 +567,18 @@ class DeployRepo:
         try:
             yield
         except GitCommandError as exc:
-            text = redact(_output_of(exc), self.auth.secrets)
-            if push and _has(text, _RACE_MARKERS) and not _has(text, ("hook declined",)):
+            text = redact(output_of(exc), self.auth.secrets)
+            if push and is_push_race(text):
                 raise _PushRaced() from None
             raise self._error(action, truncate(text)) from exc
 
     def _error(self, action: str, text: str) -> GitError:
-        if _has(text, _AUTH_MARKERS):
-            return GitAuthError(
-                f"git could not authenticate to {self.shown_url} while {action} ({text}); "
-                f"check {self.auth.describe()}."
-            )
-        if _has(text, _NO_REPOSITORY_MARKERS):
-            return GitError(
-                f"The deploy repository {self.shown_url} does not exist or is not readable "
-                f"({text}); check the git URL in the policy and {self.auth.describe()}."
-            )
-        if _has(text, _UNAVAILABLE_MARKERS):
-            return GitUnavailableError(
-                f"The deploy repository {self.shown_url} could not be reached while {action} "
-                f"({text}); the update will be retried next cycle."
-            )
-        return GitError(f"git failed while {action} for {self.shown_url} ({text}); "
-                        "check the repository and the cache directory "
-                        f"{self.path}.")
+        return classify(action, text, url=self.shown_url, auth_hint=self.auth.describe(),
+                        cache=self.path)
 
 
 class _PushRaced(Exception):
     """The remote branch moved under our push (non-fast-forward, or a concurrent ref update)."""
-
-
-def _has(text: str, markers: tuple[str, ...]) -> bool:
-    lowered = text.lower()
-    return any(m in lowered for m in markers)
-
-
-def _output_of(exc: GitCommandError) -> str:
-    """git's stderr and stdout without GitPython's "stderr: '…'" decoration."""
-    parts = []
-    for raw in (exc.stderr, exc.stdout):
-        text = str(raw or "")
-        match = re.match(r"\s*std(?:err|out): '(.*)'\s*$", text, re.DOTALL)
-        parts.append(match.group(1) if match else text)
-    return " ".join(p.strip() for p in parts if p.strip())
 
 
 def _cache_name(url: str, branch: str) -> str:

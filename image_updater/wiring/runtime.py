@@ -57,7 +57,7 @@ class Runtime:
                     url=target.url, branch=target.branch,
                     cache_dir=Path(self.settings.cache_dir) / "repos",
                     auth=_git_auth(self.settings, self.secrets), author_name=git.author_name,
-                    author_email=git.author_email)
+                    author_email=git.author_email, lock_timeout=git.lock_timeout)
             return self._repos[target]
 
     def approvals_for(self, target: GitTarget, repo: DeployRepo) -> Approvals | None:

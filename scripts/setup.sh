@@ -2,7 +2,7 @@
 # Install everything image-updater's demo and tests need, idempotently.
 #   - Debian packages: git, the CNCF distribution registry, Prometheus, skopeo (bench),
 #     htpasswd (auth tests), iproute2 (bench netns).
-#   - a virtualenv in .venv with the project and its pinned test dependencies.
+#   - a virtualenv in .venv with the project, its test and dev (linters) extras, all pinned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +36,7 @@ if [ ! -f "$stamp" ]; then
   echo "setup: installing Python packages (pinned by requirements/test.lock)"
   # pip's output goes to a log (shown only on failure) so the test run stays readable
   if ! { .venv/bin/python -m pip install -q --upgrade pip &&
-         .venv/bin/python -m pip install -q -c requirements/test.lock -e '.[test]'; } \
+         .venv/bin/python -m pip install -q -c requirements/test.lock -e '.[test,dev]'; } \
        >.venv/pip.log 2>&1; then
     cat .venv/pip.log >&2
     echo "setup: pip install failed (log above)" >&2

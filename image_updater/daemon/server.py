@@ -14,8 +14,6 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
 from image_updater.config.settings import Settings
 from image_updater.errors import ConfigError
 from image_updater.observability.metrics import Metrics
@@ -157,8 +155,7 @@ def _make_handler(server: HttpServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                registry = server.daemon.metrics.registry
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                self._send(200, *server.daemon.metrics.exposition())
             elif path == "/healthz":
                 ok = server.daemon.healthy()
                 self._send(200 if ok else 503, b"ok\n" if ok else b"scheduler stalled\n")

@@ -125,7 +125,7 @@ def _checked(host: str, repository: str) -> Image:
         raise WebhookError(400, f"repository {str(repository)[:80]!r} is not a valid name")
     if host and (not isinstance(host, str) or not _HOST_RE.fullmatch(host)):
         raise WebhookError(400, f"registry host {str(host)[:80]!r} is not valid")
-    return host, repository
+    return host or "", repository  # a JSON null (or 0, []) host means "not said", like ""
 
 
 def _distribution(p: dict[str, Any], _h: Mapping[str, str]) -> list[Image]:

@@ -8,12 +8,23 @@ from __future__ import annotations
 
 import threading
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 PREFIX = "image_updater"
 
 
 class Metrics:
+    def exposition(self) -> tuple[bytes, str]:
+        """The text served at ``/metrics``, and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry

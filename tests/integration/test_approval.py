@@ -23,6 +23,8 @@ from tests.fixtures.forge_server import ForgeServer
 from tests.fixtures.gitrepo import BareRepo, git, make_bare_repo
 from tests.fixtures.registry import RegistryServer, push_image
 
+pytestmark = pytest.mark.integration
+
 PROD = "application-x/values-prod.yaml"
 BRANCH = "image-updater/application-x-prod"
 TOKEN = "forge-token-for-tests-9f2c"

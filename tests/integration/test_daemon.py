@@ -34,6 +34,8 @@ from tests.fixtures.daemon import (
 from tests.fixtures.gitrepo import BareRepo, git, make_bare_repo
 from tests.fixtures.registry import RegistryServer, push_image
 
+pytestmark = pytest.mark.integration
+
 STAGING = "application-x/values-staging.yaml"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from functools import cache
@@ -23,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from ruamel.yaml import YAML
 
 from image_updater.observability.metrics import Metrics
+from tests.fixtures.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -36,10 +36,7 @@ REQUIRED_ANNOTATIONS = {"summary", "description", "runbook_url"}
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed; run ./scripts/setup.sh or install it")
-    return path
+    return require_tool(name)
 
 
 def _load_all(text: str) -> list[dict[str, Any]]:

@@ -22,6 +22,8 @@ from tests.fixtures.gitrepo import OLD_DIGEST, VALUES_FILES, BareRepo, make_bare
 from tests.fixtures.moto import ACCESS_KEY, ECR_HOST, REGION, SECRET_KEY, MotoServer, fake_session
 from tests.integration.test_ecr import push
 
+pytestmark = pytest.mark.integration
+
 ENVS = ("dev", "staging", "prod")
 
 

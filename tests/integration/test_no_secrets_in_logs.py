@@ -28,6 +28,8 @@ from tests.fixtures.gitrepo import make_bare_repo
 from tests.fixtures.http_stub import HttpStub, Reply
 from tests.fixtures.registry import RegistryServer, push_image
 
+pytestmark = pytest.mark.integration
+
 USER = "deployer"
 
 

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.fixtures.daemon import InProcessDaemon, daemon_settings, write_policy
 from tests.fixtures.gitrepo import make_bare_repo
 from tests.fixtures.prometheus import PrometheusServer, Vector, values
 from tests.fixtures.registry import RegistryServer, push_image
+
+pytestmark = pytest.mark.integration
 
 APP = "application-x"
 UPDATES = f'image_updater_updates_total{{app="{APP}",env="dev",mode="commit"}}'

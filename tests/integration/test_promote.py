@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from image_updater.registry.oci import OciRegistry
 from image_updater.registry.options import RegistryOptions
 from tests.fixtures.gitrepo import BareRepo, make_bare_repo, push_other_commit
 from tests.fixtures.registry import RegistryServer, digest_of, push_image, push_index
+from tests.fixtures.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -286,13 +286,13 @@ def test_deployment_pins_the_digest_when_one_is_set() -> None:
                                                 "deployment.yaml").read_text()
 
 
-@pytest.mark.skipif(shutil.which("helm") is None, reason="helm is not installed")
 @pytest.mark.parametrize(("env", "jobs"), [("dev", 1), ("staging", 1), ("prod", 0)])
 def test_chart_renders_a_promote_job_except_in_prod(env: str, jobs: int) -> None:
     digest = "sha256:" + "b" * 64
     out = subprocess.run(
-        ["helm", "template", "application-x", str(CHART), "-f", str(CHART / f"values-{env}.yaml"),
-         "--set", f"image.digest={digest}"], capture_output=True, text=True, check=True).stdout
+        [require_tool("helm"), "template", "application-x", str(CHART),
+         "-f", str(CHART / f"values-{env}.yaml"), "--set", f"image.digest={digest}"],
+        capture_output=True, text=True, check=True).stdout
     docs = [d for d in YAML(typ="safe").load_all(out) if d]
     assert sum(d["kind"] == "Job" for d in docs) == jobs
     deployment = next(d for d in docs if d["kind"] == "Deployment")

@@ -24,6 +24,8 @@ from tests.fixtures.gitrepo import OLD_DIGEST, VALUES_FILES, BareRepo, git, make
 from tests.fixtures.http_stub import HttpStub, Reply
 from tests.fixtures.registry import RegistryServer, free_port, push_image
 
+pytestmark = pytest.mark.integration
+
 DEV = "application-x/values-dev.yaml"
 
 

@@ -27,6 +27,7 @@ from image_updater.secrets import SecretRegistry
 from tests.fixtures.http_stub import HttpStub, Recorded, Reply
 from tests.fixtures.registry import RegistryServer, push_image
 from tests.fixtures.token_issuer import SERVICE, TokenIssuer
+from tests.fixtures.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
@@ -116,8 +117,8 @@ def test_normalize_scopes(scopes: list[str], expected: tuple[str, ...]) -> None:
 def htpasswd_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
     workdir = tmp_path_factory.mktemp("htpasswd")
     # -i reads the password from stdin: a secret never goes into a process argument list.
-    line = subprocess.run(["htpasswd", "-Bni", USER], input=PASSWORD, capture_output=True,
-                          text=True, check=True).stdout
+    line = subprocess.run([require_tool("htpasswd"), "-Bni", USER], input=PASSWORD,
+                          capture_output=True, text=True, check=True).stdout
     (workdir / "htpasswd").write_text(line)
     config = {"auth": {"htpasswd": {"realm": "test-realm", "path": str(workdir / "htpasswd")}}}
     with RegistryServer(extra_config=config) as server:

@@ -20,6 +20,8 @@ from tests.fixtures.forge_server import ForgeServer
 from tests.fixtures.gitrepo import BareRepo, git, make_bare_repo
 from tests.fixtures.registry import RegistryServer, push_image
 
+pytestmark = pytest.mark.integration
+
 APP = "seed/application-x"
 TOKEN = "seed-flow-forge-token"
 ENVS = ("dev", "staging", "prod")

@@ -20,6 +20,8 @@ from image_updater.config.settings import RegistrySettings, Settings
 from tests.fixtures.gitrepo import git, make_bare_repo
 from tests.fixtures.registry import RegistryServer, push_image
 
+pytestmark = pytest.mark.integration
+
 REPO = "mixed/payments-api"
 # tag → image build time; later builds of lower versions catch out "newest" vs "highest"
 TAGS = {

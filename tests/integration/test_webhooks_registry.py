@@ -25,6 +25,8 @@ from tests.fixtures.daemon import (
 from tests.fixtures.gitrepo import BareRepo, git, make_bare_repo
 from tests.fixtures.registry import RegistryServer, free_port, push_image
 
+pytestmark = pytest.mark.integration
+
 SECRET = "hook-secret-5f2c9e"  # a test value, planted through the environment
 SECRET_ENV = "TEST_IU_WEBHOOK_SECRET"
 APP = "application-x"

@@ -12,9 +12,12 @@ import re
 import shlex
 import tomllib
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -189,3 +192,46 @@ def test_dockerignore_admits_only_the_build_inputs(path: str, ignored: bool) -> 
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert _dockerignored(path, patterns) is ignored
+
+
+# --- requirements/test.lock: the one list of pins for setup.sh and the image ------------------
+
+
+def _lock_pins() -> dict[str, str]:
+    pins = {}
+    for raw in (ROOT / "requirements" / "test.lock").read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"requirements/test.lock: {line!r} is not pinned with =="
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def _installed_closure(requirements: list[str]) -> set[str]:
+    """Every distribution pip installs for ``requirements``, from the installed metadata."""
+    todo, seen, names = [Requirement(r) for r in requirements], set(), set()
+    while todo:
+        req = todo.pop()
+        key = (canonicalize_name(req.name), frozenset(req.extras))
+        if key in seen:
+            continue
+        seen.add(key)
+        names.add(key[0])
+        for spec in metadata.requires(req.name) or []:
+            dep = Requirement(spec)
+            if dep.marker is None or any(dep.marker.evaluate({"extra": e})
+                                         for e in (req.extras or {""})):
+                todo.append(dep)
+    return names
+
+
+def test_the_lock_pins_everything_setup_sh_installs() -> None:
+    extras = re.search(r"pip install\b.*?-e '\.\[([\w,]+)\]'", _setup_sh())
+    assert extras is not None, "scripts/setup.sh no longer installs the project with extras"
+    project = _pyproject()["project"]
+    wanted = list(project["dependencies"])
+    for extra in extras[1].split(","):
+        wanted += project["optional-dependencies"][extra]
+    unpinned = sorted(_installed_closure(wanted) - set(_lock_pins()))
+    assert unpinned == [], f"add these to requirements/test.lock (pip freeze): {unpinned}"

@@ -41,15 +41,6 @@ def test_set_deployed_replaces_the_previous_series_of_that_env_only() -> None:
     assert got == [("dev", "c"), ("prod", "b")]
 
 
-def test_each_test_gets_a_fresh_registry() -> None:
-    first, second = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
-    first.updates.labels(app="a", env="dev", mode="commit").inc()
-    assert second.registry.get_sample_value(
-        "image_updater_updates_total", {"app": "a", "env": "dev", "mode": "commit"}) is None
-    assert first.registry.get_sample_value(
-        "image_updater_updates_total", {"app": "a", "env": "dev", "mode": "commit"}) == 1
-
-
 def _change(env: str, via: Literal["commit", "pull-request"] = "commit") -> Change:
     return Change(app="app", env=env, file=f"values-{env}.yaml", image="r.example/app",
                   tag=env, digest=A, keys=(KeyChange("image.digest", B, A),),

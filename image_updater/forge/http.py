@@ -26,6 +26,7 @@ from image_updater.errors import (
     ForgeAuthError,
     ForgeError,
     ForgeRateLimitedError,
+    ForgeUnavailableError,
     truncate,
 )
 from image_updater.forge.base import ForgeOptions
@@ -42,13 +43,6 @@ DEFAULT_RATE_LIMIT_WAIT = 60.0
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
 # Failures where the request certainly never reached the forge: safe to repeat a POST.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
-
-
-class ForgeUnavailableError(ForgeError):
-    """Temporary: connection failure or 5xx after retries. (Candidate for errors.py.)"""
-
-    temporary = True
-    reason = "forge_unavailable"
 
 
 # --------------------------------------------------------------------------- tokens

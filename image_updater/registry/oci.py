@@ -101,7 +101,7 @@ class OciRegistry:
         self._created: dict[tuple[str, str | None], datetime | None] = {}
         self._client = httpx.AsyncClient(
             auth=RegistryAuth(registry=options.host, credentials=options.credentials,
-                              clock=wall_clock),
+                              clock=wall_clock, origin=self._base, insecure=options.insecure),
             verify=_tls_verify(options), http1=True, http2=False,
             timeout=httpx.Timeout(options.timeout), follow_redirects=True,
             limits=httpx.Limits(max_connections=options.max_concurrency,

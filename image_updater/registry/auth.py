@@ -353,19 +353,41 @@ def _parse_token_body(response: httpx.Response, where: str, registry: str, realm
             f"The {where} answered HTTP {response.status_code} without a JSON token: "
             f"{truncate(response.content)!r}. Check the registry's token service.",
             registry=registry, url=realm) from exc
-    token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
-    if not isinstance(token, str) or not token or any(c in token for c in "\r\n "):
+    if not isinstance(data, dict):
+        raise RegistryAuthError(
+            f"The {where} answered HTTP {response.status_code} with JSON that is not an "
+            "object. Check the registry's token service.", registry=registry, url=realm)
+    token = _token_field(data, where, registry, realm)
+    if token is None or any(c in token for c in "\r\n "):
         raise RegistryAuthError(
             f"The {where} answered HTTP {response.status_code} without a usable 'token' or "
             "'access_token'. Check the registry's token service.", registry=registry, url=realm)
-    assert isinstance(data, dict)
-    return token, _lifetime(data.get("expires_in")), _issued_at(data.get("issued_at"))
+    lifetime = data.get("expires_in")
+    if lifetime is not None and (isinstance(lifetime, bool)
+                                 or not isinstance(lifetime, int | float)):
+        raise RegistryAuthError(
+            f"The {where} answered with 'expires_in' {truncate(repr(lifetime), 40)}, which is "
+            "not a number of seconds. Check the registry's token service.",
+            registry=registry, url=realm)
+    return token, _lifetime(lifetime), _issued_at(data.get("issued_at"))
 
 
-def _lifetime(value: object) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    return DEFAULT_TOKEN_LIFETIME
+def _token_field(data: dict[str, object], where: str, registry: str, realm: str
+                 ) -> str | None:
+    """``token``, else ``access_token`` (the OAuth2 name); each must be a string if sent."""
+    for name in ("token", "access_token"):
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            raise RegistryAuthError(
+                f"The {where} answered with a '{name}' that is not a string. Check the "
+                "registry's token service.", registry=registry, url=realm)
+    token = data.get("token") or data.get("access_token")
+    return token if isinstance(token, str) and token else None
+
+
+def _lifetime(value: int | float | None) -> float:
+    # Absent, zero or negative: the spec's default of 60 seconds.
+    return float(value) if value is not None and value > 0 else DEFAULT_TOKEN_LIFETIME
 
 
 def _issued_at(value: object) -> float | None:

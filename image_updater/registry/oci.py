@@ -39,6 +39,7 @@ from image_updater.errors import (
     TransientRegistryError,
     truncate,
 )
+from image_updater.registry import documents
 from image_updater.registry.auth import SCOPES_EXTENSION, RegistryAuth, repository_scope
 from image_updater.registry.base import (
     MANIFEST_ACCEPT,
@@ -48,6 +49,7 @@ from image_updater.registry.base import (
     platform_child,
     sha256_digest,
 )
+from image_updater.registry.documents import Where
 from image_updater.registry.options import RegistryOptions
 from image_updater.registry.ratelimit import Clock, RateLimiter, Sleep
 from image_updater.registry.reference import check_repository
@@ -189,8 +191,9 @@ class OciRegistry:
         if reported and reported.startswith("sha256:") and reported != digest:
             raise self._mismatch(url, f"reports digest {truncate(reported, 80)} for a manifest "
                                       f"hashing to {digest}")
-        return Manifest(media_type=_manifest_media_type(content_type, body), digest=digest,
-                        body=body)
+        media_type = documents.manifest_media_type(content_type, body,
+                                                   Where(self.host, _shown(url)))
+        return Manifest(media_type=media_type, digest=digest, body=body)
 
     async def put_manifest(self, repository: str, tag: str, manifest: Manifest) -> str:
         """Store ``manifest`` under ``tag``; ``tag`` may also be the manifest's own digest
@@ -429,14 +432,7 @@ class OciRegistry:
                 await self._fail(response, repository=repository)
             body = await self._read_capped(response, MAX_TAGS_PAGE_BYTES, what="tag list")
             link = response.headers.get("Link")
-        try:
-            raw = json.loads(body).get("tags") or []
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-            raise RegistryError(
-                f"Registry {self.host} answered the tag list of {repository} with something "
-                f"that is not a JSON tag list: {truncate(body)!r}.", registry=self.host,
-                url=_shown(url)) from exc
-        return [t for t in raw if _valid_tag(t, repository, self.host)], link
+        return documents.tag_list(body, Where(self.host, _shown(url)), repository), link
 
     def _next_page(self, url: str, link: str | None) -> str | None:
         if not link:
@@ -740,30 +736,8 @@ def _check_reference(reference: str) -> str:
     return check_tag(reference)
 
 
-def _valid_tag(tag: object, repository: str, host: str) -> bool:
-    if isinstance(tag, str):
-        try:
-            check_tag(tag)
-            return True
-        except InvalidReferenceError:
-            pass
-    log.warning("ignoring invalid tag %s in %s/%s", repr(tag)[:90], host, repository)
-    return False
-
-
 def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
-
-
-def _manifest_media_type(content_type: str, body: bytes) -> str:
-    if content_type in MANIFEST_ACCEPT:
-        return content_type
-    # Some registries answer "application/json"; the manifest names its own type then.
-    try:
-        declared = json.loads(body).get("mediaType")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-        declared = None
-    return declared if isinstance(declared, str) and declared else content_type
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -95,10 +95,10 @@ class RetryLater(Exception):
 def retry_sync(attempt: Callable[[], T], *, attempts: int, backoff: Backoff,
                sleep: SyncSleep, on_retry: OnRetry | None = None) -> T:
     """Call ``attempt`` up to ``attempts`` times (at least once) while it raises RetryLater."""
-    rules = _Rules(attempts, backoff, on_retry)
     try:
         return attempt()  # the common case, without tenacity's bookkeeping (see _Rules)
     except RetryLater as exc:
+        rules = _Rules(attempts, backoff, on_retry)
         sleep(rules.first_failure(exc))
     retrying = Retrying(sleep=sleep, stop=rules.stop, wait=rules.wait, retry=rules.retry,
                         before_sleep=rules.before_sleep, reraise=True)
@@ -111,10 +111,10 @@ def retry_sync(attempt: Callable[[], T], *, attempts: int, backoff: Backoff,
 async def retry_async(attempt: Callable[[], Awaitable[T]], *, attempts: int, backoff: Backoff,
                       sleep: AsyncSleep, on_retry: OnRetry | None = None) -> T:
     """The ``async`` twin of :func:`retry_sync`."""
-    rules = _Rules(attempts, backoff, on_retry)
     try:
         return await attempt()
     except RetryLater as exc:
+        rules = _Rules(attempts, backoff, on_retry)
         await sleep(rules.first_failure(exc))
     retrying = AsyncRetrying(sleep=sleep, stop=rules.stop, wait=rules.wait, retry=rules.retry,
                              before_sleep=rules.before_sleep, reraise=True)
@@ -178,4 +178,6 @@ def _later(state: RetryCallState) -> RetryLater:
 
 
 def _give_up(exc: RetryLater) -> NoReturn:
+    if exc.__cause__ is exc.final:
+        raise exc.final  # the attempt's own error, retried as is: keep its cause
     raise exc.final from (exc.__cause__ or exc)

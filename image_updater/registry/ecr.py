@@ -54,8 +54,8 @@ from image_updater.registry.ecr_errors import (
     translate,
 )
 from image_updater.registry.ecr_host import EcrHost, parse_ecr_host
-from image_updater.registry.ecr_limits import RateLimiter
 from image_updater.registry.ecr_token import Clock, EcrTokenProvider, utc_now
+from image_updater.registry.ratelimit import RateLimiter
 
 __all__ = ["EcrHost", "EcrOptions", "EcrRegistry", "EcrTokenProvider", "parse_ecr_host"]
 
@@ -174,7 +174,8 @@ class EcrRegistry:
                                         margin=opts.token_refresh_margin,
                                         max_attempts=opts.max_attempts)
         self._semaphore = asyncio.Semaphore(opts.max_concurrency)
-        self._limiter = RateLimiter(opts.requests_per_second, sleep=sleep)
+        self._limiter = RateLimiter(requests_per_second=opts.requests_per_second, burst=1.0,
+                                    clock=time.monotonic, sleep=sleep)
         self._scans: dict[str, _Listing] = {}
         self._scan_locks: dict[str, asyncio.Lock] = {}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from image_updater.errors import InvalidReferenceError, RegistryError, truncate
@@ -28,14 +29,12 @@ log = logging.getLogger(__name__)
 _IMAGE_MEDIA_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST_V2})
 
 
+@dataclass(frozen=True, slots=True)
 class Where:
     """Who sent a document and from which URL: every refusal names both."""
 
-    __slots__ = ("registry", "url")
-
-    def __init__(self, registry: str, url: str) -> None:
-        self.registry = registry
-        self.url = url
+    registry: str
+    url: str
 
     def refuse(self, what: str, body: bytes | None = None) -> RegistryError:
         quoted = f" It began: {truncate(body, 120)!r}." if body is not None else ""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import time
 from collections.abc import Callable, Collection
@@ -59,8 +58,6 @@ from image_updater.registry.transport import (
 
 if TYPE_CHECKING:  # prometheus_client is imported only by processes that export metrics
     from image_updater.observability.metrics import Metrics
-
-log = logging.getLogger(__name__)
 
 ACCEPT_MANIFESTS = ", ".join(MANIFEST_ACCEPT)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024     # the distribution registry's own manifest limit

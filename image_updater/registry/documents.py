@@ -31,17 +31,22 @@ _IMAGE_MEDIA_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST_V2})
 
 @dataclass(frozen=True, slots=True)
 class Where:
-    """Who sent a document and from which URL: every refusal names both."""
+    """Who sent a document, from which URL, about which image: every refusal names them."""
 
     registry: str
     url: str
+    image: str = ""  # host/repository, when the document concerns one
 
-    def refuse(self, what: str, body: bytes | None = None) -> RegistryError:
+    def refuse(self, kind: str, why: str, body: bytes | None = None) -> RegistryError:
         quoted = f" It began: {truncate(body, 120)!r}." if body is not None else ""
         return RegistryError(
-            f"Registry {self.registry} answered {self.url} with {what}; the document is not "
-            f"used.{quoted} Check that the registry speaks the OCI distribution API.",
-            registry=self.registry, url=self.url)
+            f"Registry {self.registry} answered {self.url}{self._about()} with a malformed "
+            f"{kind}: {why}; "
+            f"it is not used.{quoted} Check that the registry speaks the OCI distribution "
+            "API.", registry=self.registry, url=self.url)
+
+    def _about(self) -> str:
+        return f" (image {self.image})" if self.image else ""
 
 
 def json_object(body: bytes) -> dict[str, Any] | None:
@@ -61,13 +66,13 @@ def tag_list(body: bytes, where: Where, repository: str) -> list[str]:
     """
     data = json_object(body)
     if data is None:
-        raise where.refuse("something that is not a JSON tag list", body)
+        raise where.refuse("tag list", "it is not a JSON object", body)
     tags = data.get("tags")
     if tags is None:
         return []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise where.refuse(f"a tag list whose 'tags' is not a list of strings "
-                           f"({truncate(repr(tags), 80)})")
+        raise where.refuse("tag list", f"'tags' is not a list of strings "
+                                       f"({truncate(repr(tags), 80)})")
     return [tag for tag in tags if _valid_tag(tag, repository, where)]
 
 
@@ -91,15 +96,15 @@ def manifest_media_type(content_type: str, body: bytes, where: Where) -> str:
     """
     data = json_object(body)
     if data is None:
-        raise where.refuse("a manifest that is not a JSON object", body)
+        raise where.refuse(_kind(content_type), "it is not a JSON object", body)
     declared = data.get("mediaType")
     if declared is not None and not isinstance(declared, str):
-        raise where.refuse(f"a manifest whose 'mediaType' is not a string "
-                           f"({truncate(repr(declared), 80)})")
+        raise where.refuse(_kind(content_type), f"'mediaType' is not a string "
+                                                f"({truncate(repr(declared), 80)})")
     if content_type in MANIFEST_ACCEPT and declared in MANIFEST_ACCEPT and \
             declared != content_type:
-        raise where.refuse(f"a manifest served as {content_type} that declares itself "
-                           f"{declared}")
+        raise where.refuse(_kind(content_type), f"it is served as {content_type} but "
+                                                f"declares itself {declared}")
     media_type = content_type if content_type in MANIFEST_ACCEPT else (declared or content_type)
     if media_type in INDEX_MEDIA_TYPES:
         _check_index(data, where)
@@ -108,45 +113,51 @@ def manifest_media_type(content_type: str, body: bytes, where: Where) -> str:
     return media_type
 
 
+def _kind(media_type: str) -> str:
+    if media_type in INDEX_MEDIA_TYPES:
+        return "index"
+    return "image manifest" if media_type in _IMAGE_MEDIA_TYPES else "manifest"
+
+
 def _check_index(data: dict[str, Any], where: Where) -> None:
     entries = data.get("manifests")
     if not isinstance(entries, list):
-        raise where.refuse("an image index without a 'manifests' list")
+        raise where.refuse("index", "'manifests' is not a list")
     for number, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            raise where.refuse(f"an image index whose manifests[{number}] is not an object")
-        _check_descriptor(entry, f"manifests[{number}]", where)
+            raise where.refuse("index", f"manifests[{number}] is not an object")
+        _check_descriptor(entry, f"manifests[{number}]", "index", where)
         platform = entry.get("platform")
         if platform is None:
             continue
         if not isinstance(platform, dict) or not all(
                 isinstance(platform.get(k, ""), str) for k in ("os", "architecture", "variant")):
-            raise where.refuse(f"an image index whose manifests[{number}].platform is not an "
-                               "object of strings os, architecture and variant")
+            raise where.refuse("index", f"manifests[{number}].platform is not an object "
+                                              "of strings os, architecture and variant")
 
 
 def _check_image(data: dict[str, Any], where: Where) -> None:
     config = data.get("config")
     if not isinstance(config, dict):
-        raise where.refuse("an image manifest without a 'config' object")
-    _check_descriptor(config, "config", where)
+        raise where.refuse("image manifest", "'config' is not an object")
+    _check_descriptor(config, "config", "image manifest", where)
     layers = data.get("layers", [])
     if not isinstance(layers, list):
-        raise where.refuse("an image manifest whose 'layers' is not a list")
+        raise where.refuse("image manifest", "'layers' is not a list")
     for number, layer in enumerate(layers):
         if not isinstance(layer, dict):
-            raise where.refuse(f"an image manifest whose layers[{number}] is not an object")
-        _check_descriptor(layer, f"layers[{number}]", where)
+            raise where.refuse("image manifest", f"layers[{number}] is not an object")
+        _check_descriptor(layer, f"layers[{number}]", "image manifest", where)
 
 
-def _check_descriptor(descriptor: dict[str, Any], field: str, where: Where) -> None:
+def _check_descriptor(descriptor: dict[str, Any], field: str, kind: str, where: Where) -> None:
     try:
         check_digest(descriptor.get("digest"), what=f"{field}.digest")  # type: ignore[arg-type]
     except InvalidReferenceError as exc:
-        raise where.refuse(f"a manifest with a malformed digest ({exc})") from exc
+        raise where.refuse(kind, str(exc).rstrip(".")) from exc
     media_type = descriptor.get("mediaType")
     if media_type is not None and not isinstance(media_type, str):
-        raise where.refuse(f"a manifest whose {field}.mediaType is not a string")
+        raise where.refuse(kind, f"{field}.mediaType is not a string")
     size = descriptor.get("size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-        raise where.refuse(f"a manifest whose {field}.size is not a non-negative integer")
+        raise where.refuse(kind, f"{field}.size is not a non-negative integer")

@@ -175,7 +175,8 @@ class OciRegistry:
             raise self.transport.mismatch(
                 url, f"reports digest {truncate(reported, 80)} for a manifest hashing to {digest}")
         media_type = documents.manifest_media_type(content_type, body,
-                                                   Where(self.host, shown(url)))
+                                                   Where(self.host, shown(url),
+                                                         f"{self.host}/{repository}"))
         return Manifest(media_type=media_type, digest=digest, body=body)
 
     async def put_manifest(self, repository: str, tag: str, manifest: Manifest) -> str:
@@ -311,7 +312,8 @@ class OciRegistry:
                 await fail(self.transport, response, repository=repository)
             body = await self.transport.read_capped(response, MAX_TAGS_PAGE_BYTES, what="tag list")
             link = response.headers.get("Link")
-        return documents.tag_list(body, Where(self.host, shown(url)), repository), link
+        where = Where(self.host, shown(url), f"{self.host}/{repository}")
+        return documents.tag_list(body, where, repository), link
 
     def _next_page(self, url: str, link: str | None) -> str | None:
         if not link:

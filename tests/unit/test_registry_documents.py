@@ -19,7 +19,8 @@ from image_updater.registry.base import (
 from image_updater.registry.credentials import Anonymous
 from image_updater.registry.documents import Where, manifest_media_type, tag_list
 
-WHERE = Where("registry.example", "https://registry.example/v2/team/app/tags/list")
+WHERE = Where("registry.example", "https://registry.example/v2/team/app/tags/list",
+              "registry.example/team/app")
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
 
@@ -45,14 +46,15 @@ def test_tag_lists_of_the_documented_shape_are_read(body: bytes, tags: list[str]
     (doc({"tags": "dev"}), "'tags' is not a list of strings ('dev')"),
     (doc({"tags": ["v1", 2]}), "'tags' is not a list of strings"),
     (doc({"tags": {"v1": 1}}), "'tags' is not a list of strings"),
-    (doc(["v1"]), "not a JSON tag list"),
-    (b"<html>oops</html>", "not a JSON tag list"),
+    (doc(["v1"]), "malformed tag list: it is not a JSON object"),
+    (b"<html>oops</html>", "malformed tag list: it is not a JSON object"),
 ])
 def test_tag_lists_of_another_shape_are_refused(body: bytes, said: str) -> None:
     with pytest.raises(RegistryError) as info:
         tag_list(body, WHERE, "team/app")
     assert said in str(info.value)
     assert "registry.example" in str(info.value) and WHERE.url in str(info.value)
+    assert "(image registry.example/team/app)" in str(info.value)
     assert info.value.url == WHERE.url
 
 
@@ -100,12 +102,13 @@ def with_entry(**changes: Any) -> dict[str, Any]:
     (OCI_MANIFEST, [1, 2], "not a JSON object"),
     (OCI_MANIFEST, {**IMAGE, "mediaType": 7}, "'mediaType' is not a string"),
     (OCI_MANIFEST, {**IMAGE, "mediaType": OCI_INDEX}, f"declares itself {OCI_INDEX}"),
-    (OCI_MANIFEST, {**IMAGE, "config": "sha256:x"}, "without a 'config' object"),
+    (OCI_MANIFEST, {**IMAGE, "config": "sha256:x"},
+     "malformed image manifest: 'config' is not an object"),
     (OCI_MANIFEST, {**IMAGE, "config": {"digest": "md5:abc"}}, "config.digest 'md5:abc'"),
     (OCI_MANIFEST, {**IMAGE, "layers": {"digest": D1}}, "'layers' is not a list"),
     (OCI_MANIFEST, {**IMAGE, "layers": [{"digest": D1, "size": "20"}]},
      "layers[0].size is not a non-negative integer"),
-    (OCI_INDEX, {**INDEX, "manifests": "all"}, "without a 'manifests' list"),
+    (OCI_INDEX, {**INDEX, "manifests": "all"}, "malformed index: 'manifests' is not a list"),
     (OCI_INDEX, {**INDEX, "manifests": [D1]}, "manifests[0] is not an object"),
     (OCI_INDEX, with_entry(digest=None), "manifests[0].digest None"),
     (OCI_INDEX, with_entry(digest=D1.upper()), "is not a sha256 digest"),

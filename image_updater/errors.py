@@ -22,7 +22,8 @@ truncated with :func:`truncate` before they are quoted.
     │   └── PushRejectedError        temporary: somebody else pushed first
     ├── ForgeError                   a forge API (GitHub, GitLab, Gitea) failed
     │   ├── ForgeAuthError           permanent: 401/403, missing scope
-    │   └── ForgeRateLimitedError    temporary: carries ``retry_after`` seconds
+    │   ├── ForgeRateLimitedError    temporary: carries ``retry_after`` seconds
+    │   └── ForgeUnavailableError    temporary: connection failure or 5xx after retries
     └── ConflictError                permanent: compare-and-swap refused (tag points elsewhere)
 """
 
@@ -154,6 +155,11 @@ class ForgeRateLimitedError(ForgeError):
     def __init__(self, message: str, *, retry_after: float):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ForgeUnavailableError(ForgeError):
+    temporary = True
+    reason = "forge_unavailable"
 
 
 class ConflictError(ImageUpdaterError):

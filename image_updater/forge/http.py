@@ -5,7 +5,8 @@ repeating it is always safe; a 5xx or a dropped connection may hide a request th
 *was* carried out, so only idempotent methods are repeated then (a POST is repeated
 only when the connection was never made). Waits use the injected ``sleep`` and never
 exceed ``ForgeOptions.max_wait``; a longer wait raises ForgeRateLimitedError at once
-with ``retry_after`` so the scheduler, not a blocked thread, does the waiting.
+with ``retry_after`` so the scheduler, not a blocked thread, does the waiting. The loop
+itself and the ``Retry-After`` parser are the shared ones in ``image_updater.retry``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import httpx
@@ -25,9 +25,11 @@ from image_updater.errors import (
     ForgeAuthError,
     ForgeError,
     ForgeRateLimitedError,
+    ForgeUnavailableError,
     truncate,
 )
 from image_updater.forge.base import ForgeOptions
+from image_updater.retry import Backoff, RetryLater, parse_retry_after, retry_sync
 from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_file
 
 log = logging.getLogger(__name__)
@@ -41,13 +43,6 @@ DEFAULT_RATE_LIMIT_WAIT = 60.0
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
 # Failures where the request certainly never reached the forge: safe to repeat a POST.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
-
-
-class ForgeUnavailableError(ForgeError):
-    """Temporary: connection failure or 5xx after retries. (Candidate for errors.py.)"""
-
-    temporary = True
-    reason = "forge_unavailable"
 
 
 # --------------------------------------------------------------------------- tokens
@@ -126,22 +121,6 @@ def token_source(
 
 
 # ---------------------------------------------------------------------- rate limits
-
-
-def parse_retry_after(value: str | None, *, now: float) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date); None if unusable."""
-    if value is None:
-        return None
-    value = value.strip()
-    if re.fullmatch(r"[0-9]{1,9}", value):
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None  # untrusted header: ignore garbage rather than fail the request
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 def parse_reset(value: str | None, *, now: float) -> float | None:
@@ -280,50 +259,61 @@ class ForgeHttp:
     ) -> httpx.Response:
         url = path.lstrip("/")
         path = "/" + url  # as shown in messages and logs
-        attempts = self.options.max_retries + 1
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
-            headers = dict(auth if auth is not None else self._auth())
-            try:
-                response = self._client.request(
-                    method, url, params=params, json=json, headers=headers
-                )
-            except httpx.TransportError as exc:
-                if last or not (method in _IDEMPOTENT or isinstance(exc, _NOT_SENT)):
-                    raise self._unreachable(method, path, exc, attempt + 1) from exc
-                self._backoff(method, path, type(exc).__name__, attempt)
-                continue
-            if response.is_success:
-                return response
-            delay = rate_limit_delay(
-                response.status_code, response.headers, response.text,
-                now=self._clock(), attempt=attempt,
+        tries = 0
+
+        def attempt() -> httpx.Response:
+            nonlocal tries
+            tries += 1
+            return self._attempt(method, url, path, tries, params=params, json=json, auth=auth)
+
+        def on_retry(failed: int, total: int, reason: str, delay: float) -> None:
+            log.warning(
+                "%s failed %s %s (%s); will retry in %.1f s (attempt %d/%d).",
+                self._where(), method, path, reason, delay, failed + 1, total,
             )
-            if delay is not None:
-                if last or delay > self.options.max_wait:
-                    raise self._rate_limited(method, path, delay)
-                self._wait(method, path, delay, attempt)
-                continue
-            if response.status_code >= 500 and method in _IDEMPOTENT and not last:
-                self._backoff(method, path, f"HTTP {response.status_code}", attempt)
-                continue
-            raise self._error(method, path, response, attempt + 1)
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _wait(self, method: str, path: str, delay: float, attempt: int) -> None:
-        log.warning(
-            "%s rate limit on %s %s; will retry in %.0f s (attempt %d/%d).",
-            self._where(), method, path, delay, attempt + 2, self.options.max_retries + 1,
+        return retry_sync(
+            attempt, attempts=self.options.max_retries + 1, sleep=self._sleep,
+            backoff=Backoff(base=self.options.backoff, maximum=self.options.max_wait),
+            on_retry=on_retry,
         )
-        self._sleep(delay)
 
-    def _backoff(self, method: str, path: str, why: str, attempt: int) -> None:
-        delay = min(self.options.backoff * (2**attempt), self.options.max_wait)
-        log.warning(
-            "%s failed %s %s (%s); will retry in %.1f s (attempt %d/%d).",
-            self._where(), method, path, why, delay, attempt + 2, self.options.max_retries + 1,
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        tries: int,
+        *,
+        params: Mapping[str, str | int] | None,
+        json: Any,
+        auth: Mapping[str, str] | None,
+    ) -> httpx.Response:
+        """One request: the response, a final error, or RetryLater with the final error."""
+        headers = dict(auth if auth is not None else self._auth())
+        try:
+            response = self._client.request(method, url, params=params, json=json,
+                                            headers=headers)
+        except httpx.TransportError as exc:
+            final = self._unreachable(method, path, exc, tries)
+            if not (method in _IDEMPOTENT or isinstance(exc, _NOT_SENT)):
+                raise final from exc
+            raise RetryLater(type(exc).__name__, final=final) from exc
+        if response.is_success:
+            return response
+        delay = rate_limit_delay(
+            response.status_code, response.headers, response.text,
+            now=self._clock(), attempt=tries - 1,
         )
-        self._sleep(delay)
+        if delay is not None:
+            limited = self._rate_limited(method, path, delay)
+            if delay > self.options.max_wait:
+                raise limited  # the scheduler waits, not a blocked thread
+            raise RetryLater("rate limited", delay=delay, final=limited)
+        error = self._error(method, path, response, tries)
+        if response.status_code >= 500 and method in _IDEMPOTENT:
+            raise RetryLater(f"HTTP {response.status_code}", final=error)
+        raise error
 
     # -- errors
 

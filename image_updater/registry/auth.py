@@ -12,6 +12,13 @@ anonymously. A ``401`` carries the challenge that says what to do next:
 is sent back. The async wrapper does the I/O around it: it reads token responses (bounded)
 and serialises token fetches per cache key, so concurrent requests for one scope cause
 one token fetch, not one each.
+
+Credentials stay home: they go only to the configured registry origin and to a token realm
+named by a challenge that origin itself sent. A challenge from any other host (a redirect
+target, say a blob store) is refused with an error rather than answered, a cached token or
+Basic header is never attached to a request for another origin (httpx itself drops the
+header when it follows a redirect across origins), and a plain-``http://`` realm is
+refused unless the registry itself is configured ``insecure``.
 """
 
 from __future__ import annotations
@@ -97,9 +104,13 @@ def normalize_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
 class RegistryAuth(httpx.Auth):
     """Authentication for one registry host; one instance is shared by all its requests."""
 
-    def __init__(self, *, registry: str, credentials: CredentialSource,
-                 clock: Clock) -> None:
+    def __init__(self, *, registry: str, credentials: CredentialSource, clock: Clock,
+                 origin: str, insecure: bool = False) -> None:
+        """``origin`` is the registry's base URL (``https://host[:port]``); ``insecure``
+        allows plain-HTTP token realms, as it allows a plain-HTTP registry."""
         self._registry = registry
+        self._origin = _origin_of(httpx.URL(origin))
+        self._insecure = insecure
         self._credentials = credentials
         self._clock = clock  # wall-clock seconds: token ``issued_at`` is wall time
         self._bearer: tuple[str, str] | None = None  # (realm, service) last challenged with
@@ -112,13 +123,15 @@ class RegistryAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response | None,
                                                               None]:
         wanted = _wanted_scopes(request)
-        sent = self._authorize_from_cache(request, wanted)
+        home = _origin_of(request.url) == self._origin
+        sent = self._authorize_from_cache(request, wanted) if home else None
         response = yield request
         if response is None or response.status_code != 401 or not _replayable(request):
             return
         challenge = _pick_challenge(response)
         if challenge is None:
             return
+        self._check_challenger(request, response)
         if challenge.scheme == "basic":
             yield from self._basic_flow(request, sent)
             return
@@ -143,6 +156,13 @@ class RegistryAuth(httpx.Auth):
                 f"registry {self._registry} sent a Bearer challenge without a usable realm URL "
                 f"({truncate(realm, 100)!r}); the registry's token auth is misconfigured.",
                 registry=self._registry, url=str(request.url))
+        if realm.startswith("http://") and not self._insecure:
+            raise RegistryAuthError(
+                f"registry {self._registry} names a plain-HTTP token realm "
+                f"{truncate(realm, 200)}; credentials are not sent over plain HTTP. Serve the "
+                "token service over HTTPS, or, for a local or test registry only, declare it "
+                f"in the settings file: registries: [{{host: '{self._registry}', insecure: "
+                "true}].", registry=self._registry, url=truncate(realm, 200))
         self._bearer = (realm, service)
         scopes = normalize_scopes((*wanted, challenge.params.get("scope", "")))
         key: TokenKey = (realm, service, scopes)
@@ -156,6 +176,20 @@ class RegistryAuth(httpx.Auth):
                 return
         request.headers["Authorization"] = f"Bearer {token}"
         yield request
+
+    def _check_challenger(self, request: httpx.Request, response: httpx.Response) -> None:
+        """Refuse a challenge from anywhere but the registry itself (e.g. a redirect target):
+        answering it would hand our credentials, or a token realm it picked, to that host."""
+        challenger = response.request.url
+        if _origin_of(challenger) == self._origin:
+            return
+        raise RegistryAuthError(
+            f"registry {self._registry} redirected {request.method} {_shown(request.url)} to "
+            f"another host, {challenger.netloc.decode('ascii', 'replace')}, which asked for "
+            f"credentials (HTTP 401). Credentials are only sent to {self._registry} and the "
+            "token service it names, so the request is refused; check the registry's "
+            "storage-redirect settings, or make the redirect target allow anonymous reads.",
+            registry=self._registry, url=_shown(challenger))
 
     def _authorize_from_cache(self, request: httpx.Request, wanted: tuple[str, ...]
                               ) -> str | None:
@@ -264,6 +298,16 @@ def _wanted_scopes(request: httpx.Request) -> tuple[str, ...]:
     return normalize_scopes([repository_scope(match.group("name"), actions)])
 
 
+def _origin_of(url: httpx.URL) -> tuple[str, str, int | None]:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, url.port if url.port is not None else default
+
+
+def _shown(url: httpx.URL) -> str:
+    """A URL fit for messages: no query (scopes, upload state) and no user info."""
+    return str(url.copy_with(query=None, fragment=None, userinfo=b""))
+
+
 def _replayable(request: httpx.Request) -> bool:
     # A streamed upload body cannot be sent twice; its caller authenticates beforehand.
     return isinstance(request.stream, httpx.ByteStream)
@@ -309,19 +353,41 @@ def _parse_token_body(response: httpx.Response, where: str, registry: str, realm
             f"The {where} answered HTTP {response.status_code} without a JSON token: "
             f"{truncate(response.content)!r}. Check the registry's token service.",
             registry=registry, url=realm) from exc
-    token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
-    if not isinstance(token, str) or not token or any(c in token for c in "\r\n "):
+    if not isinstance(data, dict):
+        raise RegistryAuthError(
+            f"The {where} answered HTTP {response.status_code} with JSON that is not an "
+            "object. Check the registry's token service.", registry=registry, url=realm)
+    token = _token_field(data, where, registry, realm)
+    if token is None or any(c in token for c in "\r\n "):
         raise RegistryAuthError(
             f"The {where} answered HTTP {response.status_code} without a usable 'token' or "
             "'access_token'. Check the registry's token service.", registry=registry, url=realm)
-    assert isinstance(data, dict)
-    return token, _lifetime(data.get("expires_in")), _issued_at(data.get("issued_at"))
+    lifetime = data.get("expires_in")
+    if lifetime is not None and (isinstance(lifetime, bool)
+                                 or not isinstance(lifetime, int | float)):
+        raise RegistryAuthError(
+            f"The {where} answered with 'expires_in' {truncate(repr(lifetime), 40)}, which is "
+            "not a number of seconds. Check the registry's token service.",
+            registry=registry, url=realm)
+    return token, _lifetime(lifetime), _issued_at(data.get("issued_at"))
 
 
-def _lifetime(value: object) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return float(value)
-    return DEFAULT_TOKEN_LIFETIME
+def _token_field(data: dict[str, object], where: str, registry: str, realm: str
+                 ) -> str | None:
+    """``token``, else ``access_token`` (the OAuth2 name); each must be a string if sent."""
+    for name in ("token", "access_token"):
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            raise RegistryAuthError(
+                f"The {where} answered with a '{name}' that is not a string. Check the "
+                "registry's token service.", registry=registry, url=realm)
+    token = data.get("token") or data.get("access_token")
+    return token if isinstance(token, str) and token else None
+
+
+def _lifetime(value: int | float | None) -> float:
+    # Absent, zero or negative: the spec's default of 60 seconds.
+    return float(value) if value is not None and value > 0 else DEFAULT_TOKEN_LIFETIME
 
 
 def _issued_at(value: object) -> float | None:

@@ -54,7 +54,7 @@ from image_updater.registry.ecr_errors import (
     translate,
 )
 from image_updater.registry.ecr_host import EcrHost, parse_ecr_host
-from image_updater.registry.ecr_limits import RateLimiter
+from image_updater.registry.ratelimit import RateLimiter
 
 __all__ = ["EcrHost", "EcrOptions", "EcrRegistry", "parse_ecr_host"]
 
@@ -170,7 +170,8 @@ class EcrRegistry:
                                                                       self._where)
         self._install_hooks(self._client.meta.events)
         self._semaphore = asyncio.Semaphore(opts.max_concurrency)
-        self._limiter = RateLimiter(opts.requests_per_second, sleep=sleep)
+        self._limiter = RateLimiter(requests_per_second=opts.requests_per_second, burst=1.0,
+                                    clock=time.monotonic, sleep=sleep)
         self._scans: dict[str, _Listing] = {}
         self._scan_locks: dict[str, asyncio.Lock] = {}
 

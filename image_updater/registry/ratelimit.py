@@ -1,6 +1,9 @@
-"""Politeness towards one registry: a concurrency cap and a requests-per-second budget.
+"""Politeness towards one registry: a requests-per-second budget and a concurrency cap.
 
-The clock and the sleep function are parameters so tests can drive time by hand.
+The one rate limiter of the registry adapters: the OCI client takes a ``slot()`` (a
+concurrency slot, then a token) per request; the ECR adapter, which caps concurrency
+itself, calls ``acquire()`` (a token) per API call. The clock and the sleep function are
+parameters so tests can drive time by hand.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 Clock = Callable[[], float]
-Sleep = Callable[[float], Awaitable[None]]
+AsyncSleep = Callable[[float], Awaitable[None]]
+Sleep = AsyncSleep  # the name other modules knew it by
 
 
 class TokenBucket:
@@ -18,7 +22,8 @@ class TokenBucket:
 
     ``reserve()`` takes a token now and says how long to wait before using it. Tokens may
     go negative, which queues callers fairly without a lock: asyncio runs ``reserve`` to
-    completion, so two callers never see the same balance.
+    completion, so two callers never see the same balance. A burst of 1 spaces requests
+    exactly ``1 / rate`` seconds apart.
     """
 
     def __init__(self, *, rate: float, burst: float, clock: Clock) -> None:
@@ -39,22 +44,34 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """Per-registry limits: ``async with limiter.slot(): send one request``."""
+    """Per-registry limits: ``async with limiter.slot(): send one request``.
 
-    def __init__(self, *, max_concurrency: int, requests_per_second: float, clock: Clock,
-                 sleep: Sleep) -> None:
-        self._semaphore = asyncio.Semaphore(max_concurrency)
+    ``requests_per_second`` 0 or None means unlimited. ``burst`` defaults to one second's
+    worth of requests, which keeps small scans fast; ``max_concurrency`` None means the
+    caller caps concurrency itself.
+    """
+
+    def __init__(self, *, requests_per_second: float | None, clock: Clock, sleep: AsyncSleep,
+                 max_concurrency: int | None = None, burst: float | None = None) -> None:
+        self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._sleep = sleep
-        # A burst of one second's worth of requests keeps small scans fast.
-        self._bucket = (TokenBucket(rate=requests_per_second,
-                                    burst=max(1.0, requests_per_second), clock=clock)
-                        if requests_per_second > 0 else None)
+        rate = requests_per_second or 0.0
+        self._bucket = (TokenBucket(rate=rate, burst=burst or max(1.0, rate), clock=clock)
+                        if rate > 0 else None)
+
+    async def acquire(self) -> None:
+        """Wait until the rate budget allows one more request."""
+        if self._bucket is not None:
+            delay = self._bucket.reserve()
+            if delay > 0:
+                await self._sleep(delay)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
+        if self._semaphore is None:
+            await self.acquire()
+            yield
+            return
         async with self._semaphore:
-            if self._bucket is not None:
-                delay = self._bucket.reserve()
-                if delay > 0:
-                    await self._sleep(delay)
+            await self.acquire()
             yield

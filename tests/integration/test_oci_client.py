@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import ipaddress
 import json
 import ssl
@@ -37,6 +38,7 @@ from image_updater.registry.base import (
 from image_updater.registry.oci import OciRegistry
 from image_updater.registry.options import RegistryOptions
 from image_updater.registry.ratelimit import RateLimiter, TokenBucket
+from tests.fixtures.fault_proxy import FaultProxy
 from tests.fixtures.http_stub import HttpStub, Reply
 from tests.fixtures.registry import RegistryServer, free_port, push_image, push_index
 
@@ -93,7 +95,10 @@ def stub() -> Iterator[HttpStub]:
 
 
 def manifest_body(seed: str) -> bytes:
-    return json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "seed": seed}).encode()
+    config = {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 2,
+              "digest": "sha256:" + hashlib.sha256(seed.encode()).hexdigest()}
+    return json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config,
+                       "layers": [], "seed": seed}).encode()
 
 
 # -- the real registry ---------------------------------------------------------------------
@@ -532,3 +537,30 @@ def test_tls_skip_verify_connects(tls_stub: HttpStub) -> None:
     options = RegistryOptions(host=tls_stub.host, insecure_skip_verify=True)
     run(OciRegistry(options, sleep=Sleeps()), lambda reg: reg.ping())
     assert len(tls_stub.requests) == 1
+
+
+# -- untrusted JSON from a real registry, bent by the fault proxy ------------------------------
+
+
+def test_a_tag_list_of_the_wrong_shape_is_refused_not_split_into_letters(
+        registry: RegistryServer) -> None:
+    push_image(registry.url, "oci/shape", "dev", seed="shape")
+    with FaultProxy(registry.url) as proxy:
+        proxy.replace_body("GET", r"/v2/oci/shape/tags/list", b'{"tags": "dev"}')
+        with pytest.raises(RegistryError) as info:
+            run(client(proxy.host), lambda reg: reg.list_tags("oci/shape"))
+        where = f"{proxy.url}/v2/oci/shape/tags/list"
+    assert "'tags' is not a list of strings ('dev')" in str(info.value)
+    assert where in str(info.value) and info.value.url == where
+
+
+def test_an_index_with_a_malformed_child_digest_is_refused(registry: RegistryServer) -> None:
+    push_index(registry.url, "oci/badindex", "dev", seed="badindex")
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": "sha256:../../etc", "size": 1}]}).encode()
+    with FaultProxy(registry.url) as proxy:
+        proxy.replace_body("GET", r"/v2/oci/badindex/manifests/dev", body)
+        proxy.rewrite_header("GET", r"/v2/oci/badindex/manifests/dev", "Docker-Content-Digest",
+                             None)
+        with pytest.raises(RegistryError, match=r"manifests\[0\]\.digest 'sha256:\.\./\.\./etc'"):
+            run(client(proxy.host), lambda reg: reg.get_manifest("oci/badindex", "dev"))

@@ -24,7 +24,8 @@ from image_updater.registry.credentials import (
 from image_updater.registry.oci import OciRegistry
 from image_updater.registry.options import RegistryOptions
 from image_updater.secrets import SecretRegistry
-from tests.fixtures.http_stub import HttpStub, Recorded, Reply
+from tests.fixtures.fault_proxy import FaultProxy
+from tests.fixtures.http_stub import HttpStub, Recorded, Reply, loopback_tls_context
 from tests.fixtures.registry import RegistryServer, push_image
 from tests.fixtures.token_issuer import SERVICE, TokenIssuer
 from tests.fixtures.tools import require_tool
@@ -35,6 +36,7 @@ T = TypeVar("T")
 USER = "ci-bot"
 PASSWORD = "Pa55-w0rd:with,odd\"chars"
 ENV = {"REG_PASSWORD": PASSWORD}
+INDEX = "application/vnd.oci.image.index.v1+json"
 GOOD = EnvCredentials(username=USER, password_env="REG_PASSWORD", environ=ENV,
                       secrets=SecretRegistry())
 BAD = EnvCredentials(username=USER, password_env="REG_PASSWORD",
@@ -317,3 +319,81 @@ def test_unknown_docker_config_host_is_anonymous(tmp_path: Path, stub: HttpStub)
                                                            secrets=SecretRegistry())),
         lambda reg: reg.list_tags("a/b"))
     assert "authorization" not in stub.requests_to("GET", "/token")[0].headers
+
+
+# -- credentials stay home: redirects to other hosts, plain-HTTP realms ---------------------
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "basic"])
+def test_a_challenge_from_a_redirect_target_is_never_answered(
+        htpasswd_registry: RegistryServer, scheme: str) -> None:
+    """Registry → proxy redirecting manifests → another host asking for credentials, whose
+    Bearer realm is a third host: not one request carrying credentials may reach either."""
+    with FaultProxy(htpasswd_registry.url) as proxy, HttpStub() as other, \
+            HttpStub() as realm:
+        realm.add("GET", "/token", Reply(200, {"Content-Type": "application/json"},
+                                         b'{"token":"stolen","expires_in":3600}'))
+        challenge = (f'Bearer realm="{realm.url}/token",service="other"' if scheme == "bearer"
+                     else 'Basic realm="other"')
+        other.handle("HEAD", "/v2/basic/app/manifests/dev",
+                     lambda request: Reply(401, {"WWW-Authenticate": challenge}))
+        proxy.redirect("HEAD", r"/v2/basic/app/manifests/dev", to=other.url)
+
+        async def scenario(reg: OciRegistry) -> None:
+            # The registry's own challenge first, so Basic is sent preemptively from now on.
+            assert sorted(await reg.list_tags("basic/app")) == ["dev", "prod"]
+            await reg.head_manifest("basic/app", "dev")
+
+        with pytest.raises(RegistryAuthError) as info:
+            run(client(proxy.host, GOOD), scenario)
+        hosts = proxy.host, other.host
+    message = str(info.value)
+    assert all(host in message for host in hosts)
+    assert "redirected" in message and PASSWORD not in message
+    # The preemptive header did reach the registry itself, so the test can tell.
+    assert any("authorization" in r.headers for r in proxy.requests)
+    assert other.requests and all("authorization" not in r.headers for r in other.requests)
+    assert realm.requests == []
+
+
+def test_a_redirect_to_an_anonymous_host_works_without_credentials(
+        htpasswd_registry: RegistryServer) -> None:
+    """Blob stores behind a redirect are the normal case: they are read, anonymously."""
+    body = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": []}).encode()
+    with FaultProxy(htpasswd_registry.url) as proxy, HttpStub() as other:
+        other.add("GET", "/v2/basic/app/manifests/dev", Reply(200, {"Content-Type": INDEX}, body))
+        proxy.redirect("GET", r"/v2/basic/app/manifests/dev", to=other.url)
+
+        async def scenario(reg: OciRegistry) -> str:
+            await reg.ping()  # learns Basic from the registry: later requests carry it
+            return (await reg.get_manifest("basic/app", "dev")).body.decode()
+
+        assert json.loads(run(client(proxy.host, GOOD), scenario)) == json.loads(body)
+    assert any("authorization" in r.headers for r in proxy.requests)
+    assert other.requests and all("authorization" not in r.headers for r in other.requests)
+
+
+@pytest.fixture
+def tls_stub() -> Iterator[HttpStub]:
+    with HttpStub(tls=loopback_tls_context()) as server:
+        yield server
+
+
+def test_a_plain_http_token_realm_is_refused_for_a_tls_registry(
+        tls_stub: HttpStub, stub: HttpStub) -> None:
+    challenge = f'Bearer realm="{stub.url}/token",service="svc"'
+    tls_stub.add("GET", "/v2/a/b/tags/list", Reply(401, {"WWW-Authenticate": challenge}))
+    stub.add("GET", "/token", Reply(200, {}, b'{"token":"t"}'))
+    registry = OciRegistry(RegistryOptions(host=tls_stub.host, insecure_skip_verify=True,
+                                           credentials=GOOD), sleep=no_sleep)
+    with pytest.raises(RegistryAuthError) as info:
+        run(registry, lambda reg: reg.list_tags("a/b"))
+    message = str(info.value)
+    assert f"plain-HTTP token realm {stub.url}/token" in message
+    assert "insecure: true" in message
+    assert stub.requests == []
+
+
+def test_a_plain_http_token_realm_is_used_for_an_insecure_registry(stub: HttpStub) -> None:
+    challenge_stub(stub)  # the stub is plain HTTP, and so is its realm
+    assert run(client(stub.host, GOOD), lambda reg: reg.list_tags("a/b")) == ["v1"]

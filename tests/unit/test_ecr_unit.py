@@ -36,7 +36,7 @@ from image_updater.registry.ecr import (
     EcrRegistry,
     parse_ecr_host,
 )
-from image_updater.registry.ecr_limits import RateLimiter
+from image_updater.registry.ratelimit import RateLimiter
 from tests.fixtures.moto import ACCESS_KEY, ACCOUNT, ECR_HOST, SECRET_KEY, fake_session
 from tests.fixtures.registry import free_port
 
@@ -318,7 +318,7 @@ def test_rate_limiter_spaces_calls_without_real_sleeping() -> None:
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    limiter = RateLimiter(4, monotonic=lambda: now[0], sleep=sleep)
+    limiter = RateLimiter(requests_per_second=4, burst=1, clock=lambda: now[0], sleep=sleep)
 
     async def go() -> None:
         for _ in range(3):

@@ -1,0 +1,303 @@
+"""The HTTP path to one OCI registry: rate limit → auth flow → one send, retried.
+
+Connection errors, timeouts, 5xx (but 501/505) and 429 are retried through
+:func:`image_updater.retry.retry_async` (exponential backoff with full jitter, honouring
+``Retry-After``). TLS failures are diagnosed instead: a certificate we cannot verify, or a
+plain-HTTP server answering our TLS hello, cannot be fixed by retrying, so they fail at
+once with the setting that fixes them. Responses are streamed: callers read and close
+them (``async with closing(response)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING
+
+import certifi
+import httpx
+
+from image_updater.errors import (
+    ConfigError,
+    DigestMismatchError,
+    RegistryError,
+    TransientRegistryError,
+    truncate,
+)
+from image_updater.registry.auth import SCOPES_EXTENSION, RegistryAuth
+from image_updater.registry.options import RegistryOptions
+from image_updater.registry.ratelimit import AsyncSleep, Clock, RateLimiter
+from image_updater.retry import Backoff, RetryLater, parse_retry_after, retry_async
+
+if TYPE_CHECKING:  # prometheus_client is imported only by processes that export metrics
+    from image_updater.observability.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_NON_RETRYABLE_5XX = frozenset({501, 505})  # "not implemented" does not get better later
+#: bodies up to this size are drained before closing, so the connection is reused
+_DRAIN_LIMIT = 64 * 1024
+
+OnRequest = Callable[[str, str], None]
+
+
+class RegistryTransport:
+    """Sends requests to one registry host; see the module docstring for the rules."""
+
+    def __init__(self, options: RegistryOptions, *, metrics: Metrics | None,
+                 on_request: OnRequest | None, sleep: AsyncSleep, clock: Clock,
+                 wall_clock: Clock, jitter: Callable[[], float] | None,
+                 transport: httpx.AsyncBaseTransport | None) -> None:
+        self.host = options.host
+        self.options = options
+        self.base = options.base_url
+        self._origin = httpx.URL(self.base)
+        self._metrics = metrics
+        self._on_request = on_request
+        self.sleep = sleep
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self.backoff = Backoff(base=options.backoff_base, maximum=options.backoff_max,
+                               jitter=jitter if jitter is not None else random.Random().random)
+        self._limiter = RateLimiter(max_concurrency=options.max_concurrency,
+                                    requests_per_second=options.requests_per_second,
+                                    clock=clock, sleep=sleep)
+        self._client = httpx.AsyncClient(
+            auth=RegistryAuth(registry=options.host, credentials=options.credentials,
+                              clock=wall_clock, origin=self.base, insecure=options.insecure),
+            verify=_tls_verify(options), http1=True, http2=False,
+            timeout=httpx.Timeout(options.timeout), follow_redirects=True,
+            limits=httpx.Limits(max_connections=options.max_concurrency,
+                                max_keepalive_connections=options.max_concurrency),
+            event_hooks={"request": [self._request_hook]}, transport=transport)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def request(self, method: str, url: str, *,
+                      headers: Mapping[str, str] | None = None,
+                      content: bytes | AsyncIterator[bytes] | None = None,
+                      params: Mapping[str, str] | None = None,
+                      scopes: tuple[str, ...] | None = None,
+                      retries: int | None = None) -> httpx.Response:
+        """Send with retries; the response is streamed: the caller reads and closes it."""
+        extensions = {SCOPES_EXTENSION: scopes} if scopes else None
+        if params:
+            # httpx would replace an existing query (an upload's _state), so merge by hand.
+            url = str(httpx.URL(url).copy_merge_params(params))
+        request = self._client.build_request(method, url, headers=headers, content=content,
+                                             extensions=extensions)
+        attempts = (self.options.max_retries if retries is None else retries) + 1
+        tries = 0
+
+        async def attempt() -> httpx.Response:
+            nonlocal tries
+            tries += 1
+            return await self._attempt(request, tries)
+
+        def on_retry(failed: int, total: int, reason: str, delay: float) -> None:
+            log.info("%s %s failed (%s); attempt %d/%d, retrying in %.2f s", method,
+                     shown(str(request.url)), reason, failed, total, delay)
+
+        return await retry_async(attempt, attempts=attempts, backoff=self.backoff,
+                                 sleep=self.sleep, on_retry=on_retry)
+
+    async def _attempt(self, request: httpx.Request, tries: int) -> httpx.Response:
+        try:
+            response = await self._send_once(request)
+        except (httpx.TransportError, TransientRegistryError) as exc:
+            if _certificate_rejected(exc):
+                raise self._untrusted(request, exc) from exc
+            if _not_tls(exc):
+                raise self._plain_http(request) from exc
+            reason = _transport_reason(exc)
+            raise RetryLater(reason, final=self._unavailable(request, reason, tries)) from exc
+        if not _retryable(response.status_code):
+            return response
+        await response.aclose()
+        reason = f"HTTP {response.status_code}"
+        # A Retry-After of 0 would retry at once, in a burst: take the backoff instead.
+        delay = parse_retry_after(response.headers.get("Retry-After"), now=self._wall_clock(),
+                                  cap=self.options.retry_after_max) or None
+        raise RetryLater(reason, delay=delay, final=self._unavailable(request, reason, tries))
+
+    async def _send_once(self, request: httpx.Request) -> httpx.Response:
+        started = self._clock()
+        status = "error"
+        try:
+            async with self._limiter.slot():
+                response = await self._client.send(request, stream=True)
+            status = str(response.status_code)
+            return response
+        except httpx.TransportError:
+            raise
+        except httpx.HTTPError as exc:
+            # Redirect loops, bad URLs: no retry fixes these.
+            raise RegistryError(
+                f"{request.method} {shown(str(request.url))} on registry {self.host} failed: "
+                f"{type(exc).__name__}: {truncate(str(exc), 200)}.", registry=self.host,
+                url=shown(str(request.url))) from exc
+        finally:
+            self._observe(request.method, status, started)
+
+    async def _request_hook(self, request: httpx.Request) -> None:
+        if self._on_request is not None:
+            self._on_request(request.method, str(request.url))
+
+    def _observe(self, method: str, status: str, started: float) -> None:
+        if self._metrics is None:
+            return
+        self._metrics.registry_requests.labels(registry=self.host, method=method,
+                                               status=status).inc()
+        self._metrics.registry_latency.labels(registry=self.host, method=method).observe(
+            max(0.0, self._clock() - started))
+
+    # -- checks on what the registry sends -------------------------------------------------
+
+    async def read_capped(self, response: httpx.Response, limit: int, *, what: str) -> bytes:
+        """The whole body, refused when it is larger than ``limit`` bytes."""
+        length = response.headers.get("Content-Length", "")
+        body = bytearray()
+        if not (length.isdigit() and int(length) > limit):
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    break
+        if len(body) > limit or (length.isdigit() and int(length) > limit):
+            url = shown(str(response.request.url))
+            raise RegistryError(
+                f"Registry {self.host} sent a {what} larger than {limit} bytes at {url}; "
+                "refusing to read it.", registry=self.host, url=url)
+        return bytes(body)
+
+    def same_origin(self, target: httpx.URL, what: str) -> str:
+        """Refuse URLs on another host: our credentials must not follow them there."""
+        if (target.scheme, target.host, target.port) != (
+                self._origin.scheme, self._origin.host, self._origin.port):
+            raise RegistryError(
+                f"Registry {self.host} sent a {what} to another host ({shown(str(target))}); "
+                "refusing to follow it. Check the registry's external URL settings.",
+                registry=self.host, url=shown(str(target)))
+        return str(target)
+
+    def mismatch(self, url: str, what: str) -> DigestMismatchError:
+        return DigestMismatchError(
+            f"Registry {self.host} {what} (at {shown(url)}); the content is corrupt or was "
+            "tampered with, so it is not used.", registry=self.host, url=shown(url))
+
+    # -- errors ------------------------------------------------------------------------------
+
+    def _unavailable(self, request: httpx.Request, reason: str,
+                     attempts: int) -> TransientRegistryError:
+        url = shown(str(request.url))
+        return TransientRegistryError(
+            f"Registry {self.host} did not answer {request.method} {url} successfully after "
+            f"{attempts} attempt(s) ({reason}); it will be retried next cycle.",
+            registry=self.host, url=url)
+
+    def _plain_http(self, request: httpx.Request) -> RegistryError:
+        url = shown(str(request.url))
+        return RegistryError(
+            f"Registry {self.host} did not answer the TLS handshake at {url} with TLS: it "
+            "probably serves plain HTTP. If that is intended (a local or test registry), allow "
+            f"it in the settings file: registries: [{{host: '{self.host}', insecure: true}}]. "
+            "Retrying cannot help, so this is not retried.", registry=self.host, url=url)
+
+    def _untrusted(self, request: httpx.Request, exc: BaseException) -> RegistryError:
+        url = shown(str(request.url))
+        bundle = self.options.ca_file or "certifi's public roots"
+        return RegistryError(
+            f"The TLS certificate of registry {self.host} could not be verified against "
+            f"{bundle} ({truncate(str(exc), 160)}) at {url}; set ca_file to the CA bundle "
+            "that signed it. Retrying cannot help, so this is not retried.",
+            registry=self.host, url=url)
+
+
+class closing:  # lowercase: used like contextlib.closing
+    """``async with closing(response)``: close a streamed response on every path.
+
+    Closing a response whose body was not read makes httpcore drop the connection, so
+    every HEAD would cost a new TCP (and TLS) handshake. Small bodies (HEADs, error
+    documents) are drained first so the connection goes back to the pool.
+    """
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+
+    async def __aenter__(self) -> httpx.Response:
+        return self._response
+
+    async def __aexit__(self, *exc: object) -> None:
+        response = self._response
+        try:
+            if not response.is_stream_consumed and _small_body(response):
+                await response.aread()
+        except httpx.HTTPError:
+            pass  # the connection is dropped instead; nothing else depends on it
+        finally:
+            await response.aclose()
+
+
+def shown(url: str) -> str:
+    """A URL fit for messages: without its query (upload state, scopes) or user info."""
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(query=None, fragment=None, userinfo=b""))
+
+
+def _small_body(response: httpx.Response) -> bool:
+    if response.request.method == "HEAD" or response.status_code in (204, 304):
+        return True
+    length = response.headers.get("Content-Length", "")
+    return length.isdigit() and int(length) <= _DRAIN_LIMIT
+
+
+def _tls_verify(options: RegistryOptions) -> ssl.SSLContext | bool:
+    if options.insecure_skip_verify or options.insecure:
+        return False  # plain HTTP: no certificate to verify, and loading roots costs ~15 ms
+    cafile = str(options.ca_file) if options.ca_file is not None else certifi.where()
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"registry {options.host}: ca_file {cafile} cannot be loaded as a PEM certificate "
+            f"bundle ({type(exc).__name__}); fix the path or the file."
+        ) from exc
+
+
+def _retryable(status: int) -> bool:
+    return status == 429 or (status >= 500 and status not in _NON_RETRYABLE_5XX)
+
+
+def _certificate_rejected(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(10):  # the ssl error sits a few causes down (httpx ← httpcore ← ssl)
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _not_tls(exc: BaseException) -> bool:
+    """True when the server's answer to our TLS hello was not TLS (a plain HTTP server)."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError) and getattr(seen, "reason", "") in (
+                "WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG",
+                "HTTP_REQUEST"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _transport_reason(exc: Exception) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timeout: {type(exc).__name__}"
+    if isinstance(exc, TransientRegistryError):
+        return str(exc)
+    return f"{type(exc).__name__}: {truncate(str(exc), 120)}"

@@ -13,42 +13,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from image_updater.changes import CycleResult
 from image_updater.config.settings import Settings, load_settings, secret_sources
-from image_updater.errors import (
-    ConfigError,
-    ConflictError,
-    ForgeAuthError,
-    GitAuthError,
-    ImageUpdaterError,
-    InvalidReferenceError,
-    NotFoundError,
-    PolicyError,
-    RegistryAuthError,
-)
+from image_updater.errors import ConfigError, ImageUpdaterError, PolicyError
+from image_updater.exit_codes import ExitCode, exit_code_for, once_exit_code
 from image_updater.model import App
 from image_updater.observability.logs import SecretRegistry, configure_logging, scrub
 
 if TYPE_CHECKING:
     from image_updater.engine.promote import RetagResult
-
-
-# Exit codes: the table is in cli.py's docstring.
-EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 0, 1, 2, 3, 4
-EXIT_AUTH, EXIT_TEMPORARY, EXIT_PARTIAL, EXIT_INTERNAL = 5, 6, 7, 8
-
-def exit_code_for(exc: ImageUpdaterError) -> int:
-    if isinstance(exc, ConflictError):
-        return EXIT_CONFLICT
-    if isinstance(exc, NotFoundError):
-        return EXIT_NOT_FOUND
-    if isinstance(exc, RegistryAuthError | GitAuthError | ForgeAuthError):
-        return EXIT_AUTH
-    if isinstance(exc, InvalidReferenceError):
-        return EXIT_USAGE
-    if exc.temporary:
-        return EXIT_TEMPORARY
-    if isinstance(exc, ConfigError):
-        return EXIT_CONFIG
-    return EXIT_CONFIG
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -60,6 +31,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """The settings file (``--config``) with the command line's overrides applied."""
     settings = load_settings(args.config)
     from dataclasses import replace
 
@@ -69,9 +41,13 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings = replace(settings, log_level=args.log_level)
     if getattr(args, "interval", None):
         settings = replace(settings, interval=args.interval)
+    return settings
+
+
+def _start_logging(settings: Settings) -> None:
+    """Log as the settings say, masking every secret they point at."""
     configure_logging(fmt=settings.log_format, level=settings.log_level,
                       secrets=known_secrets(settings))
-    return settings
 
 
 def known_secrets(settings: Settings) -> SecretRegistry:
@@ -101,16 +77,17 @@ def _policy_paths(args: argparse.Namespace) -> list[str]:
                 [os.environ.get("IMAGE_UPDATER_POLICIES", "policies")])
 
 
-def cmd_once(args: argparse.Namespace) -> int:
+def cmd_once(args: argparse.Namespace) -> ExitCode:
     from image_updater.config.policies import load_policies
 
     settings = _settings(args)
+    _start_logging(settings)
     apps = load_policies(_policy_paths(args))
     if args.app:
         apps = _only(apps, args.app)
     result = asyncio.run(run_once(settings, apps, dry_run=args.dry_run))
     print_result(result, dry_run=args.dry_run)
-    return 7 if result.failures else 0
+    return once_exit_code(result.failures, len(result.changes) + len(result.unchanged))
 
 
 def _only(apps: Sequence[App], names: Sequence[str]) -> list[App]:
@@ -155,7 +132,7 @@ def print_result(result: CycleResult, *, dry_run: bool, out: TextIO | None = Non
         print(f"no changes ({len(result.unchanged)} environments up to date)", file=out)
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def cmd_validate(args: argparse.Namespace) -> ExitCode:
     from image_updater.config.policies import load_policies
 
     paths = [*args.paths, *(args.policies or ())] or _policy_paths(args)
@@ -172,9 +149,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem)
         print(f"{len(exc.problems)} problem(s) found.", file=sys.stderr)
-        return 1
+        return ExitCode.CONFIG
     if settings_problem is not None:
-        return 1
+        return ExitCode.CONFIG
     if args.values_root:
         from image_updater.config.policies import check_values_keys
 
@@ -189,52 +166,59 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(problem)
         if problems:
             print(f"{len(problems)} problem(s) found.", file=sys.stderr)
-            return 1
+            return ExitCode.CONFIG
     envs = sum(len(a.environments) for a in apps)
     print(f"ok: {len(apps)} app(s), {envs} environment(s) in {', '.join(map(str, paths))}")
-    return 0
+    return ExitCode.OK
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    from image_updater.engine.check import CheckReport, check_image
+def cmd_check(args: argparse.Namespace) -> ExitCode:
+    from image_updater.engine.check import CheckReport, check_image, check_strategy
     from image_updater.wiring.registries import RegistryPool
 
     settings = _settings(args)
+    _start_logging(settings)
+    strategy = check_strategy(kind=args.strategy, tag=args.tag, constraint=args.constraint,
+                              strict=args.strict, order=args.order, platform=args.platform,
+                              allow=args.allow, ignore=args.ignore, extract=args.extract)
 
     async def run() -> CheckReport:
         pool = RegistryPool(settings)
         try:
-            return await check_image(pool, args)
+            return await check_image(pool, args.image, strategy)
         finally:
             await pool.aclose()
 
     report = asyncio.run(run())
     print(report.text)
-    return 0 if report.found else 3
+    return ExitCode.OK if report.found else ExitCode.NOT_FOUND
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from image_updater.daemon.service import run_daemon
 
     settings = _settings(args)
+    _start_logging(settings)
     return run_daemon(settings, _policy_paths(args))
 
 
-def cmd_retag(args: argparse.Namespace) -> int:
+def cmd_retag(args: argparse.Namespace) -> ExitCode:
     settings = _settings(args)
+    _start_logging(settings)
     return retag_command(settings, args.src, args.dst, digest=args.digest,
                          expect_current=args.expect_current)
 
 
-def cmd_promote(args: argparse.Namespace) -> int:
+def cmd_promote(args: argparse.Namespace) -> ExitCode:
     settings = _settings(args)
+    _start_logging(settings)
     app = args.app or os.environ.get("IMAGE_UPDATER_APP")
     source = args.source or os.environ.get("IMAGE_UPDATER_FROM")
     target = args.target or os.environ.get("IMAGE_UPDATER_TO")
     if not (app and source and target):
         print("error: promote needs APP, --from and --to (or IMAGE_UPDATER_APP, "
               "IMAGE_UPDATER_FROM, IMAGE_UPDATER_TO)", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     digest = args.digest or os.environ.get("IMAGE_UPDATER_DIGEST")
     if not digest and not args.from_git:
         print(f"error: promote needs the digest that was tested: --digest sha256:… (or "
@@ -242,13 +226,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
               f" Without it, the head of the deploy branch may already hold a newer image "
               f"that nobody tested in {source}. To promote whatever git says {source} runs "
               f"now (a person promoting by hand), pass --from-git.", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     return promote_command(settings, _policy_paths(args), app, source, target, digest=digest)
 
 
 def retag_command(settings: Settings, src: str, dst: str, *, digest: str | None = None,
-                  expect_current: str | None = None) -> int:
-    """``image-updater retag``: one line of output, and the exit code (see cli.py).
+                  expect_current: str | None = None) -> ExitCode:
+    """``image-updater retag``: one line of output, and the exit code.
 
     Built on registry clients alone (not the daemon's Runtime), so a PostSync job imports
     neither git nor boto3 unless an ECR host is involved.
@@ -268,7 +252,7 @@ def retag_command(settings: Settings, src: str, dst: str, *, digest: str | None 
 
 
 def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, source: str,
-                    target: str, *, digest: str | None = None) -> int:
+                    target: str, *, digest: str | None = None) -> ExitCode:
     """``image-updater promote``: retag what ``source`` runs (per git) to ``target``'s tag."""
     from image_updater.config.policies import load_policies
     from image_updater.engine.promote import find_env, promote
@@ -297,11 +281,11 @@ def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, s
     return _report(run)
 
 
-def _report(run: Callable[[], Coroutine[Any, Any, RetagResult]]) -> int:
+def _report(run: Callable[[], Coroutine[Any, Any, RetagResult]]) -> ExitCode:
     try:
         result = asyncio.run(run())
     except ImageUpdaterError as exc:
         print(scrub(f"error: {exc}"), file=sys.stderr)
         return exit_code_for(exc)
     print(result.line())
-    return 0
+    return ExitCode.OK

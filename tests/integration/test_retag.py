@@ -344,6 +344,23 @@ def test_a_concurrent_writer_that_read_the_same_value_wins_and_we_say_so(
     assert client.heads == 2
 
 
+def run_at_once(jobs: dict[str, list[str]]) -> dict[str, int]:
+    """Run the real CLI once per job, in threads released together; exit code per job."""
+    start = threading.Barrier(len(jobs))
+    codes: dict[str, int] = {}
+
+    def job(name: str, argv: list[str]) -> None:
+        start.wait()
+        codes[name] = main(argv)
+
+    threads = [threading.Thread(target=job, args=item) for item in jobs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return codes
+
+
 def test_concurrent_retags_with_one_expect_current_never_both_succeed(
         registry: RegistryServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Two jobs promote different images over the same expected digest, through the CLI."""
@@ -354,21 +371,9 @@ def test_concurrent_retags_with_one_expect_current_never_both_succeed(
         before = push_image(registry.url, repo, "staging", seed=f"S0 {trial}")
         digests = {name: push_image(registry.url, repo, name, seed=f"{name} {trial}")
                    for name in ("a", "b")}
-        start = threading.Barrier(2)
-        codes: dict[str, int] = {}
-
-        def job(name: str) -> None:
-            args = ["retag", f"{registry.host}/{repo}:{name}",
-                    f"{registry.host}/{repo}:staging", "--expect-current", before,
-                    "--config", cfg]
-            start.wait()
-            codes[name] = main(args)
-
-        threads = [threading.Thread(target=job, args=(name,)) for name in digests]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
+        codes = run_at_once({
+            name: ["retag", f"{registry.host}/{repo}:{name}", f"{registry.host}/{repo}:staging",
+                   "--expect-current", before, "--config", cfg] for name in digests})
         err = capsys.readouterr().err
         raced += "concurrent writer won" in err
 

@@ -45,7 +45,8 @@ _SCHEME_RE = re.compile(rf"\s*({_TOKEN_CHARS})(?:\s+[A-Za-z0-9._~+/-]+=*(?=\s*(?
 _REPOSITORY_PATH_RE = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
 
 TokenKey = tuple[str, str, tuple[str, ...]]
-Clock = Callable[[], float]
+#: seconds since the epoch (``time.time``): token ``issued_at`` is wall time
+WallClock = Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class RegistryAuth(httpx.Auth):
     """Authentication for one registry host; one instance is shared by all its requests."""
 
     def __init__(self, *, registry: str, credentials: CredentialSource,
-                 clock: Clock) -> None:
+                 clock: WallClock) -> None:
         self._registry = registry
         self._credentials = credentials
         self._clock = clock  # wall-clock seconds: token ``issued_at`` is wall time

@@ -55,7 +55,7 @@ from image_updater.registry.ecr_errors import (
 )
 from image_updater.registry.ecr_host import EcrHost, parse_ecr_host
 from image_updater.registry.ecr_limits import RateLimiter
-from image_updater.registry.ecr_token import Clock, EcrTokenProvider, utc_now
+from image_updater.registry.ecr_token import EcrTokenProvider, UtcClock, utc_now
 
 __all__ = ["EcrHost", "EcrOptions", "EcrRegistry", "EcrTokenProvider", "parse_ecr_host"]
 
@@ -156,7 +156,7 @@ class EcrRegistry:
 
     def __init__(self, host: str, *, options: EcrOptions | None = None,
                  metrics: Metrics | None = None, session: Any = None, client: Any = None,
-                 clock: Clock = utc_now, timer: Callable[[], float] = time.perf_counter,
+                 clock: UtcClock = utc_now, timer: Callable[[], float] = time.perf_counter,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         """``session`` is a ``boto3.Session`` holding the source credentials (default: a new
         one on the default chain). ``client`` is a ready ECR client to use instead (then

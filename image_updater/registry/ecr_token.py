@@ -19,7 +19,8 @@ from typing import Any
 from image_updater.errors import RegistryAuthError
 from image_updater.registry.ecr_errors import Target, is_aws_error, translate
 
-Clock = Callable[[], datetime]
+#: the current time as an aware UTC datetime (ECR token expiry is a datetime)
+UtcClock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
@@ -33,7 +34,7 @@ class EcrTokenProvider:
     concurrent copies share one fetch.
     """
 
-    def __init__(self, client: Any, *, host: str, clock: Clock = utc_now,
+    def __init__(self, client: Any, *, host: str, clock: UtcClock = utc_now,
                  margin: timedelta = timedelta(minutes=15), max_attempts: int = 1) -> None:
         self._client = client
         self._host = host

@@ -39,7 +39,12 @@ from image_updater.errors import (
     TransientRegistryError,
     truncate,
 )
-from image_updater.registry.auth import SCOPES_EXTENSION, RegistryAuth, repository_scope
+from image_updater.registry.auth import (
+    SCOPES_EXTENSION,
+    RegistryAuth,
+    WallClock,
+    repository_scope,
+)
 from image_updater.registry.base import (
     MANIFEST_ACCEPT,
     Manifest,
@@ -49,7 +54,7 @@ from image_updater.registry.base import (
     sha256_digest,
 )
 from image_updater.registry.options import RegistryOptions
-from image_updater.registry.ratelimit import Clock, RateLimiter, Sleep
+from image_updater.registry.ratelimit import MonotonicClock, RateLimiter, Sleep
 from image_updater.registry.reference import check_repository
 
 if TYPE_CHECKING:  # prometheus_client is imported only by processes that export metrics
@@ -82,7 +87,7 @@ class OciRegistry:
 
     def __init__(self, options: RegistryOptions, *, metrics: Metrics | None = None,
                  on_request: OnRequest | None = None, sleep: Sleep = asyncio.sleep,
-                 clock: Clock = time.monotonic, wall_clock: Clock = time.time,
+                 clock: MonotonicClock = time.monotonic, wall_clock: WallClock = time.time,
                  jitter: Callable[[], float] | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.host = options.host

@@ -9,7 +9,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-Clock = Callable[[], float]
+#: seconds on a monotonic clock (``time.monotonic``): only differences mean anything
+MonotonicClock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -21,7 +22,7 @@ class TokenBucket:
     completion, so two callers never see the same balance.
     """
 
-    def __init__(self, *, rate: float, burst: float, clock: Clock) -> None:
+    def __init__(self, *, rate: float, burst: float, clock: MonotonicClock) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
         self._rate = rate
@@ -41,7 +42,7 @@ class TokenBucket:
 class RateLimiter:
     """Per-registry limits: ``async with limiter.slot(): send one request``."""
 
-    def __init__(self, *, max_concurrency: int, requests_per_second: float, clock: Clock,
+    def __init__(self, *, max_concurrency: int, requests_per_second: float, clock: MonotonicClock,
                  sleep: Sleep) -> None:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._sleep = sleep

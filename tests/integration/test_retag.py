@@ -603,6 +603,50 @@ def test_ecr_retag_within_a_repository(moto_server: MotoServer) -> None:
     assert images[0]["imageManifest"].encode() == body
 
 
+def ecr_image(client: Any, repo: str, seed: str, tag: str | None = None) -> str:
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {
+        "mediaType": "application/vnd.oci.image.config.v1+json",
+        "digest": digest_of(seed.encode()), "size": len(seed)}, "layers": []},
+        sort_keys=True).encode()
+    digest = digest_of(body)
+    client.put_image(repositoryName=repo, imageManifest=body.decode(), imageDigest=digest,
+                     imageManifestMediaType=OCI_MANIFEST, **({"imageTag": tag} if tag else {}))
+    return digest
+
+
+def test_ecr_read_back_reports_a_concurrent_put_image_that_won(
+        moto_server: MotoServer) -> None:
+    client = fake_session().client("ecr", endpoint_url=moto_server.url)
+    repo = unique("team/ecr")
+    client.create_repository(repositoryName=repo)
+    candidate = ecr_image(client, repo, "candidate", "dev")
+    running = ecr_image(client, repo, "running", "staging")
+    other = ecr_image(client, repo, "the other writer")
+
+    class Meddling(EcrRegistry):
+        async def put_manifest(self, repository: str, tag: str, manifest: Manifest) -> str:
+            reported = await super().put_manifest(repository, tag, manifest)
+            ecr_image(client, repo, "the other writer", tag)  # its PutImage lands after ours
+            return reported
+
+    ecr = Meddling(ECR_HOST, options=EcrOptions(endpoint_url=moto_server.url),
+                   session=fake_session())
+
+    async def go() -> RetagResult:
+        try:
+            return await retag(f"{ECR_HOST}/{repo}:dev", f"{ECR_HOST}/{repo}:staging",
+                               expect_current=running, registry_for={ECR_HOST: ecr}.__getitem__)
+        finally:
+            await ecr.aclose()
+
+    with pytest.raises(ConflictError) as caught:
+        asyncio.run(go())
+    now = client.describe_images(repositoryName=repo, imageIds=[{"imageTag": "staging"}])
+    client.close()
+    assert other in str(caught.value) and candidate in str(caught.value)
+    assert now["imageDetails"][0]["imageDigest"] == other
+
+
 def test_ecr_cannot_copy_across_repositories_and_says_how_instead(
         moto_server: MotoServer) -> None:
     ecr = EcrRegistry(ECR_HOST, options=EcrOptions(endpoint_url=moto_server.url),

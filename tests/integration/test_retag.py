@@ -294,6 +294,7 @@ class MeddlingRegistry(OciRegistry):
         super().__init__(RegistryOptions(host=server.host, insecure=True, max_retries=0))
         self.server, self.repo, self.meddler, self.when = server, repo, meddler, when
         self.heads = 0
+        self.moved: asyncio.Event | None = None
 
     def _move_tag(self, tag: str) -> None:
         body = manifest_bytes(self.server, self.repo, self.meddler)
@@ -313,10 +314,16 @@ class MeddlingRegistry(OciRegistry):
         self.heads += 1
         if self.when == "after_head" and self.heads == 1:
             self._move_tag(reference)
+            self._moved().set()
         return seen
 
+    def _moved(self) -> asyncio.Event:
+        self.moved = self.moved or asyncio.Event()  # created on the loop that runs retag
+        return self.moved
+
     async def get_manifest(self, repository: str, reference: str) -> Manifest:
-        if self.when == "after_head":
+        if self.when == "after_head":  # our read of the destination is stale by the PUT
+            await self._moved().wait()
             await asyncio.sleep(CAS_READ_MAX_AGE * 2)
         return await super().get_manifest(repository, reference)
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from image_updater.engine.promote import RetagResult
 
 
-def dispatch(args: argparse.Namespace) -> int:
+def dispatch(args: argparse.Namespace) -> ExitCode:
     handler = {
         "once": cmd_once, "validate": cmd_validate, "check": cmd_check, "run": cmd_run,
         "retag": cmd_retag, "promote": cmd_promote,
@@ -194,12 +194,12 @@ def cmd_check(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK if report.found else ExitCode.NOT_FOUND
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace) -> ExitCode:
     from image_updater.daemon.service import run_daemon
 
     settings = _settings(args)
     _start_logging(settings)
-    return run_daemon(settings, _policy_paths(args))
+    return ExitCode(run_daemon(settings, _policy_paths(args)))  # 0 clean stop, 1 failed
 
 
 def cmd_retag(args: argparse.Namespace) -> ExitCode:

@@ -27,30 +27,41 @@ from image_updater.errors import (
 class ExitCode(IntEnum):
     """What a command's exit status means; ``meaning`` is the documented text."""
 
-    meaning: str
+    OK = 0
+    CONFIG = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    CONFLICT = 4
+    AUTH = 5
+    TEMPORARY = 6
+    PARTIAL = 7
+    INTERNAL = 8
+    INTEGRITY = 9
+    INTERRUPTED = 130
 
-    def __new__(cls, value: int, meaning: str) -> ExitCode:
-        member = int.__new__(cls, value)
-        member._value_ = value
-        member.meaning = meaning
-        return member
+    @property
+    def meaning(self) -> str:
+        return _MEANINGS[self]
 
-    OK = 0, "ok (updated, nothing to do, already promoted)"
-    CONFIG = 1, "configuration or policy error"
-    USAGE = 2, "usage"
-    NOT_FOUND = 3, "not found (image, tag, digest, repository)"
-    CONFLICT = 4, ("conflict (compare-and-swap refused, a concurrent writer won, or git "
-                   "disagrees with `--digest`)")
-    AUTH = 5, "authentication or permission refused"
-    TEMPORARY = 6, ("temporary failure that persisted after retries (`once`: every failure "
-                    "was temporary)")
-    PARTIAL = 7, ("`once`: some app environments failed permanently, the others were "
-                  "applied or up to date (when every one failed, the code of the first "
-                  "permanent error)")
-    INTERNAL = 8, "internal error (a bug)"
-    INTEGRITY = 9, ("integrity: a registry served or stored content that does not hash to "
-                    "its digest")
-    INTERRUPTED = 130, "interrupted (Ctrl-C)"
+
+_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "ok (updated, nothing to do, already promoted)",
+    ExitCode.CONFIG: "configuration or policy error",
+    ExitCode.USAGE: "usage",
+    ExitCode.NOT_FOUND: "not found (image, tag, digest, repository)",
+    ExitCode.CONFLICT: ("conflict (compare-and-swap refused, a concurrent writer won, or git "
+                        "disagrees with `--digest`)"),
+    ExitCode.AUTH: "authentication or permission refused",
+    ExitCode.TEMPORARY: ("temporary failure that persisted after retries (`once`: every "
+                         "failure was temporary)"),
+    ExitCode.PARTIAL: ("`once`: some app environments failed permanently, the others were "
+                       "applied or up to date (when every one failed, the code of the first "
+                       "permanent error)"),
+    ExitCode.INTERNAL: "internal error (a bug)",
+    ExitCode.INTEGRITY: ("integrity: a registry served or stored content that does not hash "
+                         "to its digest"),
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+}
 
 
 # Most specific first: the first class an error is an instance of decides. Errors outside

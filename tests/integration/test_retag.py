@@ -389,6 +389,7 @@ def test_concurrent_retags_with_one_expect_current_never_both_succeed(
         assert sorted(codes.values()) == [0, 4], (trial, codes, err)
         assert tag_digest(registry, repo, "staging") == digests[winners[0]], (trial, err)
     print(f"{raced} of 20 trials had both jobs pass the compare-and-swap read")
+    assert raced, "the jobs never raced: the test did not exercise the read-back"
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -1,18 +1,7 @@
 """The command line: each command parses its arguments and calls one library function.
 
-Exit codes (stable; scripts and Argo CD hooks rely on them):
-
-====  ===========================================================================
- 0    success: updated, nothing to do, or (retag) already promoted
- 1    configuration or policy error (``validate`` found problems)
- 2    usage error (bad arguments)
- 3    not found: image, tag, digest or repository does not exist
- 4    conflict: ``--expect-current`` did not match the destination tag
- 5    authentication or permission refused (registry, git or forge)
- 6    temporary failure that persisted after retries (network, 5xx, 429, push race)
- 7    ``once``: some app environments failed (the others were applied)
- 8    internal error (a bug: please report it)
-====  ===========================================================================
+Exit codes are :class:`image_updater.exit_codes.ExitCode` (stable; scripts and Argo CD hooks
+rely on them); the README's list is generated from it.
 """
 
 from __future__ import annotations
@@ -23,8 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from image_updater import __version__
-from image_updater.commands import EXIT_INTERNAL, exit_code_for
 from image_updater.errors import ImageUpdaterError
+from image_updater.exit_codes import ExitCode, epilog, exit_code_for
 
 log = logging.getLogger("image_updater.cli")
 
@@ -44,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="image-updater",
         description="GitOps environment promotion by registry tags.",
-        epilog="Exit codes: 0 ok, 1 config, 2 usage, 3 not found, 4 conflict, 5 auth, "
-               "6 temporary, 7 partial, 8 internal.")
+        epilog=epilog())
     parser.add_argument("--version", action="version", version=f"image-updater {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -119,12 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(scrub(f"error: {exc}", secrets), file=sys.stderr)
         return exit_code_for(exc)
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     except Exception:  # a bug: say so, with the traceback, and a distinct code
         log.exception("internal error")
         print("error: internal error (a bug); please report it with the traceback above",
               file=sys.stderr)
-        return EXIT_INTERNAL
+        return ExitCode.INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,17 +13,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from image_updater.changes import CycleResult
 from image_updater.config.settings import Settings, load_settings, secret_sources
-from image_updater.errors import (
-    ConfigError,
-    ConflictError,
-    ForgeAuthError,
-    GitAuthError,
-    ImageUpdaterError,
-    InvalidReferenceError,
-    NotFoundError,
-    PolicyError,
-    RegistryAuthError,
-)
+from image_updater.errors import ConfigError, ImageUpdaterError, PolicyError
+from image_updater.exit_codes import ExitCode, exit_code_for, once_exit_code
 from image_updater.model import App
 from image_updater.observability.logs import configure_logging, scrub
 from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_file
@@ -32,38 +23,19 @@ if TYPE_CHECKING:
     from image_updater.engine.promote import RetagResult
 
 
-# Exit codes: the table is in cli.py's docstring.
-EXIT_OK, EXIT_CONFIG, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_CONFLICT = 0, 1, 2, 3, 4
-EXIT_AUTH, EXIT_TEMPORARY, EXIT_PARTIAL, EXIT_INTERNAL = 5, 6, 7, 8
-
-def exit_code_for(exc: ImageUpdaterError) -> int:
-    if isinstance(exc, ConflictError):
-        return EXIT_CONFLICT
-    if isinstance(exc, NotFoundError):
-        return EXIT_NOT_FOUND
-    if isinstance(exc, RegistryAuthError | GitAuthError | ForgeAuthError):
-        return EXIT_AUTH
-    if isinstance(exc, InvalidReferenceError):
-        return EXIT_USAGE
-    if exc.temporary:
-        return EXIT_TEMPORARY
-    if isinstance(exc, ConfigError):
-        return EXIT_CONFIG
-    return EXIT_CONFIG
-
-
-def dispatch(args: argparse.Namespace, secrets: SecretRegistry) -> int:
+def dispatch(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     """Run the command ``args`` names. ``secrets`` is the process's one secret registry: the
     log handler and the credential sources share it, and the CLI masks what it prints with it.
     """
-    handler: Callable[[argparse.Namespace, SecretRegistry], int] = {
+    handler: Callable[[argparse.Namespace, SecretRegistry], ExitCode] = {
         "once": cmd_once, "validate": cmd_validate, "check": cmd_check, "run": cmd_run,
         "retag": cmd_retag, "promote": cmd_promote,
     }[args.command]
     return handler(args, secrets)
 
 
-def _settings(args: argparse.Namespace, secrets: SecretRegistry) -> Settings:
+def _settings(args: argparse.Namespace) -> Settings:
+    """The settings file (``--config``) with the command line's overrides applied."""
     settings = load_settings(args.config)
     from dataclasses import replace
 
@@ -73,9 +45,13 @@ def _settings(args: argparse.Namespace, secrets: SecretRegistry) -> Settings:
         settings = replace(settings, log_level=args.log_level)
     if getattr(args, "interval", None):
         settings = replace(settings, interval=args.interval)
+    return settings
+
+
+def _start_logging(settings: Settings, secrets: SecretRegistry) -> None:
+    """Log as the settings say, masking every secret they point at."""
     configure_logging(fmt=settings.log_format, level=settings.log_level,
                       secrets=known_secrets(settings, secrets))
-    return settings
 
 
 def known_secrets(settings: Settings, secrets: SecretRegistry) -> SecretRegistry:
@@ -110,17 +86,18 @@ def _policy_paths(args: argparse.Namespace) -> list[str]:
                 [os.environ.get("IMAGE_UPDATER_POLICIES", "policies")])
 
 
-def cmd_once(args: argparse.Namespace, secrets: SecretRegistry) -> int:
+def cmd_once(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     from image_updater.config.policies import load_policies
 
-    settings = _settings(args, secrets)
+    settings = _settings(args)
+    _start_logging(settings, secrets)
     apps = load_policies(_policy_paths(args))
     if args.app:
         apps = _only(apps, args.app)
     dry_run = args.dry_run or settings.dry_run
     result = asyncio.run(run_once(settings, apps, dry_run=dry_run, secrets=secrets))
     print_result(result, dry_run=dry_run, secrets=secrets)
-    return 7 if result.failures else 0
+    return once_exit_code(result.failures, len(result.changes) + len(result.unchanged))
 
 
 def _only(apps: Sequence[App], names: Sequence[str]) -> list[App]:
@@ -174,7 +151,7 @@ def print_result(result: CycleResult, *, dry_run: bool, secrets: SecretRegistry,
         print(f"no changes ({len(result.unchanged)} environments up to date)", file=out)
 
 
-def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> int:
+def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> ExitCode:
     from image_updater.config.policies import load_policies
 
     paths = [*args.paths, *(args.policies or ())] or _policy_paths(args)
@@ -191,9 +168,9 @@ def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> int:
         for problem in exc.problems:
             print(problem)
         print(f"{len(exc.problems)} problem(s) found.", file=sys.stderr)
-        return 1
+        return ExitCode.CONFIG
     if settings_problem is not None:
-        return 1
+        return ExitCode.CONFIG
     if args.values_root:
         from image_updater.config.policies import check_values_keys
 
@@ -208,56 +185,64 @@ def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> int:
             print(problem)
         if problems:
             print(f"{len(problems)} problem(s) found.", file=sys.stderr)
-            return 1
+            return ExitCode.CONFIG
     envs = sum(len(a.environments) for a in apps)
     print(f"ok: {len(apps)} app(s), {envs} environment(s) in {', '.join(map(str, paths))}")
-    return 0
+    return ExitCode.OK
 
 
-def cmd_check(args: argparse.Namespace, secrets: SecretRegistry) -> int:
-    from image_updater.engine.check import CheckReport, check_image
+def cmd_check(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    from image_updater.engine.check import CheckReport, check_image, check_strategy
     from image_updater.wiring.registries import RegistryPool
 
-    settings = _settings(args, secrets)
+    settings = _settings(args)
+    _start_logging(settings, secrets)
+    strategy = check_strategy(kind=args.strategy, tag=args.tag, constraint=args.constraint,
+                              strict=args.strict, order=args.order, platform=args.platform,
+                              allow=args.allow, ignore=args.ignore, extract=args.extract)
 
     async def run() -> CheckReport:
         pool = RegistryPool(settings, secrets=secrets)
         try:
-            return await check_image(pool, args)
+            return await check_image(pool, args.image, strategy)
         finally:
             await pool.aclose()
 
     report = asyncio.run(run())
     print(report.text)
-    return 0 if report.found else 3
+    return ExitCode.OK if report.found else ExitCode.NOT_FOUND
 
 
-def cmd_run(args: argparse.Namespace, secrets: SecretRegistry) -> int:
+def cmd_run(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     from image_updater.daemon.main import run_daemon
 
-    settings = _settings(args, secrets)
+    settings = _settings(args)
+    _start_logging(settings, secrets)
     if settings.dry_run:
         logging.getLogger("image_updater.commands").warning(
             "dry_run is set in the settings file: every cycle plans and logs its changes, "
             "nothing is committed, pushed or proposed; remove dry_run to apply them.")
-    return run_daemon(settings, _policy_paths(args), secrets=secrets)
+    # 0 clean stop, 1 failed
+    return ExitCode(run_daemon(settings, _policy_paths(args), secrets=secrets))
 
 
-def cmd_retag(args: argparse.Namespace, secrets: SecretRegistry) -> int:
-    settings = _settings(args, secrets)
+def cmd_retag(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    settings = _settings(args)
+    _start_logging(settings, secrets)
     return retag_command(settings, args.src, args.dst, digest=args.digest,
                          expect_current=args.expect_current, secrets=secrets)
 
 
-def cmd_promote(args: argparse.Namespace, secrets: SecretRegistry) -> int:
-    settings = _settings(args, secrets)
+def cmd_promote(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    settings = _settings(args)
+    _start_logging(settings, secrets)
     app = args.app or os.environ.get("IMAGE_UPDATER_APP")
     source = args.source or os.environ.get("IMAGE_UPDATER_FROM")
     target = args.target or os.environ.get("IMAGE_UPDATER_TO")
     if not (app and source and target):
         print("error: promote needs APP, --from and --to (or IMAGE_UPDATER_APP, "
               "IMAGE_UPDATER_FROM, IMAGE_UPDATER_TO)", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     digest = args.digest or os.environ.get("IMAGE_UPDATER_DIGEST")
     if not digest and not args.from_git:
         print(f"error: promote needs the digest that was tested: --digest sha256:… (or "
@@ -265,14 +250,14 @@ def cmd_promote(args: argparse.Namespace, secrets: SecretRegistry) -> int:
               f" Without it, the head of the deploy branch may already hold a newer image "
               f"that nobody tested in {source}. To promote whatever git says {source} runs "
               f"now (a person promoting by hand), pass --from-git.", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     return promote_command(settings, _policy_paths(args), app, source, target, digest=digest,
                            secrets=secrets)
 
 
 def retag_command(settings: Settings, src: str, dst: str, *, secrets: SecretRegistry,
-                  digest: str | None = None, expect_current: str | None = None) -> int:
-    """``image-updater retag``: one line of output, and the exit code (see cli.py).
+                  digest: str | None = None, expect_current: str | None = None) -> ExitCode:
+    """``image-updater retag``: one line of output, and the exit code.
 
     Built on registry clients alone (not the daemon's Runtime), so a PostSync job imports
     neither git nor boto3 unless an ECR host is involved.
@@ -292,7 +277,8 @@ def retag_command(settings: Settings, src: str, dst: str, *, secrets: SecretRegi
 
 
 def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, source: str,
-                    target: str, *, secrets: SecretRegistry, digest: str | None = None) -> int:
+                    target: str, *, secrets: SecretRegistry, digest: str | None = None
+                    ) -> ExitCode:
     """``image-updater promote``: retag what ``source`` runs (per git) to ``target``'s tag."""
     from image_updater.config.policies import load_policies
     from image_updater.engine.promote import find_env, promote
@@ -323,11 +309,11 @@ def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, s
 
 
 def _report(run: Callable[[], Coroutine[Any, Any, RetagResult]], secrets: SecretRegistry
-            ) -> int:
+            ) -> ExitCode:
     try:
         result = asyncio.run(run())
     except ImageUpdaterError as exc:
         print(scrub(f"error: {exc}", secrets), file=sys.stderr)
         return exit_code_for(exc)
     print(result.line())
-    return 0
+    return ExitCode.OK

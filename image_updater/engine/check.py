@@ -6,13 +6,13 @@ choice with its digest. Read-only.
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from image_updater.errors import ConfigError, InvalidReferenceError
-from image_updater.model import DEFAULT_IGNORE, Strategy, TagFilter
+from image_updater.model import DEFAULT_IGNORE, Strategy, StrategyKind, TagFilter
 from image_updater.policy.strategies import Selection, compile_strategy
 from image_updater.registry.base import Registry
 from image_updater.registry.reference import parse_reference
@@ -26,20 +26,26 @@ class CheckReport:
     found: bool
 
 
-def strategy_from_args(args: argparse.Namespace) -> Strategy:
-    ignore = DEFAULT_IGNORE + tuple(i for i in args.ignore if i not in DEFAULT_IGNORE)
-    return Strategy(kind=args.strategy, tag=args.tag, constraint=args.constraint,
-                    strict=args.strict, order=args.order, platform=args.platform,
-                    filter=TagFilter(allow=args.allow, ignore=ignore, extract=args.extract))
+def check_strategy(*, kind: StrategyKind, tag: str | None = None,
+                   constraint: str | None = None, strict: bool = False,
+                   order: Literal["asc", "desc"] = "asc", platform: str | None = None,
+                   allow: str | None = None, ignore: Sequence[str] = (),
+                   extract: str | None = None) -> Strategy:
+    """The policy ``check`` tries: as a policy file would give it, the default ignores
+    (signatures, attestations, SBOMs) included."""
+    ignored = DEFAULT_IGNORE + tuple(i for i in ignore if i not in DEFAULT_IGNORE)
+    return Strategy(kind=kind, tag=tag, constraint=constraint, strict=strict, order=order,
+                    platform=platform,
+                    filter=TagFilter(allow=allow, ignore=ignored, extract=extract))
 
 
-async def check_image(registry_for: Callable[[str], Registry], args: argparse.Namespace
-                      ) -> CheckReport:
-    ref = parse_reference(args.image)
+async def check_image(registry_for: Callable[[str], Registry], image: str,
+                      strategy: Strategy) -> CheckReport:
+    """What ``strategy`` chooses among the tags of repository ``image``, and why."""
+    ref = parse_reference(image)
     if ref.tag or ref.digest:
         raise InvalidReferenceError(f"check takes a repository without tag or digest, not "
-                                    f"{args.image!r}; use --tag for the digest strategy.")
-    strategy = strategy_from_args(args)
+                                    f"{image!r}; use --tag for the digest strategy.")
     if strategy.kind == "digest" and not strategy.tag:
         raise ConfigError("the digest strategy follows one tag: pass --tag, e.g. --tag dev")
     compiled = compile_strategy(strategy)

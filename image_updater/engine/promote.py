@@ -12,7 +12,8 @@ The CLI glue (printing, exit codes) lives in :mod:`image_updater.commands`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -26,13 +27,21 @@ from image_updater.errors import (
 )
 from image_updater.model import App, Environment
 from image_updater.registry.base import Manifest, Registry, check_digest
-from image_updater.registry.copy import copy_image
+from image_updater.registry.copy import copy_image, leading_error
 from image_updater.registry.reference import ImageRef, parse_reference
 
 RegistryFor = Callable[[str], Registry]
 Status = Literal["promoted", "already"]
 #: ``expect_current`` value meaning "the destination tag must not exist yet"
 NONE = "none"
+#: Seconds between a compare-and-swap PUT and reading the tag back. A concurrent writer
+#: that read the old value before our PUT has put its own manifest by then, provided its
+#: PUT reached the registry within this time of its read (docs/promotion.md).
+CAS_SETTLE = 0.3
+#: Seconds a compare-and-swap read stays fresh enough to PUT on; older (a slow source read,
+#: retries, blob copies) and the destination is read again just before the PUT. Keeping it
+#: well under CAS_SETTLE leaves CAS_SETTLE - CAS_READ_MAX_AGE for network transit.
+CAS_READ_MAX_AGE = 0.1
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,7 @@ class RetagResult:
     status: Status
     digest: str
     requests: int | None
-    moved_tag_note: str | None = None
+    notes: tuple[str, ...] = ()     # what the caller should know: a moved source tag, …
     source: str = ""
     destination: str = ""
     previous: str | None = None     # what the destination tag pointed at before
@@ -54,7 +63,7 @@ class RetagResult:
         else:
             was = self.previous or "nothing"
             text = f"promoted {self.source} to {self.destination}: {self.digest} (was {was})"
-        return f"{text}; {self.moved_tag_note}" if self.moved_tag_note else text
+        return "; ".join((text, *self.notes))
 
 
 @dataclass(frozen=True)
@@ -79,26 +88,27 @@ async def retag(src_ref: str, dst_ref: str, *, digest: str | None = None,
 
     ``src_ref`` is ``repo:tag`` or ``repo@sha256:…``. ``digest`` promotes that digest, which
     must exist in the source repository, even if the source tag has moved on since (the
-    result's note says so). ``expect_current`` (a digest, or ``"none"`` for "must not exist")
-    refuses with ConflictError when the destination tag points elsewhere. A destination
-    already at the digest is success (``status="already"``), whatever ``expect_current`` says,
-    so a job that is retried after it promoted succeeds again.
+    result's notes say so). ``expect_current`` (a digest, or ``"none"`` for "must not exist")
+    refuses with ConflictError when the destination tag points elsewhere, before the PUT or,
+    when a concurrent writer replaced ours, after it (:class:`_Swap`). A destination already
+    at the digest is success (``status="already"``), whatever ``expect_current`` says, so a
+    job that is retried after it promoted succeeds again.
     """
     before = count_requests() if count_requests else 0
     req = _validate(src_ref, dst_ref, digest, expect_current)
     src_reg, dst_reg = registry_for(req.src.registry), registry_for(req.dst.registry)
-    # Independent reads run at once: a promotion costs two round trips, "already" one.
-    manifest, current, src_tag_now = await _gather3(
-        _read_source(src_reg, req), dst_reg.head_manifest(req.dst.repository, req.dst_tag),
-        _source_tag_now(src_reg, req))
-    previous = current[0] if current else None
+    manifest, (previous, read_at), src_tag_now = await _read_all(src_reg, dst_reg, req)
     result = RetagResult(status="already", digest=manifest.digest, requests=None,
-                         moved_tag_note=_moved_note(req, src_tag_now), source=str(req.src),
+                         notes=_moved_notes(req, src_tag_now), source=str(req.src),
                          destination=str(req.dst), previous=previous)
     if previous != manifest.digest:
         _compare(req, previous, manifest.digest)
+        swap = _Swap(req, dst_reg, manifest.digest, read_at) if req.expect is not None else None
         await copy_image(manifest, src=src_reg, src_repository=req.src.repository, dst=dst_reg,
-                         dst_repository=req.dst.repository, tag=req.dst_tag)
+                         dst_repository=req.dst.repository, tag=req.dst_tag,
+                         before_put=swap.before_put if swap else None)
+        if swap:
+            await swap.confirm()
         result = replace(result, status="promoted")
     return replace(result, requests=count_requests() - before if count_requests else None)
 
@@ -123,6 +133,24 @@ def _validate(src_ref: str, dst_ref: str, digest: str | None, expect: str | None
     if expect is not None and expect != NONE:
         check_digest(expect, what="--expect-current")
     return _Request(src=src, dst=dst, pinned=pinned, expect=expect)
+
+
+async def _read_all(src_reg: Registry, dst_reg: Registry, req: _Request
+                    ) -> tuple[Manifest, tuple[str | None, float], str | None]:
+    """The independent reads, at once: a promotion costs two round trips, "already" one.
+
+    The first error cancels the other reads (no request outlives the command) and is
+    raised as itself.
+    """
+    try:
+        async with asyncio.TaskGroup() as group:
+            source = group.create_task(_read_source(src_reg, req))
+            destination = group.create_task(_read_destination(dst_reg, req))
+            src_tag_now = group.create_task(_source_tag_now(src_reg, req))
+        return source.result(), destination.result(), src_tag_now.result()
+    except ExceptionGroup as errors:
+        error = leading_error(errors)
+    raise error  # outside the handler: the error keeps its own cause and context
 
 
 async def _read_source(registry: Registry, req: _Request) -> Manifest:
@@ -154,14 +182,20 @@ async def _source_tag_now(registry: Registry, req: _Request) -> str | None:
     return now[0] if now else ""
 
 
-def _moved_note(req: _Request, now: str | None) -> str | None:
+async def _read_destination(registry: Registry, req: _Request) -> tuple[str | None, float]:
+    """The digest the destination tag names (None: no such tag), and when it was read."""
+    seen = await registry.head_manifest(req.dst.repository, req.dst_tag)
+    return (seen[0] if seen else None), time.monotonic()
+
+
+def _moved_notes(req: _Request, now: str | None) -> tuple[str, ...]:
     if now == req.pinned:
-        return None
+        return ()
     where = f"{req.src.name}:{req.src.tag}"
     if not now:
-        return f"note: {where} no longer exists; promoted the given digest {req.pinned}"
+        return (f"note: {where} no longer exists; promoted the given digest {req.pinned}",)
     return (f"note: {where} points at {now} now, not at the given digest; promoted "
-            f"the given digest {req.pinned}, not what the tag points at")
+            f"the given digest {req.pinned}, not what the tag points at",)
 
 
 def _compare(req: _Request, previous: str | None, digest: str) -> None:
@@ -177,19 +211,38 @@ def _compare(req: _Request, previous: str | None, digest: str) -> None:
             "the current value.")
 
 
-async def _gather3(a: Awaitable[Manifest], b: Awaitable[tuple[str, str] | None],
-                   c: Awaitable[str | None]
-                   ) -> tuple[Manifest, tuple[str, str] | None, str | None]:
-    # Every read finishes before an error propagates, so no request outlives the command;
-    # the source's error comes first, as it is the one that explains the others.
-    first, second, third = await asyncio.gather(a, b, c, return_exceptions=True)
-    for item in (first, second, third):
-        if isinstance(item, BaseException):
-            raise item
-    assert not isinstance(first, BaseException)
-    assert not isinstance(second, BaseException)
-    assert not isinstance(third, BaseException)
-    return first, second, third
+@dataclass
+class _Swap:
+    """The compare-and-swap around one PUT of the destination tag.
+
+    The distribution API (and ECR's PutImage) has no conditional PUT, so two writers that
+    both read the expected value can both PUT. Two checks narrow that to a bounded window
+    (docs/promotion.md states it): the read the PUT rests on is at most
+    ``CAS_READ_MAX_AGE`` old, and ``CAS_SETTLE`` after the PUT the tag is read back: if
+    another writer's manifest is there, that writer won and this one reports a conflict.
+    """
+
+    req: _Request
+    registry: Registry
+    digest: str
+    read_at: float    # time.monotonic() when the destination was last read
+
+    async def before_put(self) -> None:
+        if time.monotonic() - self.read_at <= CAS_READ_MAX_AGE:
+            return
+        previous, self.read_at = await _read_destination(self.registry, self.req)
+        if previous != self.digest:  # a concurrent writer of the same digest is no conflict
+            _compare(self.req, previous, self.digest)
+
+    async def confirm(self) -> None:
+        await asyncio.sleep(CAS_SETTLE)
+        now, _ = await _read_destination(self.registry, self.req)
+        if now != self.digest:
+            raise ConflictError(
+                f"{self.req.dst} was set to {self.digest}, but a concurrent writer won: read "
+                f"back {CAS_SETTLE:g} s later it points at {now or 'nothing'}. The registry "
+                "has no conditional write, so both passed --expect-current; "
+                f"{self.digest} is not promoted. Check what runs there before retrying.")
 
 
 # -- the commands ----------------------------------------------------------------------------
@@ -227,7 +280,7 @@ async def promote(app: App, source: Environment, target: Environment, *,
     result = await retag(src_ref, f"{app.image}:{tag}", digest=deployed,
                          expect_current=seen[0] if seen else NONE, registry_for=registry_for,
                          count_requests=count_requests)
-    notes = [result.moved_tag_note] if result.moved_tag_note else []
+    notes = list(result.notes)
     if source.strategy.platform:
         # The values file holds one platform's manifest, and that is what was tested; the
         # index it came from may hold other, untested, builds. Moving only the tested
@@ -240,7 +293,7 @@ async def promote(app: App, source: Environment, target: Environment, *,
         unpinned = (f"note: --from-git: this promoted what git says {source.name} runs now, "
                     "not a digest a test vouched for")
         notes.append(unpinned)
-    return replace(result, moved_tag_note="; ".join(notes) or None)
+    return replace(result, notes=tuple(notes))
 
 
 def find_env(app: App, name: str) -> Environment:

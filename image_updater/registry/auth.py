@@ -52,7 +52,8 @@ _SCHEME_RE = re.compile(rf"\s*({_TOKEN_CHARS})(?:\s+[A-Za-z0-9._~+/-]+=*(?=\s*(?
 _REPOSITORY_PATH_RE = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
 
 TokenKey = tuple[str, str, tuple[str, ...]]
-Clock = Callable[[], float]
+#: seconds since the epoch (``time.time``): token ``issued_at`` is wall time
+WallClock = Callable[[], float]
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def normalize_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
 class RegistryAuth(httpx.Auth):
     """Authentication for one registry host; one instance is shared by all its requests."""
 
-    def __init__(self, *, registry: str, credentials: CredentialSource, clock: Clock,
+    def __init__(self, *, registry: str, credentials: CredentialSource, clock: WallClock,
                  origin: str, insecure: bool = False) -> None:
         """``origin`` is the registry's base URL (``https://host[:port]``); ``insecure``
         allows plain-HTTP token realms, as it allows a plain-HTTP registry."""

@@ -22,13 +22,11 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from image_updater.errors import ConfigError, DigestMismatchError, RegistryError, truncate
 from image_updater.registry.base import Manifest, Registry, check_digest, sha256_digest
 from image_updater.registry.oci import OciRegistry
-
-T = TypeVar("T")
 
 #: an index of indexes is legal but rare; deeper nesting is refused rather than followed
 MAX_INDEX_DEPTH = 2
@@ -138,10 +136,13 @@ def stream(src: OciRegistry, src_repository: str, dst: OciRegistry, dst_reposito
 
 
 async def copy_image(manifest: Manifest, *, src: Registry, src_repository: str,
-                     dst: Registry, dst_repository: str, tag: str) -> str:
+                     dst: Registry, dst_repository: str, tag: str,
+                     before_put: Callable[[], Awaitable[None]] | None = None) -> str:
     """Make ``dst_repository:tag`` serve exactly ``manifest``; return the digest it reports.
 
-    ``manifest`` must have been read from ``src_repository`` on ``src``.
+    ``manifest`` must have been read from ``src_repository`` on ``src``. ``before_put`` runs
+    after the content is in place and just before the tag is written (a compare-and-swap
+    re-checks the tag there, as copying blobs may take long).
     """
     if sha256_digest(manifest.body) != manifest.digest:
         raise DigestMismatchError(f"The manifest read from {src.host}/{src_repository} does "
@@ -151,6 +152,8 @@ async def copy_image(manifest: Manifest, *, src: Registry, src_repository: str,
         await _copy_content(manifest, _mover(src, src_repository, dst, dst_repository),
                             src=_oci(src, dst), src_repository=src_repository,
                             dst=_oci(dst, src), dst_repository=dst_repository, depth=0)
+    if before_put is not None:
+        await before_put()
     reported = await dst.put_manifest(dst_repository, tag, manifest)
     if reported != manifest.digest:
         raise DigestMismatchError(
@@ -198,11 +201,25 @@ async def _copy_content(manifest: Manifest, move: BlobMover, *, src: OciRegistry
     await _all(copy_child(d) for d in child_digests(manifest, where))
 
 
-async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
-    """Run concurrently (the registry client bounds how many requests are in flight); every
-    one finishes before the first error is raised, so no task outlives a failure."""
-    results = await asyncio.gather(*awaitables, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return results  # type: ignore[return-value]
+async def _all(awaitables: Iterable[Awaitable[object]]) -> None:
+    """Run concurrently (the registry client bounds how many requests are in flight). The
+    first error cancels the rest, and none outlives it; that error is raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for awaitable in awaitables:
+                group.create_task(_awaited(awaitable))
+        return
+    except ExceptionGroup as errors:
+        error = leading_error(errors)
+    raise error  # outside the handler: the error keeps its own cause and context
+
+
+async def _awaited(awaitable: Awaitable[object]) -> None:
+    await awaitable
+
+
+def leading_error(errors: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from a task group: the first that failed (it cancelled the
+    rest), unwrapped, so callers keep raising and catching ``ImageUpdaterError``."""
+    first = errors.exceptions[0]
+    return leading_error(first) if isinstance(first, BaseExceptionGroup) else first

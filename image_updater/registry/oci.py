@@ -23,7 +23,7 @@ import httpx
 
 from image_updater.errors import InvalidReferenceError, RegistryError, truncate
 from image_updater.registry import documents
-from image_updater.registry.auth import repository_scope
+from image_updater.registry.auth import WallClock, repository_scope
 from image_updater.registry.base import (
     MANIFEST_ACCEPT,
     Manifest,
@@ -47,7 +47,7 @@ from image_updater.registry.oci_errors import (
     read_error_body,
 )
 from image_updater.registry.options import RegistryOptions
-from image_updater.registry.ratelimit import AsyncSleep, Clock
+from image_updater.registry.ratelimit import MonotonicClock, Sleep
 from image_updater.registry.reference import check_repository
 from image_updater.registry.transport import (
     OnRequest,
@@ -84,8 +84,8 @@ class OciRegistry:
     one_listing_per_repository = False
 
     def __init__(self, options: RegistryOptions, *, metrics: Metrics | None = None,
-                 on_request: OnRequest | None = None, sleep: AsyncSleep = asyncio.sleep,
-                 clock: Clock = time.monotonic, wall_clock: Clock = time.time,
+                 on_request: OnRequest | None = None, sleep: Sleep = asyncio.sleep,
+                 clock: MonotonicClock = time.monotonic, wall_clock: WallClock = time.time,
                  jitter: Callable[[], float] | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.host = options.host

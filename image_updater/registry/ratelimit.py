@@ -12,9 +12,9 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-Clock = Callable[[], float]
-AsyncSleep = Callable[[float], Awaitable[None]]
-Sleep = AsyncSleep  # the name other modules knew it by
+#: seconds on a monotonic clock (``time.monotonic``): only differences mean anything
+MonotonicClock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class TokenBucket:
@@ -26,7 +26,7 @@ class TokenBucket:
     exactly ``1 / rate`` seconds apart.
     """
 
-    def __init__(self, *, rate: float, burst: float, clock: Clock) -> None:
+    def __init__(self, *, rate: float, burst: float, clock: MonotonicClock) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
         self._rate = rate
@@ -51,8 +51,9 @@ class RateLimiter:
     caller caps concurrency itself.
     """
 
-    def __init__(self, *, requests_per_second: float | None, clock: Clock, sleep: AsyncSleep,
-                 max_concurrency: int | None = None, burst: float | None = None) -> None:
+    def __init__(self, *, requests_per_second: float | None, clock: MonotonicClock,
+                 sleep: Sleep, max_concurrency: int | None = None,
+                 burst: float | None = None) -> None:
         self._semaphore = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._sleep = sleep
         rate = requests_per_second or 0.0

@@ -26,9 +26,9 @@ from image_updater.errors import (
     TransientRegistryError,
     truncate,
 )
-from image_updater.registry.auth import SCOPES_EXTENSION, RegistryAuth
+from image_updater.registry.auth import SCOPES_EXTENSION, RegistryAuth, WallClock
 from image_updater.registry.options import RegistryOptions
-from image_updater.registry.ratelimit import AsyncSleep, Clock, RateLimiter
+from image_updater.registry.ratelimit import MonotonicClock, RateLimiter, Sleep
 from image_updater.retry import Backoff, RetryLater, parse_retry_after, retry_async
 
 if TYPE_CHECKING:  # prometheus_client is imported only by processes that export metrics
@@ -47,8 +47,8 @@ class RegistryTransport:
     """Sends requests to one registry host; see the module docstring for the rules."""
 
     def __init__(self, options: RegistryOptions, *, metrics: Metrics | None,
-                 on_request: OnRequest | None, sleep: AsyncSleep, clock: Clock,
-                 wall_clock: Clock, jitter: Callable[[], float] | None,
+                 on_request: OnRequest | None, sleep: Sleep, clock: MonotonicClock,
+                 wall_clock: WallClock, jitter: Callable[[], float] | None,
                  transport: httpx.AsyncBaseTransport | None) -> None:
         self.host = options.host
         self.options = options

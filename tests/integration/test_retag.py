@@ -11,6 +11,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,8 +21,13 @@ import httpx
 import pytest
 
 from image_updater.cli import main
-from image_updater.engine.promote import RetagResult, retag
-from image_updater.errors import ConfigError, InvalidReferenceError, RegistryError
+from image_updater.engine.promote import CAS_READ_MAX_AGE, RetagResult, retag
+from image_updater.errors import (
+    ConfigError,
+    ConflictError,
+    InvalidReferenceError,
+    RegistryError,
+)
 from image_updater.registry.base import MANIFEST_ACCEPT, OCI_MANIFEST, Manifest
 from image_updater.registry.copy import child_digests, copy_image, referenced_blobs
 from image_updater.registry.ecr import EcrOptions, EcrRegistry
@@ -256,6 +262,136 @@ def test_expect_current_none_creates_but_never_overwrites(
     assert tag_digest(registry, repo, "staging") == first != second
 
 
+def test_expect_current_reads_the_tag_back_once_after_the_put(
+        fresh_registry: RegistryServer) -> None:
+    repo = unique()
+    candidate = push_image(fresh_registry.url, repo, "dev", seed="candidate")
+    running = push_image(fresh_registry.url, repo, "staging", seed="running")
+    mark = LogMark(fresh_registry)
+
+    result = run_retag([fresh_registry], f"{fresh_registry.host}/{repo}:dev",
+                       f"{fresh_registry.host}/{repo}:staging", expect_current=running)
+
+    assert (result.status, result.digest, result.previous) == ("promoted", candidate, running)
+    # HEAD + GET at once, PUT, then the read-back HEAD: 4 requests, 3 round trips
+    logged = mark.requests()
+    assert sorted(logged[:2]) == [f"GET /v2/{repo}/manifests/dev",
+                                  f"HEAD /v2/{repo}/manifests/staging"]
+    assert logged[2:] == [f"PUT /v2/{repo}/manifests/staging",
+                          f"HEAD /v2/{repo}/manifests/staging"]
+    assert result.requests == 4
+
+
+class MeddlingRegistry(OciRegistry):
+    """A real client that lets another writer move a tag at a chosen moment.
+
+    ``after_put``: another writer's PUT lands right after ours (it read the old value too).
+    ``after_head``: another writer moves the tag right after our compare-and-swap read, and
+    our source read is slow, so our read is stale by the time we PUT.
+    """
+
+    def __init__(self, server: RegistryServer, repo: str, meddler: str, *, when: str) -> None:
+        super().__init__(RegistryOptions(host=server.host, insecure=True, max_retries=0))
+        self.server, self.repo, self.meddler, self.when = server, repo, meddler, when
+        self.heads = 0
+        self.moved: asyncio.Event | None = None
+
+    def _move_tag(self, tag: str) -> None:
+        body = manifest_bytes(self.server, self.repo, self.meddler)
+        assert body is not None
+        httpx.put(f"{self.server.url}/v2/{self.repo}/manifests/{tag}", content=body,
+                  headers={"Content-Type": json.loads(body)["mediaType"]},
+                  timeout=10).raise_for_status()
+
+    async def put_manifest(self, repository: str, tag: str, manifest: Manifest) -> str:
+        reported = await super().put_manifest(repository, tag, manifest)
+        if self.when == "after_put" and tag == "staging":
+            self._move_tag(tag)
+        return reported
+
+    async def head_manifest(self, repository: str, reference: str) -> tuple[str, str] | None:
+        seen = await super().head_manifest(repository, reference)
+        self.heads += 1
+        if self.when == "after_head" and self.heads == 1:
+            self._move_tag(reference)
+            self._moved().set()
+        return seen
+
+    def _moved(self) -> asyncio.Event:
+        self.moved = self.moved or asyncio.Event()  # created on the loop that runs retag
+        return self.moved
+
+    async def get_manifest(self, repository: str, reference: str) -> Manifest:
+        if self.when == "after_head":  # our read of the destination is stale by the PUT
+            await self._moved().wait()
+            await asyncio.sleep(CAS_READ_MAX_AGE * 2)
+        return await super().get_manifest(repository, reference)
+
+
+@pytest.mark.parametrize("when", ["after_put", "after_head"])
+def test_a_concurrent_writer_that_read_the_same_value_wins_and_we_say_so(
+        registry: RegistryServer, when: str) -> None:
+    repo = unique()
+    candidate = push_image(registry.url, repo, "dev", seed="candidate")
+    running = push_image(registry.url, repo, "staging", seed="running")
+    meddler = push_image(registry.url, repo, None, seed="the other writer")
+    client = MeddlingRegistry(registry, repo, meddler, when=when)
+
+    async def go() -> RetagResult:
+        try:
+            return await retag(f"{registry.host}/{repo}:dev", f"{registry.host}/{repo}:staging",
+                               expect_current=running, registry_for=lambda _host: client)
+        finally:
+            await client.aclose()
+
+    with pytest.raises(ConflictError) as caught:
+        asyncio.run(go())
+    assert meddler in str(caught.value) and candidate in str(caught.value)
+    # after_put: ours was replaced and we say so; after_head: ours was never written
+    assert tag_digest(registry, repo, "staging") == meddler
+    assert client.heads == 2
+
+
+def run_at_once(jobs: dict[str, list[str]]) -> dict[str, int]:
+    """Run the real CLI once per job, in threads released together; exit code per job."""
+    start = threading.Barrier(len(jobs))
+    codes: dict[str, int] = {}
+
+    def job(name: str, argv: list[str]) -> None:
+        start.wait()
+        codes[name] = main(argv)
+
+    threads = [threading.Thread(target=job, args=item) for item in jobs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return codes
+
+
+def test_concurrent_retags_with_one_expect_current_never_both_succeed(
+        registry: RegistryServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two jobs promote different images over the same expected digest, through the CLI."""
+    cfg = str(write_settings(tmp_path, registry))
+    raced = 0
+    for trial in range(20):
+        repo = unique()
+        before = push_image(registry.url, repo, "staging", seed=f"S0 {trial}")
+        digests = {name: push_image(registry.url, repo, name, seed=f"{name} {trial}")
+                   for name in ("a", "b")}
+        codes = run_at_once({
+            name: ["retag", f"{registry.host}/{repo}:{name}", f"{registry.host}/{repo}:staging",
+                   "--expect-current", before, "--config", cfg] for name in digests})
+        err = capsys.readouterr().err
+        raced += "concurrent writer won" in err
+
+        winners = [name for name, code in codes.items() if code == 0]
+        assert sorted(codes.values()) == [0, 4], (trial, codes, err)
+        assert tag_digest(registry, repo, "staging") == digests[winners[0]], (trial, err)
+    print(f"{raced} of 20 trials had both jobs pass the compare-and-swap read")
+    assert raced, "the jobs never raced: the test did not exercise the read-back"
+
+
 # -- errors ----------------------------------------------------------------------------------
 
 
@@ -474,6 +610,50 @@ def test_ecr_retag_within_a_repository(moto_server: MotoServer) -> None:
     assert (first.status, again.status) == ("promoted", "already")
     assert images[0]["imageId"]["imageDigest"] == digest
     assert images[0]["imageManifest"].encode() == body
+
+
+def ecr_image(client: Any, repo: str, seed: str, tag: str | None = None) -> str:
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {
+        "mediaType": "application/vnd.oci.image.config.v1+json",
+        "digest": digest_of(seed.encode()), "size": len(seed)}, "layers": []},
+        sort_keys=True).encode()
+    digest = digest_of(body)
+    client.put_image(repositoryName=repo, imageManifest=body.decode(), imageDigest=digest,
+                     imageManifestMediaType=OCI_MANIFEST, **({"imageTag": tag} if tag else {}))
+    return digest
+
+
+def test_ecr_read_back_reports_a_concurrent_put_image_that_won(
+        moto_server: MotoServer) -> None:
+    client = fake_session().client("ecr", endpoint_url=moto_server.url)
+    repo = unique("team/ecr")
+    client.create_repository(repositoryName=repo)
+    candidate = ecr_image(client, repo, "candidate", "dev")
+    running = ecr_image(client, repo, "running", "staging")
+    other = ecr_image(client, repo, "the other writer")
+
+    class Meddling(EcrRegistry):
+        async def put_manifest(self, repository: str, tag: str, manifest: Manifest) -> str:
+            reported = await super().put_manifest(repository, tag, manifest)
+            ecr_image(client, repo, "the other writer", tag)  # its PutImage lands after ours
+            return reported
+
+    ecr = Meddling(ECR_HOST, options=EcrOptions(endpoint_url=moto_server.url),
+                   session=fake_session())
+
+    async def go() -> RetagResult:
+        try:
+            return await retag(f"{ECR_HOST}/{repo}:dev", f"{ECR_HOST}/{repo}:staging",
+                               expect_current=running, registry_for={ECR_HOST: ecr}.__getitem__)
+        finally:
+            await ecr.aclose()
+
+    with pytest.raises(ConflictError) as caught:
+        asyncio.run(go())
+    now = client.describe_images(repositoryName=repo, imageIds=[{"imageTag": "staging"}])
+    client.close()
+    assert other in str(caught.value) and candidate in str(caught.value)
+    assert now["imageDetails"][0]["imageDigest"] == other
 
 
 def test_ecr_cannot_copy_across_repositories_and_says_how_instead(

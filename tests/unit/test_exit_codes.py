@@ -121,7 +121,7 @@ def test_an_unexpected_exception_exits_internal_with_a_message(
 
 def test_a_digest_mismatch_exits_integrity(monkeypatch: pytest.MonkeyPatch,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    def altered(_args: object) -> int:
+    def altered(_args: object, _secrets: object) -> int:
         raise DigestMismatchError("registry.example.com/app served sha256:1 for sha256:2.")
 
     monkeypatch.setattr(commands, "dispatch", altered)

@@ -32,8 +32,9 @@ from typing import Any, NamedTuple
 
 from image_updater.errors import ConfigError, ImageUpdaterError
 from image_updater.model import Strategy
+from image_updater.policy.constraint import Constraint
 from image_updater.policy.filters import CompiledFilter, TagVerdict, compile_filter, shown
-from image_updater.policy.semver import Constraint, InvalidVersionError, Version
+from image_updater.policy.version import InvalidVersionError, Version
 from image_updater.registry.base import check_tag
 
 _NUMBER_RE = re.compile(r"[+-]?\d+(?:\.\d+)?", re.ASCII)

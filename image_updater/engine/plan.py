@@ -13,6 +13,7 @@ from image_updater.changes import Change, KeyChange
 from image_updater.engine.resolve import Resolved
 from image_updater.errors import ValuesError
 from image_updater.model import App, Environment, KeyPath
+from image_updater.policy.strategies import compiled
 from image_updater.values.editor import read_scalars, set_scalar
 
 
@@ -98,19 +99,11 @@ def plan_edit(app: App, env: Environment, res: Resolved, text: str
 
 
 def _held_back(env: Environment, res: Resolved, text: str) -> str | None:
-    """A semver policy never moves an environment backwards."""
+    """The policy layer's one "never backwards" rule, given the tag git holds.
+
+    Resolution runs before git is read, so the rule is applied here, where the values
+    file is at hand; it reads tags through the policy's ``extract`` as selection does.
+    """
     if env.strategy.kind != "semver":
         return None
-    current = read_current(env, text).tag
-    if not current or current == res.tag:
-        return None
-    from image_updater.policy.semver import Version
-
-    try:
-        held, chosen = Version.parse(current), Version.parse(res.tag)
-    except ValueError:
-        return None
-    if held > chosen:
-        return (f"keeps {current}: it is higher than {res.tag}, the best candidate, and a semver "
-                "policy never moves an environment backwards")
-    return None
+    return compiled(env.strategy).held_back(read_current(env, text).tag, res.tag)

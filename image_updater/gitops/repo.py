@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import git
 from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
@@ -42,6 +42,7 @@ from image_updater.errors import (
 )
 from image_updater.gitops.credentials import GitAuth, redact_text, redact_url, url_has_password
 from image_updater.gitops.message import parse_trailers
+from image_updater.model import check_repo_path as check_path
 
 log = logging.getLogger(__name__)
 
@@ -103,33 +104,6 @@ PlanFn = Callable[[Reader], Plan]
 
 class _CorruptCache(Exception):
     """The cached clone cannot be used; it is deleted and cloned again."""
-
-
-def check_path(path: str) -> PurePosixPath:
-    """A repository-relative path, validated: values file paths come from policy files."""
-    if not isinstance(path, str) or not path or re.search(r"[\x00-\x1f\x7f\\]", path):
-        raise ConfigError(
-            f"The file path {path!r} is empty or contains control characters or backslashes; "
-            "write it relative to the repository root with '/' separators."
-        )
-    pure = PurePosixPath(path)
-    if pure.is_absolute():
-        raise ConfigError(
-            f"The file path {path!r} is absolute; write it relative to the deploy repository "
-            "root, e.g. 'application-x/values-dev.yaml'."
-        )
-    parts = path.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise ConfigError(
-            f"The file path {path!r} contains an empty, '.' or '..' component; write a plain "
-            "path inside the deploy repository without them."
-        )
-    if any(p.lower().rstrip(". ") == ".git" for p in parts):
-        raise ConfigError(
-            f"The file path {path!r} points into git's own '.git' directory; image-updater only "
-            "writes files tracked in the deploy repository."
-        )
-    return pure
 
 
 def check_branch(name: str, *, what: str = "branch") -> str:

@@ -7,7 +7,7 @@ import pytest
 from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolved
 from image_updater.errors import ValuesError
-from image_updater.model import App, Environment, GitTarget, Strategy, WriteSpec
+from image_updater.model import App, Environment, GitTarget, Strategy, TagFilter, WriteSpec
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -75,3 +75,16 @@ def test_missing_key_is_refused_not_invented() -> None:
         plan_edit(app(e), e, Resolved("prod", D2, "r"), VALUES)
     assert "has no key image.sha" in str(info.value)
     assert "app/values-prod.yaml" in str(info.value)
+
+
+def test_never_backwards_reads_tags_through_extract() -> None:
+    """The held tag is read like candidates: ``app-1.10.0`` is 1.10.0, higher than 1.9.0."""
+    values = 'image:\n  tag: "app-1.10.0"\n  digest: ""\n'
+    e = Environment(name="prod", file="app/values-prod.yaml", write=WriteSpec(
+        tag=("image", "tag"), digest=("image", "digest")), strategy=Strategy(
+        kind="semver", filter=TagFilter(extract=r"^app-(?P<value>.+)$")))
+    new_text, change, why = plan_edit(app(e), e, Resolved("app-1.9.0", D2, "r"), values)
+    assert change is None and new_text == values
+    assert why.startswith("keeps app-1.10.0: it is higher than app-1.9.0")
+    _, forward, _ = plan_edit(app(e), e, Resolved("app-1.11.0", D2, "r"), values)
+    assert forward is not None and forward.tag == "app-1.11.0"

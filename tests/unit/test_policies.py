@@ -28,17 +28,17 @@ EXPECTED = [
     ("typos.yaml", 9, "environments.dev.stratgy: unknown key 'stratgy' (hint: did you mean "
                       "'strategy'?"),
     ("typos.yaml", 12, "unknown strategy 'semverr' (hint: did you mean 'semver'?"),
-    ("typos.yaml", 16, "invalid semver constraint"),
-    ("typos.yaml", 17, "invalid regex '^v(\\\\d+$'"),
+    ("typos.yaml", 16, "semver constraint '>=1.2.3 <<2' is invalid at column 10"),
+    ("typos.yaml", 17, "tag filter 'allow' regex '^v(\\\\d+$' does not compile"),
     ("typos.yaml", 18, "unknown approval 'manual'"),
     ("structure.yaml", 1, "app name 'Checkout_Service' is not a valid name"),
     ("structure.yaml", 2, "carries a tag or digest"),
     ("structure.yaml", 7, "environments.dev.file: is required"),
     ("structure.yaml", 9, "environments.dev.write.digest"),
-    ("structure.yaml", 11, "must be a relative path inside the deploy repository"),
+    ("structure.yaml", 11, "'/abs/values-staging.yaml' is absolute"),
     ("structure.yaml", 12, "is not a valid tag"),
     ("structure.yaml", 16, "unknown order 'sideways'"),
-    ("structure.yaml", 17, "the regex has no named group"),
+    ("structure.yaml", 17, "needs one named group"),
     ("structure.yaml", 18, "'linux' is not an os/arch[/variant] platform"),
     ("duplicates.yaml", 11, "app 'cart' is also defined at"),
     ("duplicates.yaml", 9, "cart/values.yaml key image.digest is also written by cart/dev"),
@@ -170,8 +170,8 @@ def test_defaults_are_checked_once_and_ignored_keys_are_mistakes(tmp_path: Path)
         load_policies([path])
     found = [(p.line, p.field, p.message.split(":")[0]) for p in info.value.problems]
     assert found == [
-        (5, "defaults.constraint", "invalid semver constraint"),
-        (6, "defaults.allow", "invalid regex '(unclosed'"),
+        (5, "defaults.constraint", "semver constraint '^1.2.x.y' is invalid at column 7 ('.y')"),
+        (6, "defaults.allow", "tag filter 'allow' regex '(unclosed' does not compile"),
         (8, "environments.dev.constraint", "'constraint' has no effect with strategy "
                                            "alphabetical"),
         (9, "environments.staging.tag", "'tag' has no effect with strategy semver"),
@@ -191,3 +191,45 @@ def test_a_duplicate_app_name_is_reported_even_when_the_duplicate_has_other_prob
     messages = [(Path(p.file).name, p.line, p.message) for p in info.value.problems]
     assert ("b.yaml", 1, f"app 'shop' is also defined at {tmp_path / 'a.yaml'}:1") in messages
     assert any(m[0] == "b.yaml" and "unknown key 'stratgy'" in m[2] for m in messages)
+
+
+def _one_env_policy(env: str, *, image: str = "registry.example.com/shop") -> str:
+    return (f"app: shop\nimage: {image}\ngit: {{url: 'https://g.example.com/d.git'}}\n"
+            f"environments:\n  dev: {env}\n")
+
+
+@pytest.mark.parametrize(("path", "words"), [
+    (".git/config", "'.git' directory"),
+    ("a/.GIT/hooks/x", "'.git' directory"),
+    ("./x.yaml", "empty, '.' or '..' component"),
+    ("a//b.yaml", "empty, '.' or '..' component"),
+    ("a/", "empty, '.' or '..' component"),
+    ("/etc/values.yaml", "is absolute"),
+    ("../x.yaml", "empty, '.' or '..' component"),
+    ("a\\\\b.yaml", "backslashes"),
+])
+def test_validate_applies_the_runtime_path_rule(path: str, words: str) -> None:
+    """validate refuses exactly what git refuses to read or write: one function, both sides."""
+    from image_updater.errors import ConfigError
+    from image_updater.gitops.repo import check_path
+
+    _apps, problems = load_text(_one_env_policy(f'{{file: "{path}"}}'), "p.yaml")
+    assert [(p.line, p.field) for p in problems] == [(5, "environments.dev.file")]
+    assert words in problems[0].message
+    with pytest.raises(ConfigError, match=words.replace(".", "\\.").replace("(", "\\(")):
+        check_path(path.replace("\\\\", "\\"))
+
+
+@pytest.mark.parametrize(("text", "where", "field"), [
+    (_one_env_policy("{file: x.yaml}", image="42"), (2, 1), "image"),
+    (_one_env_policy("{file: 7}"), (5, 9), "environments.dev.file"),
+    (_one_env_policy("{file: [a]}"), (5, 9), "environments.dev.file"),
+    (_one_env_policy("{file: x.yaml}").replace("git: {url:", "git: {branch: 3, url:"),
+     (3, 7), "git.branch"),
+])
+def test_names_and_paths_must_be_text_not_numbers(text: str, where: tuple[int, int],
+                                                   field: str) -> None:
+    apps, problems = load_text(text, "p.yaml")
+    assert apps == []
+    assert [(p.line, p.column, p.field) for p in problems] == [(*where, field)]
+    assert "must be a string, not" in problems[0].message

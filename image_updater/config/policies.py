@@ -561,14 +561,13 @@ def _duplicates(apps: list[App]) -> list[Problem]:
     return problems
 
 
-def check_values_keys(apps: Iterable[App], read: Callable[[App, str], str | None]
-                      ) -> list[Problem]:
+def check_values_keys(apps: Iterable[App], read: Callable[[App, str], str | None], *,
+                      max_file_bytes: int = DEFAULT_FILE_BYTES) -> list[Problem]:
     """Check that each environment's values file exists and holds the keys it writes.
 
     ``read(app, path)`` returns the file's text or None; used by ``validate --values-root``.
+    The keys are judged as a cycle judges them: a key with a null value is present.
     """
-    from image_updater.values.editor import read_scalar
-
     problems = []
     for app in apps:
         for env in app.environments:
@@ -578,28 +577,30 @@ def check_values_keys(apps: Iterable[App], read: Callable[[App, str], str | None
                                         f"values file {env.file} does not exist",
                                         "create it in the deploy repository or fix the path"))
                 continue
-            problems.extend(_missing_keys(app, env, text, read_scalar))
+            problems.extend(_missing_keys(app, env, text, max_file_bytes))
     return problems
 
 
-def _missing_keys(app: App, env: Environment, text: str,
-                  read_scalar: Callable[..., str | None]) -> list[Problem]:
+def _missing_keys(app: App, env: Environment, text: str, max_file_bytes: int) -> list[Problem]:
+    from image_updater.values.document import check_size
+    from image_updater.values.editor import read_present
+
+    keys = [k for k in (env.write.tag, env.write.digest, env.write.reference) if k is not None]
+    where = f"environments.{env.name}.write"
+    try:
+        check_size(text, file=env.file, limit=max_file_bytes)
+        present = read_present(text, keys, file=env.file)
+    except ImageUpdaterError as exc:
+        return [Problem(app.source, env.line, 1, where, str(exc),
+                        "fix the values file or the key path")]
     problems = []
-    for key in (env.write.tag, env.write.digest, env.write.reference):
-        if key is None:
-            continue
-        dotted = ".".join(map(str, key))
-        try:
-            found = read_scalar(text, key, file=env.file)
-        except ImageUpdaterError as exc:
-            problems.append(Problem(app.source, env.line, 1, f"environments.{env.name}.write",
-                                    str(exc), "fix the values file or the key path"))
-            continue
-        if found is None:
-            problems.append(Problem(app.source, env.line, 1, f"environments.{env.name}.write",
+    for key in keys:
+        if key not in present:
+            dotted = ".".join(map(str, key))
+            problems.append(Problem(app.source, env.line, 1, where,
                                     f"key {dotted} is missing from {env.file}",
-                                    f"add '{dotted}' to the values file (e.g. as an empty "
-                                    "string) or fix the key path"))
+                                    f"add '{dotted}:' to the values file (an empty value is "
+                                    "fine) or fix the key path"))
     return problems
 
 

@@ -88,3 +88,44 @@ def test_never_backwards_reads_tags_through_extract() -> None:
     assert why.startswith("keeps app-1.10.0: it is higher than app-1.9.0")
     _, forward, _ = plan_edit(app(e), e, Resolved("app-1.11.0", D2, "r"), values)
     assert forward is not None and forward.tag == "app-1.11.0"
+
+
+@pytest.mark.parametrize("written", ["digest: ~", "digest:", "digest: null", "digest: # later"])
+def test_a_key_with_a_null_value_is_present_and_filled_in(written: str) -> None:
+    values = f"image:\n  tag: prod\n  {written}\n"
+    e = env("digest", digest=("image", "digest"))
+    new_text, change, _ = plan_edit(app(e), e, Resolved("prod", D2, "r"), values)
+    assert change is not None and [(k.key, k.old, k.new) for k in change.keys] == [
+        ("image.digest", None, D2)]
+    assert read_current(e, new_text).digest == D2
+    assert len([a for a, b in zip(values.splitlines(), new_text.splitlines(), strict=True)
+                if a != b]) == 1
+
+
+def test_an_absent_key_under_a_null_parent_is_still_refused() -> None:
+    e = env("digest", digest=("image", "digest"))
+    with pytest.raises(ValuesError, match="has no key image.digest"):
+        plan_edit(app(e), e, Resolved("prod", D2, "r"), "image:\n  tag: prod\n")
+    with pytest.raises(ValuesError, match="has no key image.digest"):
+        plan_edit(app(e), e, Resolved("prod", D2, "r"), "image: ~\n")
+
+
+def test_a_values_file_over_the_cap_is_refused_before_parsing() -> None:
+    e = env("digest", digest=("image", "digest"))
+    huge = VALUES + "# " + "x" * 2048 + "\n"
+    with pytest.raises(ValuesError) as info:
+        plan_edit(app(e), e, Resolved("prod", D2, "r"), huge, max_bytes=1024)
+    message = str(info.value)
+    assert "app/values-prod.yaml" in message and f"{len(huge)} bytes" in message
+    assert "limits.values_file_bytes" in message
+    with pytest.raises(ValuesError, match="limits.values_file_bytes"):
+        read_current(e, "é" * 600, max_bytes=1024)  # 1200 bytes in 600 characters
+    assert read_current(e, VALUES, max_bytes=1024).digest == D1
+
+
+def test_a_nul_byte_in_a_values_file_is_a_clean_error_naming_the_line() -> None:
+    e = env("digest", digest=("image", "digest"))
+    with pytest.raises(ValuesError) as info:
+        plan_edit(app(e), e, Resolved("prod", D2, "r"), VALUES.replace("# kept", "\x00 kept"))
+    assert "app/values-prod.yaml" in str(info.value) and "line 4" in str(info.value)
+    assert "#x0000" in str(info.value)

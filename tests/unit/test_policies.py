@@ -8,7 +8,7 @@ import pytest
 
 from image_updater.cli import main
 from image_updater.config.policies import check_values_keys, load_policies, load_text
-from image_updater.errors import PolicyError
+from image_updater.errors import ImageUpdaterError, PolicyError
 from image_updater.model import DEFAULT_IGNORE
 
 HERE = Path(__file__).parent
@@ -233,3 +233,63 @@ def test_names_and_paths_must_be_text_not_numbers(text: str, where: tuple[int, i
     assert apps == []
     assert [(p.line, p.column, p.field) for p in problems] == [(*where, field)]
     assert "must be a string, not" in problems[0].message
+
+
+def test_validate_and_the_engine_agree_that_a_null_key_is_present() -> None:
+    from image_updater.engine.plan import plan_edit
+    from image_updater.engine.resolve import Resolved
+
+    apps, _ = load_text(GOOD, "good.yaml")
+    dev = apps[0].env("dev")
+    digest = "sha256:" + "3" * 64
+    for text, present in (("image:\n  digest: ~\n", True), ("image:\n  digest:\n", True),
+                          ("image:\n  other: 1\n", False)):
+        problems = check_values_keys(apps[:1], lambda _a, path, t=text: t)
+        dev_problems = [p for p in problems if p.field == "environments.dev.write"]
+        assert (dev_problems == []) == present, text
+        try:
+            plan_edit(apps[0], dev, Resolved("dev", digest, "r"), text)
+            planned = True
+        except ImageUpdaterError:
+            planned = False
+        assert planned == present, text
+
+
+def test_check_values_keys_applies_the_size_cap() -> None:
+    apps, _ = load_text(GOOD, "good.yaml")
+    text = "image:\n  digest: ''\n" + "#" * 100 + "\n"
+    problems = check_values_keys(apps, lambda _a, _p: text, max_file_bytes=64)
+    assert problems and all("limits.values_file_bytes" in p.message for p in problems)
+
+
+def test_a_policy_file_over_the_cap_is_refused_fast_without_parsing(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "huge.yaml"
+    path.write_text(GOOD + "\n# padding\n" * 700_000)  # about 7.7 MB
+    started = time.monotonic()
+    with pytest.raises(PolicyError) as info:
+        load_policies([path])
+    assert time.monotonic() - started < 2
+    [problem] = info.value.problems
+    assert problem.file == str(path)
+    assert f"{path.stat().st_size} bytes" in problem.message
+    assert "limits.policy_file_bytes" in problem.message
+    small = tmp_path / "small.yaml"
+    small.write_text(GOOD)
+    size = small.stat().st_size
+    assert load_policies([small], max_file_bytes=size)  # the cap itself is allowed
+    with pytest.raises(PolicyError, match=f"{size} bytes, more than the {size - 1} bytes"):
+        load_policies([small], max_file_bytes=size - 1)
+
+
+@pytest.mark.parametrize(("bad", "line"), [("\x00", 3), ("\x07", 3), ("\ufffe", 3)])
+def test_non_printable_characters_in_a_policy_are_a_located_problem(tmp_path: Path, bad: str,
+                                                                      line: int) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(GOOD.replace("git:", f"git:{bad}", 1), encoding="utf-8")
+    with pytest.raises(PolicyError) as info:
+        load_policies([path])
+    [problem] = info.value.problems
+    assert (problem.file, problem.line) == (str(path), line)
+    assert "non-printable character" in problem.message

@@ -79,7 +79,9 @@ def _position(node: Any, key: Any = None) -> tuple[int, int]:
             line, col = lc.line, lc.col
     except (KeyError, IndexError, TypeError):
         line, col = lc.line, lc.col
-    return (int(line) + 1, int(col) + 1)
+    if not isinstance(line, int) or not isinstance(col, int):
+        return (0, 0)  # a tagged scalar (``!x``) carries no position
+    return (line + 1, col + 1)
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -27,6 +27,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 from image_updater.errors import ValuesError
 from image_updater.model import KeyPath
 from image_updater.values.document import (
+    MERGE_KEY,
     Flattener,
     Found,
     Missing,
@@ -90,6 +91,11 @@ def set_scalar(text: str, path: KeyPath | str, value: str, *, file: str, documen
     key_path = _as_path(path)
     shown = format_key_path(key_path)
     check_value(value, file=file, key=shown)
+    if MERGE_KEY in key_path:
+        raise ValuesError(
+            f"Cannot write {shown} in {file}: '{MERGE_KEY}' is YAML's merge key, which holds "
+            "a mapping to merge rather than a value; fix `write:` in the policy."
+        )
     documents = parse(text, file=file)
     root = pick(documents, document, file=file)
     found = locate(root, key_path, file=file)

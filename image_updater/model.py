@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Literal, get_args
 
 from image_updater.errors import ConfigError
@@ -106,7 +105,7 @@ class App:
         raise KeyError(name)
 
 
-def check_repo_path(path: str) -> PurePosixPath:
+def check_repo_path(path: str) -> str:
     """A values file path inside the deploy repository, validated.
 
     The one rule for ``file:``: ``validate`` applies it to policies and git applies it
@@ -117,8 +116,7 @@ def check_repo_path(path: str) -> PurePosixPath:
             f"The file path {path!r} is empty or contains control characters or backslashes; "
             "write it relative to the repository root with '/' separators."
         )
-    pure = PurePosixPath(path)
-    if pure.is_absolute():
+    if path.startswith("/"):
         raise ConfigError(
             f"The file path {path!r} is absolute; write it relative to the deploy repository "
             "root, e.g. 'application-x/values-dev.yaml'."
@@ -134,4 +132,4 @@ def check_repo_path(path: str) -> PurePosixPath:
             f"The file path {path!r} points into git's own '.git' directory; image-updater only "
             "writes files tracked in the deploy repository."
         )
-    return pure
+    return path

@@ -563,11 +563,13 @@ def _duplicates(apps: list[App]) -> list[Problem]:
     return problems
 
 
-def check_values_keys(apps: Iterable[App], read: Callable[[App, str], str | None], *,
+def check_values_keys(apps: Iterable[App],
+                      read: Callable[[App, str], str | bytes | None], *,
                       max_file_bytes: int = DEFAULT_FILE_BYTES) -> list[Problem]:
     """Check that each environment's values file exists and holds the keys it writes.
 
-    ``read(app, path)`` returns the file's text or None; used by ``validate --values-root``.
+    ``read(app, path)`` returns the file's text (or bytes, decoded here as UTF-8) or None;
+    used by ``validate --values-root``.
     The keys are judged as a cycle judges them: a key with a null value is present.
     """
     problems = []
@@ -583,13 +585,15 @@ def check_values_keys(apps: Iterable[App], read: Callable[[App, str], str | None
     return problems
 
 
-def _missing_keys(app: App, env: Environment, text: str, max_file_bytes: int) -> list[Problem]:
-    from image_updater.values.document import check_size
+def _missing_keys(app: App, env: Environment, data: str | bytes, max_file_bytes: int
+                  ) -> list[Problem]:
+    from image_updater.values.document import check_size, decode
     from image_updater.values.editor import read_present
 
     keys = [k for k in (env.write.tag, env.write.digest, env.write.reference) if k is not None]
     where = f"environments.{env.name}.write"
     try:
+        text = decode(data, file=env.file, limit=max_file_bytes)
         check_size(text, file=env.file, limit=max_file_bytes)
         present = read_present(text, keys, file=env.file)
     except ImageUpdaterError as exc:

@@ -150,7 +150,8 @@ class Daemon:
             return
         self._policy_hash = digest
         try:
-            apps = load_policies(self.policy_paths)
+            apps = load_policies(self.policy_paths,
+                                 max_file_bytes=self.settings.limits.policy_file_bytes)
         except (ConfigError, OSError) as exc:
             log.error("policy change rejected, keeping the previous %d app(s) (%s); fix the "
                       "files and the change is picked up within %.0f s:\n%s", len(self.apps),
@@ -352,7 +353,7 @@ def _hash_policies(paths: Sequence[str]) -> str:
 
 def run_daemon(settings: Settings, policy_paths: Sequence[str]) -> int:
     """``image-updater run``: serve until SIGTERM/SIGINT; 0 on a clean stop."""
-    apps = load_policies(policy_paths)
+    apps = load_policies(policy_paths, max_file_bytes=settings.limits.policy_file_bytes)
     return asyncio.run(_main(settings, policy_paths, apps))
 
 

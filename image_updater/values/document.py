@@ -48,6 +48,26 @@ def check_size(text: str, *, file: str, limit: int = DEFAULT_FILE_BYTES) -> str:
     return text
 
 
+def decode(data: str | bytes, *, file: str, limit: int = DEFAULT_FILE_BYTES) -> str:
+    """A values file's bytes as text: size-checked first, then decoded as UTF-8."""
+    if isinstance(data, str):
+        return data
+    if len(data) > limit:
+        raise ValuesError(
+            f"{file} is {len(data)} bytes, more than the {limit} bytes a values file may hold "
+            "(settings limits.values_file_bytes); image-updater leaves it alone. Raise "
+            "limits.values_file_bytes if the file really is that large."
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValuesError(
+            f"{file} is not UTF-8 text: line {line} holds the byte 0x{data[exc.start]:02x}; "
+            "values files must be UTF-8. image-updater leaves the file alone until then."
+        ) from exc
+
+
 def parse(text: str, *, file: str) -> list[Node | None]:
     """Compose every document of ``text``; one parse, nothing constructed."""
     try:

@@ -293,3 +293,24 @@ def test_non_printable_characters_in_a_policy_are_a_located_problem(tmp_path: Pa
     [problem] = info.value.problems
     assert (problem.file, problem.line) == (str(path), line)
     assert "non-printable character" in problem.message
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    (b"image:\n  digest: \x00\n", "line 2 contains the non-printable character #x0000"),
+    (b"image:\n  digest: \xff\n", "is not UTF-8 text: line 2 holds the byte 0xff"),
+    (b"image:\n  digest: ''\n" + b"#" * 5000 + b"\n", "limits.values_file_bytes"),
+])
+def test_validate_values_root_reports_bad_values_files_cleanly(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], values: bytes, words: str) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "p.yaml").write_text(
+        "app: x\nimage: registry.example.com/x\ngit: {url: 'https://g.example.com/d.git'}\n"
+        "environments:\n  dev: {file: x/values.yaml}\n")
+    (tmp_path / "root" / "x").mkdir(parents=True)
+    (tmp_path / "root" / "x" / "values.yaml").write_bytes(values)
+    (tmp_path / "s.yaml").write_text("limits: {values_file_bytes: 4096}\n")
+    code = main(["validate", str(tmp_path / "p"), "--values-root", str(tmp_path / "root"),
+                 "--config", str(tmp_path / "s.yaml")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"{tmp_path / 'p' / 'p.yaml'}:5:" in out and "x/values.yaml" in out and words in out

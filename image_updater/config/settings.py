@@ -163,7 +163,8 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
         try:
             # round trip: keys carry their line and column, for the error messages
             raw = YAML(typ="rt").load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, UnicodeDecodeError, YAMLError) as exc:
+        except (OSError, ValueError, RecursionError, YAMLError) as exc:  # ValueError: bad
+            # UTF-8, or a constructor refusing tagged nonsense such as ``!!int x``
             raise ConfigError(f"cannot read settings file {where}: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"settings file {where} must be a mapping at the top level.")

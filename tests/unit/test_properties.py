@@ -78,6 +78,8 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @given(data=st.binary(max_size=300))
 @example(data=b"app: x\x00\n")  # once a traceback (exit 8)
 @example(data=b"\xff\xfe")
+@example(data=b"app: !!int x\n")  # a ValueError from ruamel's constructor
+@example(data=b"[" * 3000)  # deeper than Python's stack
 def test_policy_loader_on_any_bytes(scratch: Path, data: bytes) -> None:
     path = scratch / "policy.yaml"
     path.write_bytes(data)
@@ -103,6 +105,8 @@ def test_policy_loader_on_policy_shaped_documents(doc: dict[str, Any]) -> None:
 @given(data=st.one_of(st.binary(max_size=300), yaml_texts.map(str.encode),
                       st.dictionaries(st.sampled_from(WORDS[35:]), documents, max_size=5)
                       .map(lambda d: _yaml(d).encode())))
+@example(data=b"interval: !!float abc\n")
+@example(data=b"[" * 3000)
 def test_settings_loader_on_any_input(scratch: Path, data: bytes) -> None:
     path = scratch / "settings.yaml"
     path.write_bytes(data)

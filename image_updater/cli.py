@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from image_updater import __version__
 from image_updater.errors import ImageUpdaterError
 from image_updater.exit_codes import ExitCode, epilog, exit_code_for
+from image_updater.model import STRATEGIES
 
 log = logging.getLogger("image_updater.cli")
 
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(chk)
     chk.add_argument("image", help="repository reference, e.g. ghcr.io/org/app")
     chk.add_argument("--strategy", default="semver",
-                     choices=("semver", "alphabetical", "numerical", "newest-build", "digest"))
+                     choices=STRATEGIES)
     chk.add_argument("--constraint", help="semver constraint, e.g. '^1.2'")
     chk.add_argument("--tag", help="digest strategy: the tag to follow")
     chk.add_argument("--allow", help="regex a tag must fully match")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from image_updater.changes import CycleResult
-from image_updater.config.settings import Settings, load_settings, secret_sources
+from image_updater.config.settings import LimitSettings, Settings, load_settings, secret_sources
 from image_updater.errors import ConfigError, ImageUpdaterError, PolicyError
 from image_updater.exit_codes import ExitCode, exit_code_for, once_exit_code
 from image_updater.model import App
@@ -91,7 +91,8 @@ def cmd_once(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
 
     settings = _settings(args)
     _start_logging(settings, secrets)
-    apps = load_policies(_policy_paths(args))
+    apps = load_policies(_policy_paths(args),
+                         max_file_bytes=settings.limits.policy_file_bytes)
     if args.app:
         apps = _only(apps, args.app)
     dry_run = args.dry_run or settings.dry_run
@@ -156,14 +157,15 @@ def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> ExitCode
 
     paths = [*args.paths, *(args.policies or ())] or _policy_paths(args)
     settings_problem = None
+    limits = LimitSettings()
     if args.config:  # the settings file too, so one command checks a whole ConfigMap
         try:
-            load_settings(args.config)
+            limits = load_settings(args.config).limits
         except ConfigError as exc:
             settings_problem = str(exc)
             print(settings_problem)
     try:
-        apps = load_policies(paths)
+        apps = load_policies(paths, max_file_bytes=limits.policy_file_bytes)
     except PolicyError as exc:
         for problem in exc.problems:
             print(problem)
@@ -176,11 +178,11 @@ def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> ExitCode
 
         root = Path(args.values_root)
 
-        def read(_app: App, path: str) -> str | None:
+        def read(_app: App, path: str) -> bytes | None:
             file = root / path
-            return file.read_text(encoding="utf-8") if file.is_file() else None
+            return file.read_bytes() if file.is_file() else None
 
-        problems = check_values_keys(apps, read)
+        problems = check_values_keys(apps, read, max_file_bytes=limits.values_file_bytes)
         for problem in problems:
             print(problem)
         if problems:

@@ -16,13 +16,21 @@ A policy file holds one or more apps (YAML documents separated by ``---``)::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
+
+from image_updater.errors import ConfigError
 
 StrategyKind = Literal["digest", "semver", "alphabetical", "numerical", "newest-build"]
-STRATEGIES: tuple[str, ...] = ("digest", "semver", "alphabetical", "numerical", "newest-build")
+#: The one list of strategy names: the loader, the strategy factory, ``check --strategy``
+#: and the documentation tests all read it.
+STRATEGIES: tuple[str, ...] = get_args(StrategyKind)
 Approval = Literal["none", "pull-request"]
 KeyPath = tuple[str | int, ...]  # "image.tag" -> ("image", "tag"); "a.0.b" -> ("a", 0, "b")
+
+#: Default cap on the size of a policy file and of a values file (settings ``limits``).
+DEFAULT_FILE_BYTES = 1 << 20
 
 #: cosign signatures, attestations and SBOMs are never images to deploy
 DEFAULT_IGNORE: tuple[str, ...] = ("*.sig", "*.att", "*.sbom")
@@ -95,3 +103,33 @@ class App:
             if e.name == name:
                 return e
         raise KeyError(name)
+
+
+def check_repo_path(path: str) -> str:
+    """A values file path inside the deploy repository, validated.
+
+    The one rule for ``file:``: ``validate`` applies it to policies and git applies it
+    before reading or writing, so a path ``validate`` accepts is a path a cycle can use.
+    """
+    if not isinstance(path, str) or not path or re.search(r"[\x00-\x1f\x7f\\]", path):
+        raise ConfigError(
+            f"The file path {path!r} is empty or contains control characters or backslashes; "
+            "write it relative to the repository root with '/' separators."
+        )
+    if path.startswith("/"):
+        raise ConfigError(
+            f"The file path {path!r} is absolute; write it relative to the deploy repository "
+            "root, e.g. 'application-x/values-dev.yaml'."
+        )
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise ConfigError(
+            f"The file path {path!r} contains an empty, '.' or '..' component; write a plain "
+            "path inside the deploy repository without them."
+        )
+    if any(p.lower().rstrip(". ") == ".git" for p in parts):
+        raise ConfigError(
+            f"The file path {path!r} points into git's own '.git' directory; image-updater only "
+            "writes files tracked in the deploy repository."
+        )
+    return path

@@ -1,5 +1,7 @@
 """Load and validate policy files into :mod:`image_updater.model` values.
 
+(Over 450 lines: one walk of the policy schema, whose field checks read best side by side.)
+
 Validation collects *every* problem it can find (file:line:column, field, what is wrong,
 a hint) before raising one :class:`PolicyError`, so ``image-updater validate`` shows
 them all at once. Nothing here touches the network or git.
@@ -16,10 +18,12 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from image_updater.errors import ImageUpdaterError, PolicyError, Problem
 from image_updater.model import (
+    DEFAULT_FILE_BYTES,
     DEFAULT_IGNORE,
     STRATEGIES,
     App,
@@ -30,7 +34,9 @@ from image_updater.model import (
     Strategy,
     TagFilter,
     WriteSpec,
+    check_repo_path,
 )
+from image_updater.policy.strategies import StrategyError, compile_strategy
 
 APP_KEYS = ("app", "image", "git", "defaults", "environments")
 GIT_KEYS = ("url", "branch")
@@ -75,7 +81,9 @@ def _position(node: Any, key: Any = None) -> tuple[int, int]:
             line, col = lc.line, lc.col
     except (KeyError, IndexError, TypeError):
         line, col = lc.line, lc.col
-    return (int(line) + 1, int(col) + 1)
+    if not isinstance(line, int) or not isinstance(col, int):
+        return (0, 0)  # a tagged scalar (``!x``) carries no position
+    return (line + 1, col + 1)
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -91,13 +99,18 @@ def _check_keys(ctx: _Ctx, node: CommentedMap, allowed: tuple[str, ...], where: 
                     _did_you_mean(str(key), allowed))
 
 
-def load_policies(paths: Iterable[str | Path]) -> list[App]:
-    """Load every policy file under ``paths`` (files or directories); raise PolicyError."""
+def load_policies(paths: Iterable[str | Path], *,
+                  max_file_bytes: int = DEFAULT_FILE_BYTES) -> list[App]:
+    """Load every policy file under ``paths`` (files or directories); raise PolicyError.
+
+    A file larger than ``max_file_bytes`` (settings ``limits.policy_file_bytes``) is refused
+    before it is read, let alone parsed.
+    """
     problems: list[Problem] = []
     apps: list[App] = []
     names: list[tuple[str, str, int]] = []
     for file in _policy_files(paths, problems):
-        ctx = _load_file(file)
+        ctx = _load_file(file, max_file_bytes)
         apps.extend(ctx.apps)
         problems.extend(ctx.problems)
         names.extend((name, str(file), line) for name, line in ctx.names)
@@ -124,12 +137,28 @@ def _policy_files(paths: Iterable[str | Path], problems: list[Problem]) -> Itera
                                     "check the --policies path"))
 
 
-def _load_file(file: Path) -> _Ctx:
+def _load_file(file: Path, max_bytes: int) -> _Ctx:
+    ctx = _Ctx(str(file))
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        ctx = _Ctx(str(file))
+        with file.open("rb") as stream:
+            size = max(file.stat().st_size, 0)
+            data = stream.read(max_bytes + 1) if size <= max_bytes else b""
+        if size > max_bytes or len(data) > max_bytes:
+            ctx.problems.append(Problem(
+                str(file), 0, 0, "-", f"the file is {max(size, len(data))} bytes, more than "
+                f"the {max_bytes} bytes a policy file may hold (settings limits."
+                "policy_file_bytes); it was not parsed",
+                "split it into several policy files or raise limits.policy_file_bytes"))
+            return ctx
+        text = data.decode("utf-8")
+    except OSError as exc:
         ctx.problems.append(Problem(str(file), 0, 0, "-", f"cannot read the file: {exc}", ""))
+        return ctx
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        ctx.problems.append(Problem(str(file), line, exc.start - data.rfind(b"\n", 0, exc.start),
+                                    "-", f"the byte 0x{data[exc.start]:02x} is not UTF-8 text",
+                                    "policy files must be UTF-8 text"))
         return ctx
     return _load_text(text, str(file))
 
@@ -152,11 +181,32 @@ def _load_text(text: str, file: str) -> _Ctx:
             "fix the YAML syntax"
         ctx.problems.append(Problem(file, line, col, "-", f"invalid YAML: {what}", hint))
         return ctx
+    except ReaderError as exc:  # NUL and other characters YAML does not allow
+        line, col = _line_col(text, exc.position)
+        ctx.problems.append(Problem(
+            file, line, col, "-", f"invalid YAML: the non-printable character "
+            f"#x{ord(exc.character) if isinstance(exc.character, str) else exc.character:04x} "
+            "is not allowed in YAML", "remove it (policy files are plain UTF-8 text)"))
+        return ctx
+    except (YAMLError, RecursionError, ValueError) as exc:
+        # deep nesting overflows the stack; ruamel's constructors raise ValueError on
+        # explicitly tagged nonsense such as ``!!int x``
+        ctx.problems.append(Problem(file, 0, 0, "-", f"invalid YAML: cannot be read "
+                                    f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
+                                    "fix the YAML syntax"))
+        return ctx
     for doc in docs:
         app = _app(ctx, doc)
         if app is not None:
             ctx.apps.append(app)
     return ctx
+
+
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of character ``index`` in ``text``."""
+    index = min(max(index, 0), len(text))
+    line_start = text.rfind("\n", 0, index) + 1
+    return text.count("\n", 0, index) + 1, index - line_start + 1
 
 
 def _app(ctx: _Ctx, doc: Any) -> App | None:
@@ -192,15 +242,12 @@ def _app(ctx: _Ctx, doc: Any) -> App | None:
 
 def _check_defaults(ctx: _Ctx, defaults: CommentedMap) -> None:
     """Defaults are checked even when no environment uses them: a broken default is a trap
-    for the next environment that will."""
+    for the next environment that will. A semver probe compiles every listing field."""
     layer = _Layer(CommentedMap(), defaults, "defaults")
-    constraint = _layer_str(ctx, layer, "constraint")
-    if constraint is not None:
-        _check_constraint(ctx, layer, constraint)
-    for key in ("allow", "extract"):
-        value = _layer_str(ctx, layer, key)
-        if value is not None:
-            _check_regex(ctx, layer, key, value)
+    probe = Strategy(kind="semver", constraint=_layer_str(ctx, layer, "constraint") or "*",
+                     order=_layer_str(ctx, layer, "order") or "asc",  # type: ignore[arg-type]
+                     filter=_filter(ctx, layer))
+    _compile(ctx, layer, probe)
 
 
 #: strategy-specific keys, and the strategies that read them
@@ -247,7 +294,7 @@ def _git(ctx: _Ctx, doc: CommentedMap) -> GitTarget | None:
         return None
     _check_keys(ctx, node, GIT_KEYS, "git")
     url = _req_str(ctx, node, "url", "git.url")
-    branch = _opt_str(ctx, node, "branch", "git.branch") or "master"
+    branch = _opt_str(ctx, node, "branch", "git.branch", text_only=True) or "master"
     return GitTarget(url=url, branch=branch) if url else None
 
 
@@ -291,11 +338,13 @@ def _environment(ctx: _Ctx, name: str, node: CommentedMap, defaults: CommentedMa
                  where: str) -> Environment | None:
     layer = _Layer(node, defaults, where)
     before = len(ctx.problems)
-    file = _layer_str(ctx, layer, "file", required=True)
-    if file is not None and (file.startswith("/") or ".." in Path(file).parts):
-        _, parent, fld = layer.get("file")
-        ctx.add(parent, "file", fld, f"'{file}' must be a relative path inside the deploy "
-                "repository", "write it relative to the repository root, without '..'")
+    file = _layer_str(ctx, layer, "file", required=True, text_only=True)
+    if file is not None:
+        try:
+            check_repo_path(file)  # the rule git applies before reading or writing it
+        except ImageUpdaterError as exc:
+            _, parent, fld = layer.get("file")
+            ctx.add(parent, "file", fld, str(exc), "e.g. file: application-x/values-dev.yaml")
     strategy = _strategy(ctx, layer, name)
     write = _write(ctx, layer, strategy)
     approval = _layer_str(ctx, layer, "approval") or "none"
@@ -324,59 +373,43 @@ def _strategy(ctx: _Ctx, layer: _Layer, env_name: str) -> Strategy | None:
     tag = _layer_str(ctx, layer, "tag")
     if kind == "digest":
         tag = tag or env_name  # dev follows :dev unless told otherwise
-        _check_tag_value(ctx, layer, tag)
     constraint = _layer_str(ctx, layer, "constraint")
     if kind == "semver":
-        constraint = _check_constraint(ctx, layer, constraint or "*")
-    order = _layer_str(ctx, layer, "order") or "asc"
-    if order not in ("asc", "desc"):
-        _, parent, fld = layer.get("order")
-        ctx.add(parent, "order", fld, f"unknown order '{order}'",
-                "use 'asc' (pick the highest) or 'desc' (pick the lowest)")
-    strict = _layer_bool(ctx, layer, "strict")
+        constraint = constraint or "*"
     platform = _layer_str(ctx, layer, "platform")
     if platform is not None and not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?", platform):
         _, parent, fld = layer.get("platform")
         ctx.add(parent, "platform", fld, f"'{platform}' is not an os/arch[/variant] platform",
                 "e.g. linux/amd64 or linux/arm64/v8")
-    return Strategy(kind=kind,  # type: ignore[arg-type]
-                    tag=tag, constraint=constraint, strict=strict,
-                    order=order,  # type: ignore[arg-type]
-                    filter=_filter(ctx, layer), platform=platform)
+    strategy = Strategy(kind=kind,  # type: ignore[arg-type]
+                        tag=tag, constraint=constraint, strict=_layer_bool(ctx, layer, "strict"),
+                        order=_layer_str(ctx, layer, "order") or "asc",  # type: ignore[arg-type]
+                        filter=_filter(ctx, layer), platform=platform)
+    _compile(ctx, layer, strategy)
+    return strategy
 
 
-def _check_tag_value(ctx: _Ctx, layer: _Layer, tag: str) -> None:
-    from image_updater.registry.base import check_tag
+#: what to do about a field the strategy compiler refuses, beyond what its message says
+_COMPILE_HINTS = {
+    "tag": "name an existing mutable tag such as dev",
+    "extract": "mark the part to sort on with (?P<value>...)",
+    "ignore": "e.g. ignore: ['*-debug', '/^pr-\\d+$/']",
+}
 
+
+def _compile(ctx: _Ctx, layer: _Layer, strategy: Strategy) -> None:
+    """Validate by compiling, with the compiler the runtime uses: what passes here runs."""
     try:
-        check_tag(tag)
-    except ImageUpdaterError as exc:
-        _, parent, fld = layer.get("tag")
-        ctx.add(parent, "tag", fld, str(exc), "name an existing mutable tag such as dev")
-
-
-def _check_constraint(ctx: _Ctx, layer: _Layer, text: str) -> str:
-    from image_updater.policy.semver import Constraint
-
-    try:
-        Constraint.parse(text)
-    except ValueError as exc:
-        _, parent, fld = layer.get("constraint")
-        ctx.add(parent, "constraint", fld, f"invalid semver constraint: {exc}",
-                "Masterminds syntax, e.g. '^1.2', '~1.4.0', '>=1.0.0 <2.0.0', '1.x'")
-    return text
+        compile_strategy(strategy)
+    except StrategyError as exc:
+        for key, message in exc.problems:
+            _, parent, fld = layer.get(key)
+            ctx.add(parent, key, fld, message, _COMPILE_HINTS.get(key, ""))
 
 
 def _filter(ctx: _Ctx, layer: _Layer) -> TagFilter:
     allow = _layer_str(ctx, layer, "allow")
     extract = _layer_str(ctx, layer, "extract")
-    for key, value in (("allow", allow), ("extract", extract)):
-        if value is not None:
-            _check_regex(ctx, layer, key, value)
-    if extract is not None and "(?P<" not in extract:
-        _, parent, fld = layer.get("extract")
-        ctx.add(parent, "extract", fld, "the regex has no named group",
-                "mark the part to sort on with (?P<value>...)")
     ignore_raw, parent, fld = layer.get("ignore")
     ignore: tuple[str, ...] = DEFAULT_IGNORE
     if ignore_raw is not None:
@@ -384,22 +417,10 @@ def _filter(ctx: _Ctx, layer: _Layer) -> TagFilter:
             ignore_raw = [ignore_raw]
         if not isinstance(ignore_raw, list) or not all(isinstance(i, str) for i in ignore_raw):
             ctx.add(parent, "ignore", fld, "must be a list of globs or /regexes/",
-                    "e.g. ignore: ['*-debug', '/^pr-\\d+$/']")
+                    _COMPILE_HINTS["ignore"])
         else:
-            for item in ignore_raw:
-                if len(item) > 2 and item.startswith("/") and item.endswith("/"):
-                    _check_regex(ctx, layer, "ignore", item[1:-1])
             ignore = DEFAULT_IGNORE + tuple(i for i in ignore_raw if i not in DEFAULT_IGNORE)
     return TagFilter(allow=allow, ignore=ignore, extract=extract)
-
-
-def _check_regex(ctx: _Ctx, layer: _Layer, key: str, pattern: str) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        _, parent, fld = layer.get(key)
-        ctx.add(parent, key, fld, f"invalid regex {pattern!r}: {exc}",
-                "fix the regular expression (Python re syntax)")
 
 
 def _write(ctx: _Ctx, layer: _Layer, strategy: Strategy | None) -> WriteSpec | None:
@@ -457,29 +478,45 @@ def _pull_request(ctx: _Ctx, layer: _Layer) -> PullRequestSpec:
 
 
 def _req_str(ctx: _Ctx, node: CommentedMap, key: str, fld: str) -> str | None:
+    """A required name, reference or URL: text only (``image: 42`` is a mistake)."""
     if key not in node or node[key] in (None, ""):
         ctx.add(node, None, fld, "is required", f"add '{key}:'")
         return None
-    return _opt_str(ctx, node, key, fld)
+    return _opt_str(ctx, node, key, fld, text_only=True)
 
 
-def _opt_str(ctx: _Ctx, node: CommentedMap, key: str, fld: str) -> str | None:
+def _opt_str(ctx: _Ctx, node: CommentedMap, key: str, fld: str, *,
+             text_only: bool = False) -> str | None:
+    """The value as text. Numbers are accepted as text (``tag: 42``) unless ``text_only``."""
     value = node.get(key)
     if value is None:
         return None
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        ctx.add(node, key, fld, f"must be a string, not {type(value).__name__}", "quote it")
+    if isinstance(value, str):
+        return str(value)
+    if text_only or not isinstance(value, int | float) or isinstance(value, bool):
+        ctx.add(node, key, fld, f"must be a string, not {_type_name(value)} "
+                f"({' '.join(repr(value).split())[:40]})", "write text, quoted if need be")
         return None
     return str(value)
 
 
-def _layer_str(ctx: _Ctx, layer: _Layer, key: str, *, required: bool = False) -> str | None:
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a mapping" if isinstance(value, dict) else \
+        "a list" if isinstance(value, list) else type(value).__name__
+
+
+def _layer_str(ctx: _Ctx, layer: _Layer, key: str, *, required: bool = False,
+               text_only: bool = False) -> str | None:
     value, parent, fld = layer.get(key)
     if value is None:
         if required:
             ctx.add(layer.env, None, fld, "is required", f"add '{key}:' to the environment")
         return None
-    return _opt_str(ctx, parent, key, fld)
+    return _opt_str(ctx, parent, key, fld, text_only=text_only)
 
 
 def _layer_bool(ctx: _Ctx, layer: _Layer, key: str) -> bool:
@@ -528,14 +565,15 @@ def _duplicates(apps: list[App]) -> list[Problem]:
     return problems
 
 
-def check_values_keys(apps: Iterable[App], read: Callable[[App, str], str | None]
-                      ) -> list[Problem]:
+def check_values_keys(apps: Iterable[App],
+                      read: Callable[[App, str], str | bytes | None], *,
+                      max_file_bytes: int = DEFAULT_FILE_BYTES) -> list[Problem]:
     """Check that each environment's values file exists and holds the keys it writes.
 
-    ``read(app, path)`` returns the file's text or None; used by ``validate --values-root``.
+    ``read(app, path)`` returns the file's text (or bytes, decoded here as UTF-8) or None;
+    used by ``validate --values-root``.
+    The keys are judged as a cycle judges them: a key with a null value is present.
     """
-    from image_updater.values.editor import read_scalar
-
     problems = []
     for app in apps:
         for env in app.environments:
@@ -545,26 +583,30 @@ def check_values_keys(apps: Iterable[App], read: Callable[[App, str], str | None
                                         f"values file {env.file} does not exist",
                                         "create it in the deploy repository or fix the path"))
                 continue
-            problems.extend(_missing_keys(app, env, text, read_scalar))
+            problems.extend(_missing_keys(app, env, text, max_file_bytes))
     return problems
 
 
-def _missing_keys(app: App, env: Environment, text: str,
-                  read_scalar: Callable[..., str | None]) -> list[Problem]:
+def _missing_keys(app: App, env: Environment, data: str | bytes, max_file_bytes: int
+                  ) -> list[Problem]:
+    from image_updater.values.document import check_size, decode
+    from image_updater.values.editor import read_present
+
+    keys = [k for k in (env.write.tag, env.write.digest, env.write.reference) if k is not None]
+    where = f"environments.{env.name}.write"
+    try:
+        text = decode(data, file=env.file, limit=max_file_bytes)
+        check_size(text, file=env.file, limit=max_file_bytes)
+        present = read_present(text, keys, file=env.file)
+    except ImageUpdaterError as exc:
+        return [Problem(app.source, env.line, 1, where, str(exc),
+                        "fix the values file or the key path")]
     problems = []
-    for key in (env.write.tag, env.write.digest, env.write.reference):
-        if key is None:
-            continue
-        dotted = ".".join(map(str, key))
-        try:
-            found = read_scalar(text, key, file=env.file)
-        except ImageUpdaterError as exc:
-            problems.append(Problem(app.source, env.line, 1, f"environments.{env.name}.write",
-                                    str(exc), "fix the values file or the key path"))
-            continue
-        if found is None:
-            problems.append(Problem(app.source, env.line, 1, f"environments.{env.name}.write",
+    for key in keys:
+        if key not in present:
+            dotted = ".".join(map(str, key))
+            problems.append(Problem(app.source, env.line, 1, where,
                                     f"key {dotted} is missing from {env.file}",
-                                    f"add '{dotted}' to the values file (e.g. as an empty "
-                                    "string) or fix the key path"))
+                                    f"add '{dotted}:' to the values file (an empty value is "
+                                    "fine) or fix the key path"))
     return problems

@@ -22,6 +22,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from image_updater.errors import ConfigError
+from image_updater.model import DEFAULT_FILE_BYTES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +97,15 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LimitSettings:
+    """Size caps on files read from people and repositories, checked before parsing: a
+    pure-Python YAML parser takes minutes over a multi-megabyte file."""
+
+    policy_file_bytes: int = DEFAULT_FILE_BYTES  #: largest policy file accepted, in bytes
+    values_file_bytes: int = DEFAULT_FILE_BYTES  #: largest values file read or written
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     interval: float = 120.0            #: seconds between polls
     jitter: float = 10.0               #: up to this many seconds added to each interval
@@ -111,6 +121,7 @@ class Settings:
     git: GitSettings = field(default_factory=GitSettings)
     forges: tuple[ForgeSettings, ...] = ()
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     def registry(self, host: str) -> RegistrySettings:
         for reg in self.registries:
@@ -165,7 +176,8 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
         try:
             # round trip: keys carry their line and column, for the error messages
             raw = YAML(typ="rt").load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, YAMLError) as exc:
+        except (OSError, ValueError, RecursionError, YAMLError) as exc:  # ValueError: bad
+            # UTF-8, or a constructor refusing tagged nonsense such as ``!!int x``
             raise ConfigError(f"cannot read settings file {where}: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"settings file {where} must be a mapping at the top level.")
@@ -198,7 +210,7 @@ def _apply_env(settings: Settings, environ: Mapping[str, str]) -> Settings:
 
 _NESTED: dict[str, Any] = {
     "credentials": CredentialsSettings, "ecr": EcrSettings, "git": GitSettings,
-    "webhooks": WebhookSettings,
+    "webhooks": WebhookSettings, "limits": LimitSettings,
 }
 _LISTS: dict[str, Any] = {"registries": RegistrySettings, "forges": ForgeSettings}
 
@@ -209,6 +221,7 @@ _MINIMUM: dict[str, tuple[float, bool]] = {  # name -> (bound, bound itself allo
     "max_concurrency": (1, True), "requests_per_second": (0, True), "max_retries": (0, True),
     "max_attempts": (1, True), "max_push_attempts": (1, True), "max_body_bytes": (1, True),
     "lock_timeout": (0, True),
+    "policy_file_bytes": (1, True), "values_file_bytes": (1, True),
 }
 
 

@@ -29,7 +29,7 @@ def run_daemon(settings: Settings, policy_paths: Sequence[str], *,
 
     ``secrets`` is the registry the log handler masks with; credential sources add to it.
     """
-    apps = load_policies(policy_paths)
+    apps = load_policies(policy_paths, max_file_bytes=settings.limits.policy_file_bytes)
     return asyncio.run(_main(settings, policy_paths, apps, secrets))
 
 

@@ -138,7 +138,8 @@ class Daemon:
             return
         self._policy_hash = digest
         try:
-            apps = load_policies(self.policy_paths)
+            apps = load_policies(self.policy_paths,
+                                 max_file_bytes=self.settings.limits.policy_file_bytes)
         except (ConfigError, OSError) as exc:
             log.error("policy change rejected, keeping the previous %d app(s) (%s); fix the "
                       "files and the change is picked up within %.0f s:\n%s", len(self.apps),

@@ -12,19 +12,29 @@ from dataclasses import dataclass
 from image_updater.changes import Change, KeyChange
 from image_updater.engine.resolve import Resolved
 from image_updater.errors import ValuesError
-from image_updater.model import App, Environment, KeyPath
-from image_updater.values.editor import read_scalars, set_scalar
+from image_updater.model import DEFAULT_FILE_BYTES, App, Environment, KeyPath
+from image_updater.policy.strategies import compiled
+from image_updater.values.document import check_size
+from image_updater.values.editor import read_present, set_scalar
 
 
 def dotted(path: KeyPath) -> str:
     return ".".join(str(p) for p in path)
 
 
+def _scalars(text: str, paths: tuple[KeyPath, ...], file: str,
+             max_bytes: int = DEFAULT_FILE_BYTES) -> dict[KeyPath, str | None]:
+    """Every values text the engine parses passes here: the size cap comes first."""
+    check_size(text, file=file, limit=max_bytes)
+    return _present(text, paths, file)
+
+
 @functools.lru_cache(maxsize=16384)
-def _scalars(text: str, paths: tuple[KeyPath, ...], file: str) -> dict[KeyPath, str | None]:
-    """Parsing YAML in pure Python costs milliseconds per file; values files rarely change,
-    so a steady-state cycle re-reads the same texts: remember the answers by content."""
-    return read_scalars(text, paths, file=file)
+def _present(text: str, paths: tuple[KeyPath, ...], file: str) -> dict[KeyPath, str | None]:
+    """The present keys among ``paths`` (None: present with a null value); absent keys are
+    left out. Parsing YAML in pure Python costs milliseconds per file; values files rarely
+    change, so a steady-state cycle re-reads the same texts: remember the answers by content."""
+    return read_present(text, paths, file=file)
 
 
 def _written_paths(env: Environment) -> tuple[KeyPath, ...]:
@@ -51,16 +61,20 @@ def desired_values(env: Environment, res: Resolved) -> list[tuple[KeyPath, str]]
     return out
 
 
-def read_current(env: Environment, text: str) -> Current:
-    """The tag and digest a values file holds for ``env`` (None where not written)."""
-    values = _scalars(text, _written_paths(env), env.file)
+def read_current(env: Environment, text: str, *, max_bytes: int = DEFAULT_FILE_BYTES
+                 ) -> Current:
+    """The tag and digest a values file holds for ``env`` (None where not written).
+
+    A text over ``max_bytes`` (settings ``limits.values_file_bytes``) raises ValuesError.
+    """
+    values = _scalars(text, _written_paths(env), env.file, max_bytes)
     tag = digest = None
     if env.write.tag is not None:
-        tag = values[env.write.tag]
+        tag = values.get(env.write.tag)
     if env.write.digest is not None:
-        digest = values[env.write.digest]
+        digest = values.get(env.write.digest)
     if env.write.reference is not None:
-        ref = values[env.write.reference] or ""
+        ref = values.get(env.write.reference) or ""
         ref_tag, _, ref_digest = ref.partition("@")
         tag, digest = tag or ref_tag or None, digest or ref_digest or None
     if env.write.tag is None and env.write.reference is None and env.strategy.kind == "digest":
@@ -68,25 +82,26 @@ def read_current(env: Environment, text: str) -> Current:
     return Current(tag=tag, digest=digest)
 
 
-def plan_edit(app: App, env: Environment, res: Resolved, text: str
-              ) -> tuple[str, Change | None, str]:
+def plan_edit(app: App, env: Environment, res: Resolved, text: str, *,
+              max_bytes: int = DEFAULT_FILE_BYTES) -> tuple[str, Change | None, str]:
     """Return ``(new_text, change, why)``; ``change`` is None when nothing needs writing.
 
-    Raises ValuesError when a key is missing: we never invent structure in a values file
-    the chart may not read, and never write a value we are not sure of.
+    Raises ValuesError when a key is absent: we never invent structure in a values file
+    the chart may not read, and never write a value we are not sure of. A key present with
+    a null value (``digest: ~``, ``tag:``) is filled in.
     """
+    current = _scalars(text, _written_paths(env), env.file, max_bytes)
     if (held := _held_back(env, res, text)) is not None:
         return text, None, held
     new_text = text
     keys: list[KeyChange] = []
-    current = _scalars(text, _written_paths(env), env.file)
     for path, value in desired_values(env, res):
-        old = current[path]
-        if old is None:
+        if path not in current:
             raise ValuesError(
                 f"{env.file} has no key {dotted(path)} (app {app.name}, environment "
-                f"{env.name}); add it to the values file (an empty string is fine) or fix "
-                "'write' in the policy. Nothing was written.")
+                f"{env.name}); add it to the values file (an empty value, as in 'tag:', is fine) "
+                "or fix 'write' in the policy. Nothing was written.")
+        old = current[path]
         if old != value:
             new_text = set_scalar(new_text, path, value, file=env.file)
             keys.append(KeyChange(key=dotted(path), old=old or None, new=value))
@@ -98,19 +113,11 @@ def plan_edit(app: App, env: Environment, res: Resolved, text: str
 
 
 def _held_back(env: Environment, res: Resolved, text: str) -> str | None:
-    """A semver policy never moves an environment backwards."""
+    """The policy layer's one "never backwards" rule, given the tag git holds.
+
+    Resolution runs before git is read, so the rule is applied here, where the values
+    file is at hand; it reads tags through the policy's ``extract`` as selection does.
+    """
     if env.strategy.kind != "semver":
         return None
-    current = read_current(env, text).tag
-    if not current or current == res.tag:
-        return None
-    from image_updater.policy.semver import Version
-
-    try:
-        held, chosen = Version.parse(current), Version.parse(res.tag)
-    except ValueError:
-        return None
-    if held > chosen:
-        return (f"keeps {current}: it is higher than {res.tag}, the best candidate, and a semver "
-                "policy never moves an environment backwards")
-    return None
+    return compiled(env.strategy).held_back(read_current(env, text).tag, res.tag)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import git
 from git.exc import GitCommandError, InvalidGitRepositoryError, NoSuchPathError
@@ -52,6 +52,7 @@ from image_updater.gitops.stderr import (
     output_of,
 )
 from image_updater.gitrefs import check_branch
+from image_updater.model import check_repo_path as check_path
 from image_updater.observability.logs import redact
 
 log = logging.getLogger(__name__)
@@ -90,31 +91,6 @@ class _CorruptCache(Exception):
     """The cached clone cannot be used; it is deleted and cloned again."""
 
 
-def check_path(path: str) -> PurePosixPath:
-    """A repository-relative path, validated: values file paths come from policy files."""
-    if not isinstance(path, str) or not path or re.search(r"[\x00-\x1f\x7f\\]", path):
-        raise ConfigError(
-            f"The file path {path!r} is empty or contains control characters or backslashes; "
-            "write it relative to the repository root with '/' separators."
-        )
-    pure = PurePosixPath(path)
-    if pure.is_absolute():
-        raise ConfigError(
-            f"The file path {path!r} is absolute; write it relative to the deploy repository "
-            "root, e.g. 'application-x/values-dev.yaml'."
-        )
-    parts = path.split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        raise ConfigError(
-            f"The file path {path!r} contains an empty, '.' or '..' component; write a plain "
-            "path inside the deploy repository without them."
-        )
-    if any(p.lower().rstrip(". ") == ".git" for p in parts):
-        raise ConfigError(
-            f"The file path {path!r} points into git's own '.git' directory; image-updater only "
-            "writes files tracked in the deploy repository."
-        )
-    return pure
 
 
 class DeployRepo:

@@ -23,24 +23,43 @@ Pure: no I/O, clock or logging; ``created`` times are passed in.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from image_updater.errors import ConfigError, ImageUpdaterError
-from image_updater.model import Strategy
-from image_updater.policy.filters import CompiledFilter, TagVerdict, compile_filter, shown
-from image_updater.policy.semver import Constraint, InvalidVersionError, Version
+from image_updater.model import STRATEGIES, Strategy
+from image_updater.policy.constraint import Constraint
+from image_updater.policy.filters import (
+    CompiledFilter,
+    FilterError,
+    TagVerdict,
+    compile_filter,
+    shown,
+)
+from image_updater.policy.version import InvalidVersionError, Version
 from image_updater.registry.base import check_tag
 
+_T = TypeVar("_T")
 _NUMBER_RE = re.compile(r"[+-]?\d+(?:\.\d+)?", re.ASCII)
 
 
 class StrategyError(ConfigError, ValueError):
-    """A strategy is incomplete or inconsistent (e.g. digest without a tag)."""
+    """A strategy does not compile: incomplete, inconsistent or with a part that does not parse.
+
+    ``problems`` holds one ``(field, message)`` per policy field at fault ("strategy", "tag",
+    "order", "constraint", "allow", "ignore", "extract"), so a loader can point at each.
+    """
+
+    def __init__(self, message: str, *, field: str = "strategy",
+                 problems: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.field = field
+        self.problems = problems or ((field, message),)
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,29 @@ class CompiledStrategy:
         unique = sorted({t for t in tags if isinstance(t, str)})
         return _PICKERS[self.strategy.kind](self, _Input(unique, created, current))
 
+    def held_back(self, current: str | None, best: str) -> str | None:
+        """Why an environment keeps ``current`` (the tag git holds) instead of ``best``.
+
+        The one "never backwards" rule: a semver policy keeps a current tag whose version
+        is higher than the best candidate's. Both are read the way candidates are, through
+        the filter's ``extract``. None when ``best`` may be written.
+        """
+        if self.strategy.kind != "semver" or not current or current == best:
+            return None
+        held, chosen = self._version(current), self._version(best)
+        if held is None or chosen is None or held.precedence <= chosen.precedence:
+            return None
+        return (f"keeps {current}: it is higher than {best}, the highest version matching "
+                f"{self.constraint}, and a semver policy never moves an environment backwards")
+
+    def _version(self, tag: str) -> Version | None:
+        verdict = self.filter.verdict(tag)
+        try:
+            return Version.parse(verdict.sort_key if verdict.kept else tag,
+                                 strict=self.strategy.strict)
+        except InvalidVersionError:
+            return None
+
 
 def needs_tag_list(strategy: Strategy) -> bool:
     """Whether the engine must list the repository's tags (digest follows one known tag)."""
@@ -72,19 +114,43 @@ def needs_tag_list(strategy: Strategy) -> bool:
 
 
 def compile_strategy(strategy: Strategy) -> CompiledStrategy:
-    """Validate and compile ``strategy``; raise a ConfigError subclass that says what to fix."""
-    if strategy.kind not in _PICKERS:
-        raise StrategyError(f"unknown strategy {strategy.kind!r}; use one of "
-                            f"{', '.join(sorted(_PICKERS))}.")
+    """Validate and compile ``strategy`` once, like Flux's policer factory.
+
+    Every part is compiled (kind, followed tag, order, constraint, filter) and every part
+    that fails is reported in one :class:`StrategyError`, each message quoting the
+    offending text; the policy loader turns them into file:line:column problems.
+    """
+    problems: list[tuple[str, str]] = []
+
+    def attempt(field: str, build: Callable[[], _T]) -> _T | None:
+        try:
+            return build()
+        except StrategyError as exc:
+            problems.extend(exc.problems)
+        except FilterError as exc:
+            problems.append((exc.field, str(exc)))
+        except ConfigError as exc:  # ConstraintError
+            problems.append((field, str(exc)))
+        return None
+
+    attempt("strategy", lambda: _check_kind(strategy))
     if strategy.kind == "digest":
-        _check_followed_tag(strategy.tag)
-    if strategy.order not in ("asc", "desc"):
-        raise StrategyError(f"unknown order {strategy.order!r}; use 'asc' (pick the highest) "
-                            "or 'desc' (pick the lowest).")
+        attempt("tag", lambda: _check_followed_tag(strategy.tag))
+    attempt("order", lambda: _check_order(strategy))
     constraint = None
     if strategy.kind == "semver":
-        constraint = Constraint.parse(strategy.constraint or "*")
-    return CompiledStrategy(strategy, compile_filter(strategy.filter), constraint)
+        constraint = attempt("constraint", lambda: Constraint.parse(strategy.constraint or "*"))
+    compiled_filter = attempt("filter", lambda: compile_filter(strategy.filter))
+    if problems or compiled_filter is None:
+        raise StrategyError(" ".join(message for _, message in problems),
+                            field=problems[0][0], problems=tuple(problems))
+    return CompiledStrategy(strategy, compiled_filter, constraint)
+
+
+@functools.lru_cache(maxsize=1024)
+def compiled(strategy: Strategy) -> CompiledStrategy:
+    """:func:`compile_strategy`, remembered: the same few policies are compiled every cycle."""
+    return compile_strategy(strategy)
 
 
 def select(strategy: Strategy, tags: Sequence[str], *,
@@ -115,14 +181,26 @@ class _Candidate(NamedTuple):
 _Judge = Callable[[TagVerdict], "_Candidate | str"]
 
 
+def _check_kind(strategy: Strategy) -> None:
+    if strategy.kind not in _PICKERS:
+        raise StrategyError(f"unknown strategy {strategy.kind!r}; use one of "
+                            f"{', '.join(STRATEGIES)}.", field="strategy")
+
+
+def _check_order(strategy: Strategy) -> None:
+    if strategy.order not in ("asc", "desc"):
+        raise StrategyError(f"unknown order {strategy.order!r}; use 'asc' (pick the highest) "
+                            "or 'desc' (pick the lowest).", field="order")
+
+
 def _check_followed_tag(tag: str | None) -> None:
     if not tag:
         raise StrategyError("the digest strategy needs 'tag', the mutable tag to follow "
-                            "(e.g. tag: dev).")
+                            "(e.g. tag: dev).", field="tag")
     try:
         check_tag(tag, what="the digest strategy's tag")
     except ImageUpdaterError as exc:
-        raise StrategyError(str(exc)) from exc
+        raise StrategyError(str(exc), field="tag") from exc
 
 
 def _rank(cs: CompiledStrategy, inp: _Input, judge: _Judge, *, highest: bool
@@ -192,40 +270,11 @@ def _semver(cs: CompiledStrategy, inp: _Input) -> Selection:
     candidates, dropped = _rank(cs, inp, judge, highest=True)
     what = f"the highest version matching {constraint}"
     chosen = _outcome(what, candidates, dropped, lambda c: c.tag)
-    held = _current_version(cs, inp.current)
-    if held is None or not candidates:
+    held = cs.held_back(inp.current, chosen.tag) if chosen.tag else None
+    if held is None:
         return chosen
-    return _never_backwards(held, candidates, chosen, what)
-
-
-def _never_backwards(held: Version, candidates: list[_Candidate], chosen: Selection,
-                     what: str) -> Selection:
-    """Keep the current tag when its version is higher than the best candidate's."""
-    best, current = candidates[0], held.original
     counts = _counts(len(chosen.considered), len(candidates))
-    if held.precedence > best.rank:
-        return Selection(current, f"keeps {current}: it is higher than {best.tag}, {what} "
-                         f"{counts}, and a semver policy never moves backwards",
-                         chosen.considered)
-    # Equal versions under two tags ("v1.2.0", "1.2.0"): stay put rather than flip-flop.
-    if best.tag != current and held.precedence == best.rank and any(
-            c.tag == current for c in candidates):
-        return Selection(current, f"keeps {current}: it is as high as {best.tag}, {what} "
-                         f"{counts}", chosen.considered)
-    return chosen
-
-
-def _current_version(cs: CompiledStrategy, current: str | None) -> Version | None:
-    """The version of the tag now in the values file, read the way candidates are read."""
-    if not current:
-        return None
-    verdict = cs.filter.verdict(current)
-    text = verdict.sort_key if verdict.kept else current
-    try:
-        version = Version.parse(text, strict=cs.strategy.strict)
-    except InvalidVersionError:
-        return None
-    return replace(version, original=current)  # keep the tag itself, not the extracted text
+    return Selection(inp.current, f"{held} {counts}", chosen.considered)
 
 
 def _alphabetical(cs: CompiledStrategy, inp: _Input) -> Selection:

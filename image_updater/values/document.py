@@ -19,7 +19,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.reader import ReaderError
 
 from image_updater.errors import ValuesError
-from image_updater.model import KeyPath
+from image_updater.model import DEFAULT_FILE_BYTES, KeyPath
 from image_updater.values.keypath import format_key_path
 from image_updater.values.scalars import NULL_TAG
 
@@ -33,6 +33,41 @@ Entry = tuple[str, str]
 View = dict[Path, Entry]
 
 
+def check_size(text: str, *, file: str, limit: int = DEFAULT_FILE_BYTES) -> str:
+    """Return ``text`` if it is at most ``limit`` bytes of UTF-8; checked before parsing,
+    as a pure-Python parser takes minutes over a multi-megabyte file."""
+    # Each character is 1 to 4 bytes: most texts are judged without encoding them.
+    if len(text) > limit or (4 * len(text) > limit and len(text.encode("utf-8", "surrogatepass"))
+                             > limit):
+        size = len(text.encode("utf-8", "surrogatepass"))
+        raise ValuesError(
+            f"{file} is {size} bytes, more than the {limit} bytes a values file may hold "
+            "(settings limits.values_file_bytes); image-updater leaves it alone. Raise "
+            "limits.values_file_bytes if the file really is that large."
+        )
+    return text
+
+
+def decode(data: str | bytes, *, file: str, limit: int = DEFAULT_FILE_BYTES) -> str:
+    """A values file's bytes as text: size-checked first, then decoded as UTF-8."""
+    if isinstance(data, str):
+        return data
+    if len(data) > limit:
+        raise ValuesError(
+            f"{file} is {len(data)} bytes, more than the {limit} bytes a values file may hold "
+            "(settings limits.values_file_bytes); image-updater leaves it alone. Raise "
+            "limits.values_file_bytes if the file really is that large."
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ValuesError(
+            f"{file} is not UTF-8 text: line {line} holds the byte 0x{data[exc.start]:02x}; "
+            "values files must be UTF-8. image-updater leaves the file alone until then."
+        ) from exc
+
+
 def parse(text: str, *, file: str) -> list[Node | None]:
     """Compose every document of ``text``; one parse, nothing constructed."""
     try:
@@ -40,10 +75,12 @@ def parse(text: str, *, file: str) -> list[Node | None]:
     except MarkedYAMLError as exc:
         raise ValuesError(_syntax_message(exc, file)) from exc
     except ReaderError as exc:
+        code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
         raise ValuesError(
-            f"{file} is not valid YAML: it contains the non-printable character "
-            f"#x{ord(exc.character):04x} at character {exc.position}; remove it. "
-            "image-updater leaves the file alone until then."
+            f"{file} is not valid YAML: line {line} contains the non-printable character "
+            f"#x{code:04x} (character {exc.position}); remove it. image-updater leaves the "
+            "file alone until then."
         ) from exc
     except (YAMLError, RecursionError) as exc:
         raise ValuesError(

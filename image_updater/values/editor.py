@@ -27,6 +27,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode
 from image_updater.errors import ValuesError
 from image_updater.model import KeyPath
 from image_updater.values.document import (
+    MERGE_KEY,
     Flattener,
     Found,
     Missing,
@@ -39,7 +40,7 @@ from image_updater.values.document import (
 from image_updater.values.keypath import format_key_path, parse_key_path
 from image_updater.values.scalars import STR_TAG, check_value, double_quoted, plain_ok, render
 
-__all__ = ["read_scalar", "read_scalars", "set_scalar", "values_diff"]
+__all__ = ["read_present", "read_scalar", "read_scalars", "set_scalar", "values_diff"]
 
 
 def read_scalar(text: str, path: KeyPath | str, *, file: str, document: int = 0) -> str | None:
@@ -56,15 +57,26 @@ def read_scalars(
     text: str, paths: Iterable[KeyPath | str], *, file: str, document: int = 0
 ) -> dict[KeyPath, str | None]:
     """Like :func:`read_scalar` for several paths (tag, digest, reference) with one parse."""
+    key_paths = [_as_path(p) for p in paths]
+    present = read_present(text, key_paths, file=file, document=document)
+    return {p: present.get(p) for p in key_paths}
+
+
+def read_present(
+    text: str, paths: Iterable[KeyPath | str], *, file: str, document: int = 0
+) -> dict[KeyPath, str | None]:
+    """The paths that are present, with their scalar; None for a null value (``tag:``).
+
+    A key written with a null value is present: image-updater may fill it in. A path
+    that is absent is left out of the result.
+    """
     root = pick(parse(text, file=file), document, file=file)
     values: dict[KeyPath, str | None] = {}
     for path in paths:
         key_path = _as_path(path)
         found = locate(root, key_path, file=file, follow_merges=True)
-        if isinstance(found, Missing) or is_null(found.node):
-            values[key_path] = None
-        else:
-            values[key_path] = str(found.node.value)
+        if not isinstance(found, Missing):
+            values[key_path] = None if is_null(found.node) else str(found.node.value)
     return values
 
 
@@ -79,6 +91,11 @@ def set_scalar(text: str, path: KeyPath | str, value: str, *, file: str, documen
     key_path = _as_path(path)
     shown = format_key_path(key_path)
     check_value(value, file=file, key=shown)
+    if MERGE_KEY in key_path:
+        raise ValuesError(
+            f"Cannot write {shown} in {file}: '{MERGE_KEY}' is YAML's merge key, which holds "
+            "a mapping to merge rather than a value; fix `write:` in the policy."
+        )
     documents = parse(text, file=file)
     root = pick(documents, document, file=file)
     found = locate(root, key_path, file=file)
@@ -161,10 +178,20 @@ def _replace(text: str, found: Found, value: str, shown: str, file: str) -> str:
     flow = bool(found.parent.flow_style)
     new_text = render(value, style=node.style, flow=flow)
     if node.style is None and node.value == "":
-        at = _after_colon(text, found.key_node, shown, file)
-        return text[:at] + " " + new_text + text[at:]
+        return _fill_empty(text, found, new_text, shown, file)
     start = _skip_properties(text, node.start_mark.index)
     return text[:start] + new_text + text[node.end_mark.index :]
+
+
+def _fill_empty(text: str, found: Found, new_text: str, shown: str, file: str) -> str:
+    """Write into an empty value (``tag:``, ``tag: &a``, ``tag: !!null``): a key with a null
+    value is present. An anchor stays; an explicit tag goes, as it would keep the value null."""
+    start, end = found.node.start_mark.index, found.node.end_mark.index
+    if start < end:  # the node's span is its properties
+        anchors = [p for p in text[start:end].split() if p.startswith("&")]
+        return text[:start] + "".join(f"{a} " for a in anchors) + new_text + text[end:]
+    at = _after_colon(text, found.key_node, shown, file)
+    return text[:at] + " " + new_text + text[at:]
 
 
 def _skip_properties(text: str, start: int) -> int:

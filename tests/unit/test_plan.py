@@ -7,7 +7,7 @@ import pytest
 from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolved
 from image_updater.errors import ValuesError
-from image_updater.model import App, Environment, GitTarget, Strategy, WriteSpec
+from image_updater.model import App, Environment, GitTarget, Strategy, TagFilter, WriteSpec
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
@@ -75,3 +75,57 @@ def test_missing_key_is_refused_not_invented() -> None:
         plan_edit(app(e), e, Resolved("prod", D2, "r"), VALUES)
     assert "has no key image.sha" in str(info.value)
     assert "app/values-prod.yaml" in str(info.value)
+
+
+def test_never_backwards_reads_tags_through_extract() -> None:
+    """The held tag is read like candidates: ``app-1.10.0`` is 1.10.0, higher than 1.9.0."""
+    values = 'image:\n  tag: "app-1.10.0"\n  digest: ""\n'
+    e = Environment(name="prod", file="app/values-prod.yaml", write=WriteSpec(
+        tag=("image", "tag"), digest=("image", "digest")), strategy=Strategy(
+        kind="semver", filter=TagFilter(extract=r"^app-(?P<value>.+)$")))
+    new_text, change, why = plan_edit(app(e), e, Resolved("app-1.9.0", D2, "r"), values)
+    assert change is None and new_text == values
+    assert why.startswith("keeps app-1.10.0: it is higher than app-1.9.0")
+    _, forward, _ = plan_edit(app(e), e, Resolved("app-1.11.0", D2, "r"), values)
+    assert forward is not None and forward.tag == "app-1.11.0"
+
+
+@pytest.mark.parametrize("written", ["digest: ~", "digest:", "digest: null", "digest: # later"])
+def test_a_key_with_a_null_value_is_present_and_filled_in(written: str) -> None:
+    values = f"image:\n  tag: prod\n  {written}\n"
+    e = env("digest", digest=("image", "digest"))
+    new_text, change, _ = plan_edit(app(e), e, Resolved("prod", D2, "r"), values)
+    assert change is not None and [(k.key, k.old, k.new) for k in change.keys] == [
+        ("image.digest", None, D2)]
+    assert read_current(e, new_text).digest == D2
+    assert len([a for a, b in zip(values.splitlines(), new_text.splitlines(), strict=True)
+                if a != b]) == 1
+
+
+def test_an_absent_key_under_a_null_parent_is_still_refused() -> None:
+    e = env("digest", digest=("image", "digest"))
+    with pytest.raises(ValuesError, match=r"has no key image\.digest"):
+        plan_edit(app(e), e, Resolved("prod", D2, "r"), "image:\n  tag: prod\n")
+    with pytest.raises(ValuesError, match=r"has no key image\.digest"):
+        plan_edit(app(e), e, Resolved("prod", D2, "r"), "image: ~\n")
+
+
+def test_a_values_file_over_the_cap_is_refused_before_parsing() -> None:
+    e = env("digest", digest=("image", "digest"))
+    huge = VALUES + "# " + "x" * 2048 + "\n"
+    with pytest.raises(ValuesError) as info:
+        plan_edit(app(e), e, Resolved("prod", D2, "r"), huge, max_bytes=1024)
+    message = str(info.value)
+    assert "app/values-prod.yaml" in message and f"{len(huge)} bytes" in message
+    assert "limits.values_file_bytes" in message
+    with pytest.raises(ValuesError, match=r"limits\.values_file_bytes"):
+        read_current(e, "é" * 600, max_bytes=1024)  # 1200 bytes in 600 characters
+    assert read_current(e, VALUES, max_bytes=1024).digest == D1
+
+
+def test_a_nul_byte_in_a_values_file_is_a_clean_error_naming_the_line() -> None:
+    e = env("digest", digest=("image", "digest"))
+    with pytest.raises(ValuesError) as info:
+        plan_edit(app(e), e, Resolved("prod", D2, "r"), VALUES.replace("# kept", "\x00 kept"))
+    assert "app/values-prod.yaml" in str(info.value) and "line 4" in str(info.value)
+    assert "#x0000" in str(info.value)

@@ -8,7 +8,7 @@ import pytest
 
 from image_updater.cli import main
 from image_updater.config.policies import check_values_keys, load_policies, load_text
-from image_updater.errors import PolicyError
+from image_updater.errors import ImageUpdaterError, PolicyError
 from image_updater.model import DEFAULT_IGNORE
 
 HERE = Path(__file__).parent
@@ -28,17 +28,17 @@ EXPECTED = [
     ("typos.yaml", 9, "environments.dev.stratgy: unknown key 'stratgy' (hint: did you mean "
                       "'strategy'?"),
     ("typos.yaml", 12, "unknown strategy 'semverr' (hint: did you mean 'semver'?"),
-    ("typos.yaml", 16, "invalid semver constraint"),
-    ("typos.yaml", 17, "invalid regex '^v(\\\\d+$'"),
+    ("typos.yaml", 16, "semver constraint '>=1.2.3 <<2' is invalid at column 10"),
+    ("typos.yaml", 17, "tag filter 'allow' regex '^v(\\\\d+$' does not compile"),
     ("typos.yaml", 18, "unknown approval 'manual'"),
     ("structure.yaml", 1, "app name 'Checkout_Service' is not a valid name"),
     ("structure.yaml", 2, "carries a tag or digest"),
     ("structure.yaml", 7, "environments.dev.file: is required"),
     ("structure.yaml", 9, "environments.dev.write.digest"),
-    ("structure.yaml", 11, "must be a relative path inside the deploy repository"),
+    ("structure.yaml", 11, "'/abs/values-staging.yaml' is absolute"),
     ("structure.yaml", 12, "is not a valid tag"),
     ("structure.yaml", 16, "unknown order 'sideways'"),
-    ("structure.yaml", 17, "the regex has no named group"),
+    ("structure.yaml", 17, "needs one named group"),
     ("structure.yaml", 18, "'linux' is not an os/arch[/variant] platform"),
     ("duplicates.yaml", 11, "app 'cart' is also defined at"),
     ("duplicates.yaml", 9, "cart/values.yaml key image.digest is also written by cart/dev"),
@@ -170,8 +170,8 @@ def test_defaults_are_checked_once_and_ignored_keys_are_mistakes(tmp_path: Path)
         load_policies([path])
     found = [(p.line, p.field, p.message.split(":")[0]) for p in info.value.problems]
     assert found == [
-        (5, "defaults.constraint", "invalid semver constraint"),
-        (6, "defaults.allow", "invalid regex '(unclosed'"),
+        (5, "defaults.constraint", "semver constraint '^1.2.x.y' is invalid at column 7 ('.y')"),
+        (6, "defaults.allow", "tag filter 'allow' regex '(unclosed' does not compile"),
         (8, "environments.dev.constraint", "'constraint' has no effect with strategy "
                                            "alphabetical"),
         (9, "environments.staging.tag", "'tag' has no effect with strategy semver"),
@@ -191,3 +191,126 @@ def test_a_duplicate_app_name_is_reported_even_when_the_duplicate_has_other_prob
     messages = [(Path(p.file).name, p.line, p.message) for p in info.value.problems]
     assert ("b.yaml", 1, f"app 'shop' is also defined at {tmp_path / 'a.yaml'}:1") in messages
     assert any(m[0] == "b.yaml" and "unknown key 'stratgy'" in m[2] for m in messages)
+
+
+def _one_env_policy(env: str, *, image: str = "registry.example.com/shop") -> str:
+    return (f"app: shop\nimage: {image}\ngit: {{url: 'https://g.example.com/d.git'}}\n"
+            f"environments:\n  dev: {env}\n")
+
+
+@pytest.mark.parametrize(("path", "words"), [
+    (".git/config", "'.git' directory"),
+    ("a/.GIT/hooks/x", "'.git' directory"),
+    ("./x.yaml", "empty, '.' or '..' component"),
+    ("a//b.yaml", "empty, '.' or '..' component"),
+    ("a/", "empty, '.' or '..' component"),
+    ("/etc/values.yaml", "is absolute"),
+    ("../x.yaml", "empty, '.' or '..' component"),
+    ("a\\\\b.yaml", "backslashes"),
+])
+def test_validate_applies_the_runtime_path_rule(path: str, words: str) -> None:
+    """validate refuses exactly what git refuses to read or write: one function, both sides."""
+    from image_updater.errors import ConfigError
+    from image_updater.gitops.repo import check_path
+
+    _apps, problems = load_text(_one_env_policy(f'{{file: "{path}"}}'), "p.yaml")
+    assert [(p.line, p.field) for p in problems] == [(5, "environments.dev.file")]
+    assert words in problems[0].message
+    with pytest.raises(ConfigError, match=words.replace(".", "\\.").replace("(", "\\(")):
+        check_path(path.replace("\\\\", "\\"))
+
+
+@pytest.mark.parametrize(("text", "where", "field"), [
+    (_one_env_policy("{file: x.yaml}", image="42"), (2, 1), "image"),
+    (_one_env_policy("{file: 7}"), (5, 9), "environments.dev.file"),
+    (_one_env_policy("{file: [a]}"), (5, 9), "environments.dev.file"),
+    (_one_env_policy("{file: x.yaml}").replace("git: {url:", "git: {branch: 3, url:"),
+     (3, 7), "git.branch"),
+])
+def test_names_and_paths_must_be_text_not_numbers(text: str, where: tuple[int, int],
+                                                   field: str) -> None:
+    apps, problems = load_text(text, "p.yaml")
+    assert apps == []
+    assert [(p.line, p.column, p.field) for p in problems] == [(*where, field)]
+    assert "must be a string, not" in problems[0].message
+
+
+def test_validate_and_the_engine_agree_that_a_null_key_is_present() -> None:
+    from image_updater.engine.plan import plan_edit
+    from image_updater.engine.resolve import Resolved
+
+    apps, _ = load_text(GOOD, "good.yaml")
+    dev = apps[0].env("dev")
+    digest = "sha256:" + "3" * 64
+    for text, present in (("image:\n  digest: ~\n", True), ("image:\n  digest:\n", True),
+                          ("image:\n  other: 1\n", False)):
+        problems = check_values_keys(apps[:1], lambda _a, path, t=text: t)
+        dev_problems = [p for p in problems if p.field == "environments.dev.write"]
+        assert (dev_problems == []) == present, text
+        try:
+            plan_edit(apps[0], dev, Resolved("dev", digest, "r"), text)
+            planned = True
+        except ImageUpdaterError:
+            planned = False
+        assert planned == present, text
+
+
+def test_check_values_keys_applies_the_size_cap() -> None:
+    apps, _ = load_text(GOOD, "good.yaml")
+    text = "image:\n  digest: ''\n" + "#" * 100 + "\n"
+    problems = check_values_keys(apps, lambda _a, _p: text, max_file_bytes=64)
+    assert problems and all("limits.values_file_bytes" in p.message for p in problems)
+
+
+def test_a_policy_file_over_the_cap_is_refused_fast_without_parsing(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "huge.yaml"
+    path.write_text(GOOD + "\n# padding\n" * 700_000)  # about 7.7 MB
+    started = time.monotonic()
+    with pytest.raises(PolicyError) as info:
+        load_policies([path])
+    assert time.monotonic() - started < 2
+    [problem] = info.value.problems
+    assert problem.file == str(path)
+    assert f"{path.stat().st_size} bytes" in problem.message
+    assert "limits.policy_file_bytes" in problem.message
+    small = tmp_path / "small.yaml"
+    small.write_text(GOOD)
+    size = small.stat().st_size
+    assert load_policies([small], max_file_bytes=size)  # the cap itself is allowed
+    with pytest.raises(PolicyError, match=f"{size} bytes, more than the {size - 1} bytes"):
+        load_policies([small], max_file_bytes=size - 1)
+
+
+@pytest.mark.parametrize(("bad", "line"), [("\x00", 3), ("\x07", 3), ("\ufffe", 3)])
+def test_non_printable_characters_in_a_policy_are_a_located_problem(tmp_path: Path, bad: str,
+                                                                      line: int) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(GOOD.replace("git:", f"git:{bad}", 1), encoding="utf-8")
+    with pytest.raises(PolicyError) as info:
+        load_policies([path])
+    [problem] = info.value.problems
+    assert (problem.file, problem.line) == (str(path), line)
+    assert "non-printable character" in problem.message
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    (b"image:\n  digest: \x00\n", "line 2 contains the non-printable character #x0000"),
+    (b"image:\n  digest: \xff\n", "is not UTF-8 text: line 2 holds the byte 0xff"),
+    (b"image:\n  digest: ''\n" + b"#" * 5000 + b"\n", "limits.values_file_bytes"),
+])
+def test_validate_values_root_reports_bad_values_files_cleanly(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], values: bytes, words: str) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "p.yaml").write_text(
+        "app: x\nimage: registry.example.com/x\ngit: {url: 'https://g.example.com/d.git'}\n"
+        "environments:\n  dev: {file: x/values.yaml}\n")
+    (tmp_path / "root" / "x").mkdir(parents=True)
+    (tmp_path / "root" / "x" / "values.yaml").write_bytes(values)
+    (tmp_path / "s.yaml").write_text("limits: {values_file_bytes: 4096}\n")
+    code = main(["validate", str(tmp_path / "p"), "--values-root", str(tmp_path / "root"),
+                 "--config", str(tmp_path / "s.yaml")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"{tmp_path / 'p' / 'p.yaml'}:5:" in out and "x/values.yaml" in out and words in out

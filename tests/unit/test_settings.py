@@ -89,3 +89,18 @@ def test_non_finite_numbers_and_anchored_booleans(tmp_path: Path) -> None:
     path.write_text("dry_run: &off false\nregistries: [{host: r.example.com, insecure: *off}]\n")
     settings = load_settings(path, environ={})
     assert settings.dry_run is False and settings.registries[0].insecure is False
+
+
+def test_limits_default_to_one_mib_and_are_checked(tmp_path: Path) -> None:
+    load = load_settings
+    assert load(None, environ={}).limits.policy_file_bytes == 1 << 20
+    assert load(None, environ={}).limits.values_file_bytes == 1 << 20
+    path = tmp_path / "s.yaml"
+    path.write_text("limits: {policy_file_bytes: 2048, values_file_bytes: 4096}\n")
+    limits = load(path, environ={}).limits
+    assert (limits.policy_file_bytes, limits.values_file_bytes) == (2048, 4096)
+    path.write_text("limits:\n  values_file_bytes: 0\n  policy_file_bytes: big\n")
+    with pytest.raises(ConfigError) as info:
+        load(path, environ={})
+    assert "s.yaml:2:3: limits.values_file_bytes: must be at least 1" in str(info.value)
+    assert "s.yaml:3:3: limits.policy_file_bytes: must be a whole number" in str(info.value)

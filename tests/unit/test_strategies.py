@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from image_updater.errors import ConfigError
-from image_updater.model import Strategy, TagFilter
-from image_updater.policy.filters import FilterError
-from image_updater.policy.semver import ConstraintError
+from image_updater.model import STRATEGIES, Strategy, TagFilter
 from image_updater.policy.strategies import (
     Selection,
     StrategyError,
@@ -20,6 +19,7 @@ from image_updater.policy.strategies import (
     select,
 )
 
+README = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
 SIG = "sha256-" + "0f" * 32 + ".sig"
 LONG = "build-" + "9" * 122  # 128 characters: the longest valid tag
 
@@ -65,7 +65,14 @@ CASES: list[tuple[Strategy, str | None, str | None, str]] = [
     # never backwards: a higher current version is kept, a lower one is left
     (Strategy(kind="semver", constraint="^1.2"), "2.0.0", "2.0.0",
      "keeps 2.0.0: it is higher than v1.4.0, the highest version matching ^1.2"),
-    (Strategy(kind="semver", constraint="^1.2"), "v1.9.0", "v1.9.0", "never moves backwards"),
+    (Strategy(kind="semver", constraint="^1.2"), "v1.9.0", "v1.9.0",
+     "never moves an environment backwards"),
+    # ... reading the current tag through extract, as candidates are read
+    (Strategy(kind="semver", filter=TagFilter(extract=r"^main-(?P<value>\d+)-")),
+     "main-200-fff0000", "main-200-fff0000", "keeps main-200-fff0000: it is higher than "
+     "main-101-abc1234"),
+    (Strategy(kind="semver", filter=TagFilter(extract=r"^main-(?P<value>\d+)-")),
+     "main-100-fff0000", "main-101-abc1234", "is main-101-abc1234"),
     (Strategy(kind="semver", constraint="^1.2"), "1.2.3", "v1.4.0", "is v1.4.0"),
     (Strategy(kind="semver", constraint="^1.2"), "1.4.0-rc.1", "v1.4.0", "is v1.4.0"),
     (Strategy(kind="semver", constraint="^1.2"), "latest", "v1.4.0", "is v1.4.0"),
@@ -164,23 +171,50 @@ def test_needs_tag_list() -> None:
         assert needs_tag_list(Strategy(kind=kind)) is True  # type: ignore[arg-type]
 
 
-#: Strategies that cannot work, and what the error must say.
-BAD: list[tuple[Strategy, type[Exception], str]] = [
-    (Strategy(kind="digest"), StrategyError, "needs 'tag'"),
-    (Strategy(kind="digest", tag="-bad"), StrategyError, "is not a valid tag"),
-    (Strategy(kind="semver", constraint=">= one"), ConstraintError, "column 4"),
-    (Strategy(kind="alphabetical", filter=TagFilter(allow="(")), FilterError, "allow"),
-    (Strategy(kind="numerical", order="up"), StrategyError,  # type: ignore[arg-type]
+#: Strategies that cannot work, the policy field at fault, and what the error must say.
+BAD: list[tuple[Strategy, str, str]] = [
+    (Strategy(kind="digest"), "tag", "needs 'tag'"),
+    (Strategy(kind="digest", tag="-bad"), "tag", "is not a valid tag"),
+    (Strategy(kind="semver", constraint=">= one"), "constraint", "'>= one' is invalid at column 4"),
+    (Strategy(kind="alphabetical", filter=TagFilter(allow="(")), "allow", "regex '\\(' does"),
+    (Strategy(kind="numerical", filter=TagFilter(ignore=("",))), "ignore", "empty entry"),
+    (Strategy(kind="numerical", filter=TagFilter(extract="(x)")), "extract", "named group"),
+    (Strategy(kind="numerical", order="up"), "order",  # type: ignore[arg-type]
      "unknown order 'up'"),
-    (Strategy(kind="random"), StrategyError, "unknown strategy"),  # type: ignore[arg-type]
+    (Strategy(kind="random"), "strategy", "unknown strategy"),  # type: ignore[arg-type]
 ]
 
 
-@pytest.mark.parametrize(("strategy", "error", "message"), BAD)
-def test_bad_strategy(strategy: Strategy, error: type[Exception], message: str) -> None:
-    with pytest.raises(error, match=message) as info:
+@pytest.mark.parametrize(("strategy", "field", "message"), BAD)
+def test_bad_strategy(strategy: Strategy, field: str, message: str) -> None:
+    """One compile reports the field at fault and quotes the offending text."""
+    with pytest.raises(StrategyError, match=message) as info:
         compile_strategy(strategy)
     assert isinstance(info.value, ConfigError)
+    assert info.value.problems[0][0] == field == info.value.field
+
+
+def test_compile_reports_every_part_that_fails_at_once() -> None:
+    bad = Strategy(kind="semver", constraint="^1.x.y", order="sideways",  # type: ignore[arg-type]
+                   filter=TagFilter(allow="("))
+    with pytest.raises(StrategyError) as info:
+        compile_strategy(bad)
+    assert [field for field, _ in info.value.problems] == ["order", "constraint", "allow"]
+    assert "'^1.x.y'" in str(info.value) and "'sideways'" in str(info.value)
+
+
+def test_every_strategy_name_has_a_picker_and_docs() -> None:
+    """model.STRATEGIES is the one list: the compiler, the CLI and the docs follow it."""
+    from image_updater.cli import build_parser
+    from image_updater.policy import strategies
+
+    for kind in STRATEGIES:
+        compile_strategy(Strategy(kind=kind, tag="dev"))  # type: ignore[arg-type]
+        assert f"\n{kind} " in strategies.__doc__ or "", kind
+        assert f"`{kind}`" in README, kind
+    check = build_parser()._subparsers._group_actions[0].choices["check"]  # type: ignore[union-attr]
+    choices = next(a.choices for a in check._actions if a.dest == "strategy")
+    assert tuple(choices) == STRATEGIES
 
 
 def test_compiled_strategy_is_reusable() -> None:

@@ -252,6 +252,10 @@ STYLES = [
     ("tag: ''", "new", "tag: 'new'"),
     ("tag:", "v2", "tag: v2"),
     ("tag: ~", "v2", "tag: v2"),
+    ("tag: null", "v2", "tag: v2"),
+    ("tag: &t", "v2", "tag: &t v2"),  # a null value is present, anchored or not
+    ("tag: !!null", "v2", "tag: v2"),  # the explicit null tag goes, or it would stay null
+    ("tag: &t !!null # c", "v2", "tag: &t v2 # c"),
     ("tag: # fill me", "v2", "tag: v2 # fill me"),
     ("tag: &t v1 # anchored", "v2", "tag: &t v2 # anchored"),
     ("tag: !!str 1.0", "2.0", 'tag: !!str "2.0"'),  # quoting is harmless here
@@ -400,8 +404,6 @@ SET_ERRORS = [
         "sha256:ab",
         ["values.yaml", "app.digest", "base", "shared"],
     ),
-    # the splice would not read back: the safety net refuses
-    ("image:\n  tag: &t\n", "image.tag", "v2", ["values.yaml", "image.tag", "not changed"]),
 ]
 
 

@@ -174,7 +174,7 @@ def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> ExitCode
     if settings_problem is not None:
         return ExitCode.CONFIG
     if args.values_root:
-        from image_updater.config.policies import check_values_keys
+        from image_updater.config.values_check import check_values_keys
 
         root = Path(args.values_root)
 

@@ -11,16 +11,27 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 
+from image_updater.config.fields import (
+    _check_keys,
+    _Ctx,
+    _did_you_mean,
+    _Layer,
+    _layer_bool,
+    _layer_str,
+    _opt_str,
+    _position,
+    _req_str,
+)
 from image_updater.errors import ImageUpdaterError, PolicyError, Problem
 from image_updater.model import (
     DEFAULT_FILE_BYTES,
@@ -48,55 +59,6 @@ WRITE_KEYS = ("tag", "digest", "reference")
 PR_KEYS = ("labels", "reviewers", "assignees", "draft", "branch_prefix")
 APPROVALS = ("none", "pull-request")
 _NAME_RE = re.compile(r"[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?")
-
-
-@dataclass
-class _Ctx:
-    """Where we are while walking one document: the file and the problems found so far."""
-
-    file: str
-    problems: list[Problem] = field(default_factory=list)
-    #: (app name, line) of every document that names a valid app, built or not
-    names: list[tuple[str, int]] = field(default_factory=list)
-    apps: list[App] = field(default_factory=list)
-
-    def add(self, node: Any, key: Any, fld: str, message: str, hint: str = "") -> None:
-        line, col = _position(node, key)
-        problem = Problem(self.file, line, col, fld, message, hint)
-        if problem not in self.problems:  # a default is checked once per environment using it
-            self.problems.append(problem)
-
-
-def _position(node: Any, key: Any = None) -> tuple[int, int]:
-    """1-based line and column of ``key`` in ``node`` (or of the node itself)."""
-    lc = getattr(node, "lc", None)
-    if lc is None:
-        return (0, 0)
-    try:
-        if key is not None and isinstance(node, CommentedMap) and key in node:
-            line, col = lc.key(key)
-        elif key is not None and isinstance(node, CommentedSeq):
-            line, col = lc.item(key)
-        else:
-            line, col = lc.line, lc.col
-    except (KeyError, IndexError, TypeError):
-        line, col = lc.line, lc.col
-    if not isinstance(line, int) or not isinstance(col, int):
-        return (0, 0)  # a tagged scalar (``!x``) carries no position
-    return (line + 1, col + 1)
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    allowed = ", ".join(choices)
-    return f"did you mean '{close[0]}'? allowed keys: {allowed}" if close else f"allowed: {allowed}"
-
-
-def _check_keys(ctx: _Ctx, node: CommentedMap, allowed: tuple[str, ...], where: str) -> None:
-    for key in node:
-        if key not in allowed:
-            ctx.add(node, key, f"{where}.{key}".lstrip("."), f"unknown key '{key}'",
-                    _did_you_mean(str(key), allowed))
 
 
 def load_policies(paths: Iterable[str | Path], *,
@@ -320,20 +282,6 @@ def _environments(ctx: _Ctx, doc: CommentedMap, defaults: CommentedMap) -> list[
     return envs
 
 
-class _Layer:
-    """Environment settings falling back to the app's defaults, remembering where each came from."""
-
-    def __init__(self, env: CommentedMap, defaults: CommentedMap, where: str):
-        self.env, self.defaults, self.where = env, defaults, where
-
-    def get(self, key: str) -> tuple[Any, CommentedMap, str]:
-        if key in self.env:
-            return self.env[key], self.env, f"{self.where}.{key}"
-        if key in self.defaults:
-            return self.defaults[key], self.defaults, f"defaults.{key}"
-        return None, self.env, f"{self.where}.{key}"
-
-
 def _environment(ctx: _Ctx, name: str, node: CommentedMap, defaults: CommentedMap,
                  where: str) -> Environment | None:
     layer = _Layer(node, defaults, where)
@@ -477,58 +425,6 @@ def _pull_request(ctx: _Ctx, layer: _Layer) -> PullRequestSpec:
     return spec
 
 
-def _req_str(ctx: _Ctx, node: CommentedMap, key: str, fld: str) -> str | None:
-    """A required name, reference or URL: text only (``image: 42`` is a mistake)."""
-    if key not in node or node[key] in (None, ""):
-        ctx.add(node, None, fld, "is required", f"add '{key}:'")
-        return None
-    return _opt_str(ctx, node, key, fld, text_only=True)
-
-
-def _opt_str(ctx: _Ctx, node: CommentedMap, key: str, fld: str, *,
-             text_only: bool = False) -> str | None:
-    """The value as text. Numbers are accepted as text (``tag: 42``) unless ``text_only``."""
-    value = node.get(key)
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return str(value)
-    if text_only or not isinstance(value, int | float) or isinstance(value, bool):
-        ctx.add(node, key, fld, f"must be a string, not {_type_name(value)} "
-                f"({' '.join(repr(value).split())[:40]})", "write text, quoted if need be")
-        return None
-    return str(value)
-
-
-def _type_name(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "a mapping" if isinstance(value, dict) else \
-        "a list" if isinstance(value, list) else type(value).__name__
-
-
-def _layer_str(ctx: _Ctx, layer: _Layer, key: str, *, required: bool = False,
-               text_only: bool = False) -> str | None:
-    value, parent, fld = layer.get(key)
-    if value is None:
-        if required:
-            ctx.add(layer.env, None, fld, "is required", f"add '{key}:' to the environment")
-        return None
-    return _opt_str(ctx, parent, key, fld, text_only=text_only)
-
-
-def _layer_bool(ctx: _Ctx, layer: _Layer, key: str) -> bool:
-    value, parent, fld = layer.get(key)
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        ctx.add(parent, key, fld, "must be true or false", "")
-        return False
-    return value
-
-
 def _duplicate_names(names: list[tuple[str, str, int]]) -> list[Problem]:
     """Every app name used twice, whether or not either document has other problems."""
     seen: dict[str, tuple[str, int]] = {}
@@ -562,51 +458,4 @@ def _duplicates(apps: list[App]) -> list[Problem]:
                                             f"written by {targets[target]}",
                                             "give each environment its own values file or key"))
                 targets.setdefault(target, owner)
-    return problems
-
-
-def check_values_keys(apps: Iterable[App],
-                      read: Callable[[App, str], str | bytes | None], *,
-                      max_file_bytes: int = DEFAULT_FILE_BYTES) -> list[Problem]:
-    """Check that each environment's values file exists and holds the keys it writes.
-
-    ``read(app, path)`` returns the file's text (or bytes, decoded here as UTF-8) or None;
-    used by ``validate --values-root``.
-    The keys are judged as a cycle judges them: a key with a null value is present.
-    """
-    problems = []
-    for app in apps:
-        for env in app.environments:
-            text = read(app, env.file)
-            if text is None:
-                problems.append(Problem(app.source, env.line, 1, f"environments.{env.name}.file",
-                                        f"values file {env.file} does not exist",
-                                        "create it in the deploy repository or fix the path"))
-                continue
-            problems.extend(_missing_keys(app, env, text, max_file_bytes))
-    return problems
-
-
-def _missing_keys(app: App, env: Environment, data: str | bytes, max_file_bytes: int
-                  ) -> list[Problem]:
-    from image_updater.values.document import check_size, decode
-    from image_updater.values.editor import read_present
-
-    keys = [k for k in (env.write.tag, env.write.digest, env.write.reference) if k is not None]
-    where = f"environments.{env.name}.write"
-    try:
-        text = decode(data, file=env.file, limit=max_file_bytes)
-        check_size(text, file=env.file, limit=max_file_bytes)
-        present = read_present(text, keys, file=env.file)
-    except ImageUpdaterError as exc:
-        return [Problem(app.source, env.line, 1, where, str(exc),
-                        "fix the values file or the key path")]
-    problems = []
-    for key in keys:
-        if key not in present:
-            dotted = ".".join(map(str, key))
-            problems.append(Problem(app.source, env.line, 1, where,
-                                    f"key {dotted} is missing from {env.file}",
-                                    f"add '{dotted}:' to the values file (an empty value is "
-                                    "fine) or fix the key path"))
     return problems

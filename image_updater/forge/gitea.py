@@ -22,18 +22,15 @@ from image_updater.forge.base import (
     check_branch,
     keep_draft_marker,
 )
-from image_updater.forge.http import (
-    Clock,
-    ForgeHttp,
+from image_updater.forge.fields import (
     MalformedError,
-    Site,
-    Sleep,
     best_effort,
     field_at,
     number_at,
     text_at,
-    token_source,
 )
+from image_updater.forge.http import Clock, ForgeHttp, Site, Sleep
+from image_updater.forge.tokens import token_source
 from image_updater.secrets import SecretRegistry
 
 log = logging.getLogger(__name__)

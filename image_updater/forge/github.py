@@ -20,19 +20,9 @@ from image_updater.forge.base import (
     PullRequestState,
     check_branch,
 )
-from image_updater.forge.http import (
-    Clock,
-    ForgeHttp,
-    MalformedError,
-    Site,
-    Sleep,
-    TokenSource,
-    best_effort,
-    check_token,
-    number_at,
-    text_at,
-    token_source,
-)
+from image_updater.forge.fields import MalformedError, best_effort, number_at, text_at
+from image_updater.forge.http import Clock, ForgeHttp, Site, Sleep
+from image_updater.forge.tokens import TokenSource, check_token, token_source
 from image_updater.secrets import SecretRegistry, read_secret_file
 
 SITE = Site(

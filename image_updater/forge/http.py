@@ -12,16 +12,13 @@ itself and the ``Retry-After`` parser are the shared ones in ``image_updater.ret
 from __future__ import annotations
 
 import logging
-import os
-import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from image_updater.errors import (
-    ConfigError,
     ForgeAuthError,
     ForgeError,
     ForgeRateLimitedError,
@@ -29,135 +26,17 @@ from image_updater.errors import (
     truncate,
 )
 from image_updater.forge.base import ForgeOptions
-from image_updater.retry import Backoff, RetryLater, parse_retry_after, retry_sync
-from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_file
+from image_updater.forge.ratelimit import rate_limit_delay
+from image_updater.retry import Backoff, RetryLater, retry_sync
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], None]
 Clock = Callable[[], float]
 
-#: wait when a forge says "rate limited" without saying for how long (GitHub documents
-#: "at least one minute" for secondary limits); doubled on each further attempt.
-DEFAULT_RATE_LIMIT_WAIT = 60.0
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
 # Failures where the request certainly never reached the forge: safe to repeat a POST.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout)
-
-
-# --------------------------------------------------------------------------- tokens
-
-
-class TokenSource(Protocol):
-    def token(self) -> str:
-        """The current token; read fresh so rotated secrets are picked up."""
-        ...
-
-    def describe(self) -> str:
-        """Where the token comes from, for messages (never the token itself)."""
-        ...
-
-
-def check_token(value: str, where: str) -> str:
-    """``value`` if it can go into a header; ConfigError naming ``where`` (never the value).
-
-    Files and variables are read (and their trailing line endings stripped) by
-    ``image_updater.secrets``; a space or line break left inside is a mistake in the secret.
-    """
-    if not value:
-        raise ConfigError(f"the forge token from {where} is empty; put an access token there.")
-    if not re.fullmatch(r"[\x21-\x7e]+", value):
-        raise ConfigError(
-            f"the forge token from {where} contains spaces, line breaks or non-ASCII "
-            "characters; store only the token itself."
-        )
-    return value
-
-
-@dataclass(frozen=True)
-class EnvToken:
-    name: str
-    secrets: SecretRegistry = field(compare=False, repr=False)
-    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
-    setting: str = "token_env"
-
-    def token(self) -> str:
-        value = read_secret_env(self.name, setting=self.setting, secrets=self.secrets,
-                                environ=self.environ)
-        return check_token(value, self.describe())
-
-    def describe(self) -> str:
-        return f"environment variable {self.name}"
-
-
-@dataclass(frozen=True)
-class FileToken:
-    path: str
-    secrets: SecretRegistry = field(compare=False, repr=False)
-    setting: str = "token_file"
-
-    def token(self) -> str:
-        value = read_secret_file(self.path, setting=self.setting, secrets=self.secrets)
-        return check_token(value, self.describe())
-
-    def describe(self) -> str:
-        return f"file {self.path}"
-
-
-def token_source(
-    options: ForgeOptions, *, secrets: SecretRegistry, environ: Mapping[str, str] | None = None
-) -> TokenSource:
-    """The env-var or file token source that ``options`` names; tokens read are added to
-    ``secrets``."""
-    setting = f"forges[{options.repository}]"
-    if options.token_env is not None:
-        return EnvToken(options.token_env, secrets, os.environ if environ is None else environ,
-                        setting=f"{setting}.token_env")
-    if options.token_file is not None:
-        return FileToken(options.token_file, secrets, setting=f"{setting}.token_file")
-    raise ConfigError(
-        f"forge settings for {options.repository} name no token_env or token_file; set one."
-    )
-
-
-# ---------------------------------------------------------------------- rate limits
-
-
-def parse_reset(value: str | None, *, now: float) -> float | None:
-    """Seconds until an epoch-seconds reset header (GitHub ``X-RateLimit-Reset``, GitLab
-    ``RateLimit-Reset``); at least 1 s so a slightly fast local clock still waits."""
-    if value is None or not re.fullmatch(r"[0-9]{1,12}", value.strip()):
-        return None
-    return max(1.0, float(value.strip()) - now)
-
-
-def rate_limit_delay(
-    status: int, headers: Mapping[str, str], body: str, *, now: float, attempt: int = 0
-) -> float | None:
-    """How long to wait if this response is a rate limit, else None.
-
-    429 is always a rate limit. A 403 is one only with rate-limit evidence: a
-    ``Retry-After`` header, ``X-RateLimit-Remaining: 0`` or a "rate limit" message
-    (GitHub's primary and secondary limits); any other 403 is a permission problem.
-    """
-    lower = {k.lower(): v for k, v in headers.items()}
-    retry_after = parse_retry_after(lower.get("retry-after"), now=now)
-    exhausted = lower.get("x-ratelimit-remaining", "").strip() == "0"
-    if status == 403 and not (
-        retry_after is not None or exhausted or "rate limit" in body.lower()
-    ):
-        return None
-    if status not in (403, 429):
-        return None
-    if retry_after is not None:
-        return retry_after
-    reset = parse_reset(lower.get("x-ratelimit-reset") or lower.get("ratelimit-reset"), now=now)
-    if reset is not None:
-        return reset
-    return DEFAULT_RATE_LIMIT_WAIT * (2**attempt)
-
-
-# -------------------------------------------------------------------------- helper
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -390,53 +269,3 @@ def _message_of(response: httpx.Response) -> str:
         errors = payload.get("errors")
         return f"{message} {errors}" if errors else str(message)
     return response.text
-
-
-# ------------------------------------------------------------- reading forge JSON
-# Forge responses are untrusted: adapters read fields through these, which raise
-# MalformedError (caught and reported with the body quoted through truncate()).
-
-
-class MalformedError(ValueError):
-    pass
-
-
-def field_at(obj: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(obj, dict) or key not in obj:
-            raise MalformedError(f"missing field {'.'.join(path)}")
-        obj = obj[key]
-    return obj
-
-
-def text_at(obj: Any, *path: str, nullable: bool = False) -> str:
-    value = field_at(obj, *path)
-    if value is None and nullable:
-        return ""
-    if not isinstance(value, str):
-        raise MalformedError(f"field {'.'.join(path)} is not a string")
-    return value
-
-
-def number_at(obj: Any, *path: str) -> int:
-    value = field_at(obj, *path)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise MalformedError(f"field {'.'.join(path)} is not a positive integer")
-    return value
-
-
-def best_effort(what: str, number: int, step: Callable[[], object]) -> None:
-    """Run a step that decorates an already-opened pull request.
-
-    The pull request exists by now: failing the whole ``create`` would make the engine
-    try to open it again, which the forge refuses as a duplicate. So a failed label,
-    reviewer or assignee step is logged and the pull request is kept.
-    """
-    try:
-        step()
-    except ForgeError as exc:
-        log.warning(
-            "pull request #%d was opened but %s failed: %s The pull request is kept "
-            "without it; check the policy's pull_request settings if this repeats.",
-            number, what, exc,
-        )

@@ -61,7 +61,8 @@ def open_oci(settings: RegistrySettings, *, secrets: SecretRegistry,
 
 
 def open_ecr(settings: RegistrySettings, *, metrics: Metrics | None = None) -> Registry:
-    from image_updater.registry.ecr import EcrOptions, EcrRegistry
+    from image_updater.registry.ecr import EcrRegistry
+    from image_updater.registry.ecr_session import EcrOptions
 
     ecr = settings.ecr or EcrSettings()
     options = EcrOptions(

@@ -21,7 +21,8 @@ from image_updater.errors import ConfigError, ImmutableTagError, NotFoundError
 from image_updater.observability.metrics import Metrics
 from image_updater.registry.base import OCI_MANIFEST, Manifest
 from image_updater.registry.copy import copy_image
-from image_updater.registry.ecr import EcrOptions, EcrRegistry
+from image_updater.registry.ecr import EcrRegistry
+from image_updater.registry.ecr_session import EcrOptions
 from tests.fixtures.moto import ACCOUNT, ECR_HOST, SECRET_KEY, MotoServer, fake_session
 
 pytestmark = pytest.mark.integration

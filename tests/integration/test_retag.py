@@ -30,7 +30,8 @@ from image_updater.errors import (
 )
 from image_updater.registry.base import MANIFEST_ACCEPT, OCI_MANIFEST, Manifest
 from image_updater.registry.copy import child_digests, copy_image, referenced_blobs
-from image_updater.registry.ecr import EcrOptions, EcrRegistry
+from image_updater.registry.ecr import EcrRegistry
+from image_updater.registry.ecr_session import EcrOptions
 from image_updater.registry.oci import OciRegistry
 from image_updater.registry.options import RegistryOptions
 from tests.fixtures.moto import ECR_HOST, MotoServer, fake_session

@@ -32,10 +32,10 @@ from image_updater.observability.metrics import Metrics
 from image_updater.registry.base import MANIFEST_ACCEPT, OCI_MANIFEST, Manifest
 from image_updater.registry.ecr import (
     EcrHost,
-    EcrOptions,
     EcrRegistry,
     parse_ecr_host,
 )
+from image_updater.registry.ecr_session import EcrOptions
 from image_updater.registry.ratelimit import RateLimiter
 from tests.fixtures.moto import ACCESS_KEY, ACCOUNT, ECR_HOST, SECRET_KEY, fake_session
 from tests.fixtures.registry import free_port

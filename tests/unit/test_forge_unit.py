@@ -11,14 +11,9 @@ from hypothesis import strategies as st
 
 from image_updater.errors import ConfigError
 from image_updater.forge.base import ForgeOptions, PullRequestRequest, keep_draft_marker
-from image_updater.forge.http import (
-    DEFAULT_RATE_LIMIT_WAIT,
-    EnvToken,
-    check_token,
-    parse_reset,
-    parse_retry_after,
-    rate_limit_delay,
-)
+from image_updater.forge.ratelimit import DEFAULT_RATE_LIMIT_WAIT, parse_reset, rate_limit_delay
+from image_updater.forge.tokens import EnvToken, check_token
+from image_updater.retry import parse_retry_after
 from image_updater.secrets import SecretRegistry
 
 NOW = 1_750_000_000.0

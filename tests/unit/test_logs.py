@@ -323,7 +323,7 @@ def test_a_rotated_webhook_secret_is_masked_once_it_has_been_read(tmp_path: Path
 def test_tokens_read_while_running_are_masked_in_printed_output(tmp_path: Path) -> None:
     """A forge token file read at use time (rotation without restart) is masked from then on,
     in log lines and in what the CLI prints outside logging."""
-    from image_updater.forge.http import FileToken
+    from image_updater.forge.tokens import FileToken
     from image_updater.observability.logs import scrub
 
     stream = io.StringIO()

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from image_updater.cli import main
-from image_updater.config.policies import check_values_keys, load_policies, load_text
+from image_updater.config.policies import load_policies, load_text
+from image_updater.config.values_check import check_values_keys
 from image_updater.errors import ImageUpdaterError, PolicyError
 from image_updater.model import DEFAULT_IGNORE
 

@@ -189,7 +189,7 @@ def _commit_direct(target: GitTarget, repo: DeployRepo, items: list[Target], dep
                     attempt.originals[env.file] = text
                 new_text, change, why = plan_edit(app, env, res, text)
                 if change is not None:  # a new digest: check it before it is written
-                    verifier.check(app, change.digest, verifications)
+                    verifier.check(app, env, change, verifications)
             except ImageUpdaterError as exc:
                 attempt.failures.append((app, env, exc))
                 continue
@@ -256,7 +256,7 @@ def _propose_gated(target: GitTarget, repo: DeployRepo, items: list[Target], dep
                 raise _no_forge_error(app, env, target)
             outcome.texts[env.file] = text  # a pull request leaves the branch as it is
             if change is not None:  # about to be proposed: check it first
-                verifier.check(app, change.digest, result.verifications)
+                verifier.check(app, env, change, result.verifications)
             proposal = approvals.sync(app, env, change, why, _replan(app, env, res),
                                       dry_run=dry_run)
         except Exception as exc:  # one environment's proposal never costs the others theirs

@@ -1,9 +1,16 @@
-"""Trust what we write: a digest is fetched and hashed again before it reaches git.
+"""Trust what we write: a digest is derived again from manifest bytes before it reaches git.
 
-The registry answered a HEAD (or a listing) with a digest; before that digest is committed
-or proposed, the manifest it names is read and its bytes are hashed (``Registry.verify``).
-Each (registry, repository, digest) is verified once per process: a steady tag whose digest
-git already holds is never verified, and a pending pull request is not verified every cycle.
+The registry answered a HEAD (or a listing) with a digest for a tag; that header only tells
+that the tag moved. Before the digest is committed or proposed, the manifest the tag names is
+read from the configured registry host and its bytes are hashed (through the platform's child
+of an index where the policy pins one, itself read by digest and hashed). The digest written
+must be exactly that hash: a caching proxy or a redirect that lied in the header is caught,
+whether its digest exists nowhere or names another image.
+
+Each (registry, repository, tag, platform, digest) is verified once per process: a steady tag
+whose digest git already holds is never verified, and a pending pull request is not verified
+every cycle. The tag is part of the key, so a digest verified through one tag is not taken on
+trust when another tag's header claims it.
 """
 
 from __future__ import annotations
@@ -12,13 +19,14 @@ import asyncio
 import threading
 from collections.abc import Callable
 
-from image_updater.changes import Verification, VerificationOutcome
+from image_updater.changes import Change, Verification, VerificationOutcome
 from image_updater.errors import DigestMismatchError, ImageUpdaterError, as_image_updater_error
-from image_updater.model import App
-from image_updater.registry.base import Registry
+from image_updater.model import App, Environment
+from image_updater.registry.base import Registry, platform_child
 from image_updater.registry.reference import parse_reference
 
-DigestKey = tuple[str, str, str]  # (registry host, repository, digest)
+#: (registry host, repository, tag, platform or "", digest)
+DigestKey = tuple[str, str, str, str, str]
 
 
 class VerifiedDigests:
@@ -53,10 +61,12 @@ class Verifier:
         self._failed: dict[DigestKey, ImageUpdaterError] = {}
         self._lock = threading.Lock()
 
-    def check(self, app: App, digest: str, record: list[Verification]) -> None:
-        """Raise when ``digest`` of ``app``'s image must not be written; note what was done."""
+    def check(self, app: App, env: Environment, change: Change,
+              record: list[Verification]) -> None:
+        """Raise when ``change``'s digest is not what its tag's manifest bytes hash to."""
         ref = parse_reference(app.image)
-        key = (ref.registry, ref.repository, digest)
+        tag, platform = change.tag or "", env.strategy.platform or ""
+        key = (ref.registry, ref.repository, tag, platform, change.digest)
         with self._lock:
             failed = self._failed.get(key)
         if failed is not None:
@@ -66,12 +76,13 @@ class Verifier:
         outcome: VerificationOutcome = "ok"
         try:
             registry = self._registry_for(ref.registry)
-            asyncio.run_coroutine_threadsafe(registry.verify(ref.repository, digest),
-                                             self._loop).result()
+            asyncio.run_coroutine_threadsafe(
+                verify_digest(registry, ref.repository, tag, platform, change.digest),
+                self._loop).result()
         except Exception as exc:
             outcome = "mismatch" if isinstance(exc, DigestMismatchError) else "failed"
-            error = as_image_updater_error(exc, f"verifying {ref.registry}/{ref.repository}@"
-                                                f"{digest}")
+            error = as_image_updater_error(exc, f"verifying {ref.registry}/{ref.repository}:"
+                                                f"{tag} ({change.digest})")
             with self._lock:
                 self._failed[key] = error
             if error is exc:
@@ -79,5 +90,28 @@ class Verifier:
             raise error from exc
         finally:
             record.append(Verification(registry=ref.registry, repository=ref.repository,
-                                       digest=digest, result=outcome))
+                                       digest=change.digest, result=outcome))
         self._verified.add(key)
+
+
+async def verify_digest(registry: Registry, repository: str, tag: str, platform: str,
+                        claimed: str) -> None:
+    """Derive the digest ``tag`` names from manifest bytes and compare it with ``claimed``.
+
+    ``get_manifest`` hashes the body it reads (and refuses a body that disagrees with its own
+    digest header), so the derived digest is a fact about bytes, not about headers. Without a
+    tag (a digest pinned by hand) the manifest is read by ``claimed`` itself.
+    """
+    where = f"{registry.host}/{repository}"
+    manifest = await registry.get_manifest(repository, tag or claimed)
+    derived = manifest.digest
+    if platform and manifest.is_index:  # a plain manifest is its own platform's image
+        child = platform_child(manifest, platform, f"{where}:{tag}", registry.host)
+        derived = (await registry.get_manifest(repository, child)).digest
+    if derived != claimed:
+        shown = f"{where}:{tag}" + (f" ({platform})" if platform else "")
+        raise DigestMismatchError(
+            f"registry {registry.host} reported {claimed} for {shown}, but the manifest it "
+            f"serves hashes to {derived}: a wrong Docker-Content-Digest from the registry or "
+            "a proxy or redirect in front of it, or the tag moved while it was read. Nothing "
+            "was written; it is checked again next cycle.", registry=registry.host)

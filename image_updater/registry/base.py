@@ -132,15 +132,6 @@ class Registry(Protocol):
         listings). A no-op for a registry that caches nothing per cycle."""
         ...
 
-    async def verify(self, repository: str, digest: str) -> None:
-        """Fetch the manifest ``digest`` names and check that its bytes hash to ``digest``.
-
-        Raises :class:`~image_updater.errors.DigestMismatchError` (naming the registry, the
-        repository and both digests) when they do not; any other registry error when the
-        manifest cannot be fetched.
-        """
-        ...
-
     async def digests(self, repository: str, tags: Collection[str]) -> dict[str, str]:
         """Digest behind each of ``tags``; tags that do not exist are left out.
 

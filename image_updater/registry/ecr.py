@@ -185,10 +185,6 @@ class EcrRegistry:
         details = response.get("imageDetails") or []
         return details[0] if details else None
 
-    async def verify(self, repository: str, digest: str) -> None:
-        """``BatchGetImage`` by digest; :meth:`_manifest_of` hashes the manifest bytes."""
-        await self.get_manifest(repository, check_digest(digest))
-
     async def get_manifest(self, repository: str, reference: str) -> Manifest:
         _check_repository(repository)
         image_id = _image_id(reference)

@@ -142,6 +142,7 @@ class OciRegistry:
         url = self._manifest_url(repository, reference)
         response = await self.transport.request("HEAD", url, headers={"Accept": ACCEPT_MANIFESTS})
         async with closing(response):
+            self.transport.from_origin(response, "manifest digest")
             if response.status_code == 404:
                 return None
             if response.status_code != 200:
@@ -163,6 +164,7 @@ class OciRegistry:
         url = self._manifest_url(repository, reference)
         response = await self.transport.request("GET", url, headers={"Accept": ACCEPT_MANIFESTS})
         async with closing(response):
+            self.transport.from_origin(response, "manifest")
             if response.status_code == 404:
                 await self._fail_manifest_unknown(response, repository, reference)
             if response.status_code != 200:
@@ -181,10 +183,6 @@ class OciRegistry:
                                                    Where(self.host, shown(url),
                                                          f"{self.host}/{repository}"))
         return Manifest(media_type=media_type, digest=digest, body=body)
-
-    async def verify(self, repository: str, digest: str) -> None:
-        """The manifest GET by digest hashes what it reads and refuses a mismatch."""
-        await self.get_manifest(repository, check_digest(digest))
 
     def begin_cycle(self) -> None:
         """Nothing is cached per cycle: every tag lookup asks the registry."""

@@ -172,10 +172,27 @@ class RegistryTransport:
                 "refusing to read it.", registry=self.host, url=url)
         return bytes(body)
 
+    def is_origin(self, target: httpx.URL) -> bool:
+        """Whether ``target`` is on the configured registry's own scheme, host and port."""
+        return (target.scheme, target.host, target.port) == (
+            self._origin.scheme, self._origin.host, self._origin.port)
+
+    def from_origin(self, response: httpx.Response, what: str) -> None:
+        """Refuse a ``what`` that a redirect fetched from another host: digests and manifests
+        are taken only from the configured registry (blobs, being hashed, may come from a
+        storage redirect)."""
+        if response.history and not self.is_origin(response.url):
+            first = shown(str(response.history[0].request.url))
+            raise RegistryError(
+                f"Registry {self.host} redirected {first} to another host "
+                f"({shown(str(response.url))}); image-updater takes {what}s only from the "
+                "configured registry host, so nothing was read from there or written. Serve "
+                "manifests from the registry itself (storage redirects are for blobs).",
+                registry=self.host, url=shown(str(response.url)))
+
     def same_origin(self, target: httpx.URL, what: str) -> str:
         """Refuse URLs on another host: our credentials must not follow them there."""
-        if (target.scheme, target.host, target.port) != (
-                self._origin.scheme, self._origin.host, self._origin.port):
+        if not self.is_origin(target):
             raise RegistryError(
                 f"Registry {self.host} sent a {what} to another host ({shown(str(target))}); "
                 "refusing to follow it. Check the registry's external URL settings.",

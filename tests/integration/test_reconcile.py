@@ -242,9 +242,12 @@ def test_malformed_registry_answers_fail_only_the_environments_they_concern(
         stub.add("GET", "/v2/odd/index/manifests/dev", _index_reply(odd))
         by_digest = _index_reply(odd).headers["Docker-Content-Digest"]
         stub.add("GET", f"/v2/odd/index/manifests/{by_digest}", _index_reply(odd))
-        stub.add("HEAD", "/v2/shared/app/manifests/dev", _index_reply(odd))
-        # the digest shared-follow writes is verified (fetched and hashed) first
-        stub.add("GET", f"/v2/shared/app/manifests/{by_digest}", _index_reply(odd))
+        empty = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",' \
+                b' "manifests": []}'
+        stub.add("HEAD", "/v2/shared/app/manifests/dev", _index_reply(empty))
+        # the digest shared-follow writes is verified first: the tag's manifest is fetched
+        # and hashed
+        stub.add("GET", "/v2/shared/app/manifests/dev", _index_reply(empty))
         stub.add("HEAD", "/v2/shared/app/manifests/prod", Reply(502))
         stub.add("GET", "/v2/shared/app/tags/list", Reply(500))
         apps = load(
@@ -341,8 +344,9 @@ def test_newest_build_never_falls_back_to_an_older_build_on_a_passing_fault(
 # -- digest verification ------------------------------------------------------------------
 
 def _manifest_gets(registry: RegistryServer, repository: str, start: int) -> list[str]:
-    """Digests of the manifests GET by digest in ``repository`` since access-log line ``start``."""
-    prefix = f"GET /v2/{repository}/manifests/sha256:"
+    """References (tags or digests) of the manifests GET in ``repository`` since access-log
+    line ``start``."""
+    prefix = f"GET /v2/{repository}/manifests/"
     out = []
     for line in registry.access_log_lines()[start:]:
         request = line.split('"', 2)[1]
@@ -353,8 +357,8 @@ def _manifest_gets(registry: RegistryServer, repository: str, start: int) -> lis
 
 def test_a_moved_digest_is_verified_once_and_steady_tags_never(
         registry: RegistryServer, deploy: BareRepo, tmp_path: Path) -> None:
-    """Every digest about to be written is fetched by digest and hashed, once per process;
-    a tag whose digest git already holds costs no manifest GET."""
+    """Every digest about to be written is derived again from its tag's manifest bytes, once
+    per (tag, digest) and process; a tag whose digest git already holds costs no manifest GET."""
     from prometheus_client import CollectorRegistry
 
     from image_updater.engine.reconcile import reconcile
@@ -372,28 +376,35 @@ def test_a_moved_digest_is_verified_once_and_steady_tags_never(
     runtime = Runtime(settings_for(tmp_path, registry.host), metrics=metrics,
                       secrets=SecretRegistry())  # the daemon's
 
-    def run_cycle() -> tuple[CycleResult, list[str]]:
+    async def run_cycle() -> tuple[CycleResult, list[str]]:
         start = len(registry.access_log_lines())
-        result = asyncio.run(reconcile(apps, runtime.deps()))
+        result = await reconcile(apps, runtime.deps())
         report(result, metrics)
         return result, _manifest_gets(registry, repository, start)
 
-    try:
-        moved, moved_gets = run_cycle()
-        steady, steady_gets = run_cycle()
-        second = push_image(registry.url, repository, "dev", seed="v2")
-        again, again_gets = run_cycle()
-    finally:
-        asyncio.run(runtime.aclose())
+    async def cycles() -> tuple[tuple[CycleResult, list[str]], ...]:
+        # one event loop for every cycle, as in the daemon: the clients keep their connections
+        try:
+            moved = await run_cycle()
+            steady = await run_cycle()
+            push_image(registry.url, repository, "dev", seed="v2")
+            return moved, steady, await run_cycle()
+        finally:
+            await runtime.aclose()
+
+    (moved, moved_gets), (steady, steady_gets), (again, again_gets) = asyncio.run(cycles())
+    second = push_image(registry.url, repository, "dev", seed="v2")  # same seed: its digest
 
     assert sorted(c.env for c in moved.changes) == ["dev", "staging"]
-    assert moved_gets == [first]  # both environments write it: verified once
-    assert [v.result for v in moved.verifications] == ["ok"]
+    assert sorted(moved_gets) == ["dev", "staging"]  # each tag's manifest, read and hashed
+    assert [v.result for v in moved.verifications] == ["ok", "ok"]
+    assert {v.digest for v in moved.verifications} == {first}
     assert steady.changes == [] and steady_gets == [] and steady.verifications == []
     assert [c.env for c in again.changes] == ["dev"]
-    assert again_gets == [second]  # staging still holds the first: not fetched again
+    assert again_gets == ["dev"]  # staging still holds the first: not fetched again
+    assert [v.digest for v in again.verifications] == [second]
     assert metrics.registry.get_sample_value("image_updater_verifications_total",
-                                             {"result": "ok"}) == 2
+                                             {"result": "ok"}) == 3
 
 
 def test_a_digest_that_does_not_hash_to_itself_fails_only_its_environment(
@@ -407,8 +418,10 @@ def test_a_digest_that_does_not_hash_to_itself_fails_only_its_environment(
         stub.add("GET", "/v2/", Reply(200))
         stub.add("HEAD", "/v2/tampered/app/manifests/dev", honest)
         tampered = b'{"schemaVersion": 2, "manifests": [] }'
-        stub.add("GET", f"/v2/tampered/app/manifests/{claimed}",
-                 Reply(200, {**honest.headers, "Content-Length": str(len(tampered))}, tampered))
+        for reference in ("dev", claimed):  # by tag (the verification) and by digest
+            stub.add("GET", f"/v2/tampered/app/manifests/{reference}",
+                     Reply(200, {**honest.headers, "Content-Length": str(len(tampered))},
+                           tampered))
         apps = load(policy("good", f"{registry.host}/verify/good", deploy),
                     policy("tampered", f"{stub.host}/tampered/app", deploy,
                            "dev: {file: application-x/values-staging.yaml}"))

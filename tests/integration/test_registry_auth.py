@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
-from image_updater.errors import RegistryAuthError, TransientRegistryError
+from image_updater.errors import RegistryAuthError, RegistryError, TransientRegistryError
 from image_updater.registry.auth import Challenge, normalize_scopes, parse_challenges
 from image_updater.registry.credentials import (
     Anonymous,
@@ -356,21 +356,57 @@ def test_a_challenge_from_a_redirect_target_is_never_answered(
     assert realm.requests == []
 
 
-def test_a_redirect_to_an_anonymous_host_works_without_credentials(
+def test_a_blob_redirect_to_an_anonymous_host_works_without_credentials(
         htpasswd_registry: RegistryServer) -> None:
-    """Blob stores behind a redirect are the normal case: they are read, anonymously."""
-    body = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": []}).encode()
+    """Blob stores behind a redirect are the normal case: they are read, anonymously (and
+    the bytes are hashed, so the other host cannot change what is read)."""
+    with httpx.Client(auth=(USER, PASSWORD), timeout=10) as c:
+        digest = push_image(htpasswd_registry.url, "basic/redirected", "dev", seed="blob",
+                            client=c)
+
+    async def config_of(reg: OciRegistry) -> tuple[str, bytes]:
+        manifest = json.loads((await reg.get_manifest("basic/redirected", digest)).body)
+        config = manifest["config"]["digest"]
+        response = httpx.get(f"{htpasswd_registry.url}/v2/basic/redirected/blobs/{config}",
+                             auth=(USER, PASSWORD), follow_redirects=True)
+        return config, response.content
+
+    config, blob = run(client(htpasswd_registry.host, GOOD), config_of)
     with FaultProxy(htpasswd_registry.url) as proxy, HttpStub() as other:
-        other.add("GET", "/v2/basic/app/manifests/dev", Reply(200, {"Content-Type": INDEX}, body))
-        proxy.redirect("GET", r"/v2/basic/app/manifests/dev", to=other.url)
-
-        async def scenario(reg: OciRegistry) -> str:
-            await reg.ping()  # learns Basic from the registry: later requests carry it
-            return (await reg.get_manifest("basic/app", "dev")).body.decode()
-
-        assert json.loads(run(client(proxy.host, GOOD), scenario)) == json.loads(body)
+        other.add("GET", f"/v2/basic/redirected/blobs/{config}",
+                  Reply(200, {"Content-Type": "application/octet-stream"}, blob))
+        proxy.redirect("GET", r"/v2/basic/redirected/blobs/.*", to=other.url)
+        created = run(client(proxy.host, GOOD),
+                      lambda reg: reg.created("basic/redirected", digest))
+    assert created is not None
     assert any("authorization" in r.headers for r in proxy.requests)
     assert other.requests and all("authorization" not in r.headers for r in other.requests)
+
+
+@pytest.mark.parametrize("method", ["HEAD", "GET"])
+def test_a_manifest_redirected_to_another_host_is_refused(
+        htpasswd_registry: RegistryServer, method: str) -> None:
+    """Digests and manifests come only from the configured registry: a redirect target
+    serving another image (consistent HEAD and GET) must not decide what is written."""
+    body = json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": []}).encode()
+    with FaultProxy(htpasswd_registry.url) as proxy, HttpStub() as other:
+        other.add(method, "/v2/basic/app/manifests/dev",
+                  Reply(200, {"Content-Type": INDEX,
+                              "Docker-Content-Digest": "sha256:" + "e" * 64}, body))
+        proxy.redirect(method, r"/v2/basic/app/manifests/dev", to=other.url)
+
+        async def scenario(reg: OciRegistry) -> object:
+            if method == "HEAD":
+                return await reg.head_manifest("basic/app", "dev")
+            return await reg.get_manifest("basic/app", "dev")
+
+        with pytest.raises(RegistryError) as info:
+            run(client(proxy.host, GOOD), scenario)
+        other_host = other.host
+    message = str(info.value)
+    assert f"Registry {proxy.host} redirected" in message and other_host in message
+    assert "only from the configured registry host" in message
+    assert all("authorization" not in r.headers for r in other.requests)
 
 
 @pytest.fixture

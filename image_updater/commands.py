@@ -287,7 +287,9 @@ def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, s
     from image_updater.wiring.registries import RegistryPool
     from image_updater.wiring.runtime import Runtime
 
-    chosen = _only(load_policies(policy_paths), [app])[0]
+    limits = settings.limits
+    chosen = _only(load_policies(policy_paths, max_file_bytes=limits.policy_file_bytes),
+                   [app])[0]
     src_env, dst_env = find_env(chosen, source), find_env(chosen, target)
 
     async def run() -> RetagResult:
@@ -302,7 +304,8 @@ def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, s
 
         try:
             return await promote(chosen, src_env, dst_env, digest=digest, registry_for=pool,
-                                 read_file=read_head, count_requests=pool.requests)
+                                 read_file=read_head, count_requests=pool.requests,
+                                 values_file_bytes=limits.values_file_bytes)
         finally:
             await pool.aclose()
             await runtime.aclose()

@@ -30,7 +30,7 @@ from image_updater.errors import ImageUpdaterError
 from image_updater.forge.base import Forge, PullRequest, PullRequestRequest
 from image_updater.gitops.message import commit_message
 from image_updater.gitops.repo import DeployRepo, PlanFn
-from image_updater.model import App, Environment
+from image_updater.model import DEFAULT_FILE_BYTES, App, Environment
 
 log = logging.getLogger("image_updater.approval")
 
@@ -64,6 +64,8 @@ class Approvals:
     forge: Forge
     repo: DeployRepo
     base_branch: str
+    #: settings ``limits.values_file_bytes``, for the values files read as evidence
+    values_file_bytes: int = DEFAULT_FILE_BYTES
 
     def sync(self, app: App, env: Environment, change: Change | None, why: str,
              replan: PlanFn, *, dry_run: bool = False) -> Proposal:
@@ -204,7 +206,8 @@ class Approvals:
         lines += ["", f"Image: `{change.image}@{change.digest}`", f"Why: {change.reason}", "",
                   "**Evidence** (other environments of this app at the head of "
                   f"`{self.base_branch}`):"]
-        lines += evidence(app, env, change.digest, self.repo.read, self._since) or [
+        lines += evidence(app, env, change.digest, self.repo.read, self._since,
+                          max_bytes=self.values_file_bytes) or [
             "- no other environment runs this digest yet"]
         lines += ["", "Merging this pull request is the approval; the environment deploys "
                   "when it reaches the branch.", "", "---",
@@ -235,7 +238,8 @@ def _superseded_note(previous: str, change: Change) -> str:
 
 
 def evidence(app: App, env: Environment, digest: str, read: Callable[[str], str | None],
-             since: Callable[[str, str], str | None] = lambda _f, _d: None) -> list[str]:
+             since: Callable[[str, str], str | None] = lambda _f, _d: None, *,
+             max_bytes: int = DEFAULT_FILE_BYTES) -> list[str]:
     """Which other environments of ``app`` already run ``digest``, according to git, and
     since which commit (``since(file, digest)``)."""
     out = []
@@ -245,7 +249,7 @@ def evidence(app: App, env: Environment, digest: str, read: Callable[[str], str 
         if text is None:
             continue
         try:
-            current = read_current(other, text)
+            current = read_current(other, text, max_bytes=max_bytes)
         except ImageUpdaterError:  # evidence is informative; a broken file is reported elsewhere
             continue
         if current.digest == digest:

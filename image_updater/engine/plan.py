@@ -91,7 +91,7 @@ def plan_edit(app: App, env: Environment, res: Resolved, text: str, *,
     a null value (``digest: ~``, ``tag:``) is filled in.
     """
     current = _scalars(text, _written_paths(env), env.file, max_bytes)
-    if (held := _held_back(env, res, text)) is not None:
+    if (held := _held_back(env, res, text, max_bytes)) is not None:
         return text, None, held
     new_text = text
     keys: list[KeyChange] = []
@@ -112,7 +112,7 @@ def plan_edit(app: App, env: Environment, res: Resolved, text: str, *,
     return new_text, change, res.reason
 
 
-def _held_back(env: Environment, res: Resolved, text: str) -> str | None:
+def _held_back(env: Environment, res: Resolved, text: str, max_bytes: int) -> str | None:
     """The policy layer's one "never backwards" rule, given the tag git holds.
 
     Resolution runs before git is read, so the rule is applied here, where the values
@@ -120,4 +120,5 @@ def _held_back(env: Environment, res: Resolved, text: str) -> str | None:
     """
     if env.strategy.kind != "semver":
         return None
-    return compiled(env.strategy).held_back(read_current(env, text).tag, res.tag)
+    current = read_current(env, text, max_bytes=max_bytes)
+    return compiled(env.strategy).held_back(current.tag, res.tag)

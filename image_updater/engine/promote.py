@@ -25,7 +25,7 @@ from image_updater.errors import (
     NotFoundError,
     ValuesError,
 )
-from image_updater.model import App, Environment
+from image_updater.model import DEFAULT_FILE_BYTES, App, Environment
 from image_updater.registry.base import Manifest, Registry, check_digest
 from image_updater.registry.copy import copy_image, leading_error
 from image_updater.registry.reference import ImageRef, parse_reference
@@ -251,7 +251,8 @@ class _Swap:
 async def promote(app: App, source: Environment, target: Environment, *,
                   digest: str | None, registry_for: RegistryFor,
                   read_file: Callable[[str], str | None],
-                  count_requests: Callable[[], int] | None = None) -> RetagResult:
+                  count_requests: Callable[[], int] | None = None,
+                  values_file_bytes: int = DEFAULT_FILE_BYTES) -> RetagResult:
     """Retag the digest ``source``'s values file holds to ``target``'s tag.
 
     ``read_file(path)`` returns the file at the deploy branch's head (after a sync); it is
@@ -269,7 +270,8 @@ async def promote(app: App, source: Environment, target: Environment, *,
         raise ValuesError(f"{source.file} does not exist in {app.git.url} (branch "
                           f"{app.git.branch}); app {app.name} has no {source.name} environment "
                           "deployed to promote from. Fix the policy's file path.")
-    deployed = _deployed_digest(app, source, read_current(source, text).digest)
+    current = read_current(source, text, max_bytes=values_file_bytes)
+    deployed = _deployed_digest(app, source, current.digest)
     if digest is not None and check_digest(digest, what="--digest") != deployed:
         raise ConflictError(
             f"The job tested {digest}, but {source.file} in git says {app.name}/{source.name} "

@@ -23,7 +23,7 @@ from image_updater.engine.verify import VerifiedDigests, Verifier
 from image_updater.errors import ConfigError, ImageUpdaterError, ValuesError, as_image_updater_error
 from image_updater.gitops.message import commit_message
 from image_updater.gitops.repo import DeployRepo, Plan, PlanFn
-from image_updater.model import App, Environment, GitTarget
+from image_updater.model import DEFAULT_FILE_BYTES, App, Environment, GitTarget
 from image_updater.registry.base import Registry
 from image_updater.values.editor import values_diff
 
@@ -47,6 +47,8 @@ class Deps:
     #: digests verified so far; the daemon keeps one for its life so none is fetched twice
     verified: VerifiedDigests = field(default_factory=VerifiedDigests)
     max_push_attempts: int = 5
+    #: settings ``limits.values_file_bytes``: a larger values file is refused before parsing
+    values_file_bytes: int = DEFAULT_FILE_BYTES
 
 
 @dataclass
@@ -167,7 +169,7 @@ def _apply_repo(target: GitTarget, items: list[Target], deps: Deps, verifier: Ve
         _commit_direct(target, repo, direct, deps, verifier, dry_run, outcome)
     if gated:
         _propose_gated(target, repo, gated, deps, verifier, dry_run, outcome)
-    _record_deployed(repo, items, outcome)
+    _record_deployed(repo, items, outcome, deps.values_file_bytes)
     return outcome
 
 
@@ -187,7 +189,8 @@ def _commit_direct(target: GitTarget, repo: DeployRepo, items: list[Target], dep
                 if text is None:
                     text = _read_values(read, app, env)
                     attempt.originals[env.file] = text
-                new_text, change, why = plan_edit(app, env, res, text)
+                new_text, change, why = plan_edit(app, env, res, text,
+                                                  max_bytes=deps.values_file_bytes)
                 if change is not None:  # a new digest: check it before it is written
                     verifier.check(app, env, change, verifications)
             except ImageUpdaterError as exc:
@@ -251,14 +254,15 @@ def _propose_gated(target: GitTarget, repo: DeployRepo, items: list[Target], dep
     for app, env, res in items:
         try:
             text = _read_values(repo.read, app, env)
-            new_text, change, why = plan_edit(app, env, res, text)
+            new_text, change, why = plan_edit(app, env, res, text,
+                                              max_bytes=deps.values_file_bytes)
             if approvals is None:
                 raise _no_forge_error(app, env, target)
             outcome.texts[env.file] = text  # a pull request leaves the branch as it is
             if change is not None:  # about to be proposed: check it first
                 verifier.check(app, env, change, result.verifications)
-            proposal = approvals.sync(app, env, change, why, _replan(app, env, res),
-                                      dry_run=dry_run)
+            replan = _replan(app, env, res, deps.values_file_bytes)
+            proposal = approvals.sync(app, env, change, why, replan, dry_run=dry_run)
         except Exception as exc:  # one environment's proposal never costs the others theirs
             if not isinstance(exc, ImageUpdaterError):
                 log.error("unexpected fault while proposing %s/%s", app.name, env.name,
@@ -281,11 +285,12 @@ def _proposed(change: Change) -> Change:
     return replace(change, via="pull-request")
 
 
-def _replan(app: App, env: Environment, res: Resolved) -> PlanFn:
+def _replan(app: App, env: Environment, res: Resolved, max_bytes: int) -> PlanFn:
     """The pull request's commit, derived again from the base as it is at push time."""
 
     def plan(read: Callable[[str], str | None]) -> Plan:
-        new_text, change, _ = plan_edit(app, env, res, _read_values(read, app, env))
+        new_text, change, _ = plan_edit(app, env, res, _read_values(read, app, env),
+                                        max_bytes=max_bytes)
         if change is None:  # the base already holds it: the branch is the base itself
             return Plan(files={}, message="")
         return Plan(files={env.file: new_text}, message=commit_message([change]))
@@ -309,7 +314,8 @@ def _read_values(read: Callable[[str], str | None], app: App, env: Environment) 
     return text
 
 
-def _record_deployed(repo: DeployRepo, items: list[Target], outcome: _RepoOutcome) -> None:
+def _record_deployed(repo: DeployRepo, items: list[Target], outcome: _RepoOutcome,
+                     max_bytes: int) -> None:
     """What each environment runs according to git, after this cycle (the info metric).
 
     Files this cycle already read are not read again: ``repo.read`` walks the tree from
@@ -318,7 +324,8 @@ def _record_deployed(repo: DeployRepo, items: list[Target], outcome: _RepoOutcom
     for app, env, _ in items:
         try:
             text = outcome.texts[env.file] if env.file in outcome.texts else repo.read(env.file)
-            current = read_current(env, text) if text is not None else None
+            current = (read_current(env, text, max_bytes=max_bytes)
+                       if text is not None else None)
         except ImageUpdaterError:
             continue
         if current is not None and current.digest:

@@ -76,12 +76,14 @@ class Runtime:
                     app_private_key_file=fs.app_private_key_file,
                     app_installation_id=fs.app_installation_id), secrets=self.secrets)
             forge = self._forges[fs.url_prefix]
-        return Approvals(forge=forge, repo=repo, base_branch=target.branch)
+        return Approvals(forge=forge, repo=repo, base_branch=target.branch,
+                         values_file_bytes=self.settings.limits.values_file_bytes)
 
     def deps(self) -> Deps:
         return Deps(registry_for=self.registry_for, repo_for=self.repo_for,
                     approvals_for=self.approvals_for, verified=self.verified,
-                    max_push_attempts=self.settings.git.max_push_attempts)
+                    max_push_attempts=self.settings.git.max_push_attempts,
+                    values_file_bytes=self.settings.limits.values_file_bytes)
 
     @property
     def retry_hint(self) -> str:

@@ -18,7 +18,12 @@ import pytest
 from image_updater.changes import CycleResult
 from image_updater.commands import run_once
 from image_updater.config.policies import load_text
-from image_updater.config.settings import GitSettings, RegistrySettings, Settings
+from image_updater.config.settings import (
+    GitSettings,
+    LimitSettings,
+    RegistrySettings,
+    Settings,
+)
 from tests.fixtures.fault_proxy import FaultProxy
 from tests.fixtures.gitrepo import BareRepo, git, make_bare_repo
 from tests.fixtures.registry import RegistryServer, push_image
@@ -40,7 +45,8 @@ def proxy(registry: RegistryServer) -> Iterator[FaultProxy]:
         yield p
 
 
-def cycle(tmp_path: Path, proxy: FaultProxy, deploy: BareRepo) -> CycleResult:
+def cycle(tmp_path: Path, proxy: FaultProxy, deploy: BareRepo,
+          limits: LimitSettings | None = None) -> CycleResult:
     text = textwrap.dedent(f"""\
         app: application-x
         image: {proxy.host}/{REPO}
@@ -54,7 +60,8 @@ def cycle(tmp_path: Path, proxy: FaultProxy, deploy: BareRepo) -> CycleResult:
                         registries=(RegistrySettings(host=proxy.host, insecure=True, timeout=2,
                                                      max_retries=0),),
                         git=GitSettings(author_name="image-updater",
-                                        author_email="bot@example.com"))
+                                        author_email="bot@example.com"),
+                        limits=limits or LimitSettings())
     return asyncio.run(run_once(settings, apps))
 
 
@@ -139,3 +146,21 @@ def test_a_manifest_redirected_to_another_host_is_never_written(
     assert f"redirected http://{proxy.host}/v2/{REPO}/manifests/dev" in failure.message
     assert other_host in failure.message
     assert "only from the configured registry host" in failure.message
+
+
+def test_the_values_file_cap_is_the_settings_one_and_is_checked_before_parsing(
+        registry: RegistryServer, proxy: FaultProxy, deploy: BareRepo, tmp_path: Path) -> None:
+    """``limits.values_file_bytes`` reaches the engine: below the file's size nothing is
+    parsed or written and the message names file, size and setting; above it, it is written."""
+    real = push_image(registry.url, REPO, "dev", seed="cap")
+    size = len(deploy.show("master", DEV))
+    before = head(deploy)
+
+    refused = cycle(tmp_path, proxy, deploy, LimitSettings(values_file_bytes=size - 1))
+    assert refused.changes == [] and head(deploy) == before
+    (failure,) = refused.failures
+    assert f"{DEV} is {size} bytes, more than the {size - 1} bytes" in failure.message
+    assert "limits.values_file_bytes" in failure.message
+
+    allowed = cycle(tmp_path, proxy, deploy, LimitSettings(values_file_bytes=size + 200))
+    assert [c.digest for c in allowed.changes] == [real]

@@ -11,12 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from image_updater.errors import ConfigError, InvalidReferenceError
-from image_updater.policy.semver import (
-    Constraint,
-    ConstraintError,
-    InvalidVersionError,
-    Version,
-)
+from image_updater.policy.constraint import Constraint, ConstraintError
+from image_updater.policy.version import InvalidVersionError, Version
 
 #: (text, strict, canonical form)
 VALID_VERSIONS: list[tuple[str, bool, str]] = [

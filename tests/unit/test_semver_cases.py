@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from image_updater.policy.semver import Constraint, ConstraintError, Version
+from image_updater.policy.constraint import Constraint, ConstraintError
+from image_updater.policy.version import Version
 
 T, F = True, False
 

@@ -59,9 +59,14 @@ class RequestCounter:
     """The ``on_request`` hook: every HTTP request the OCI client sends, token fetches too."""
 
     count: int = 0
+    #: manifest GETs: a steady cycle sends none; a moved one, one per new digest (the
+    #: verification that derives the digest from the tag's bytes before it is written)
+    manifest_gets: int = 0
 
     def __call__(self, method: str, url: str) -> None:
         self.count += 1
+        if method == "GET" and "/manifests/" in url:
+            self.manifest_gets += 1
 
 
 @dataclass
@@ -87,6 +92,7 @@ class CycleStats:
     cpu: float
     hook_requests: int
     log_requests: int
+    manifest_gets: int
     result: CycleResult
 
 
@@ -114,6 +120,7 @@ class Engine:
     async def cycle(self, apps: Sequence[App]) -> CycleStats:
         stage = StageClock()
         before_hook, before_log = self.counter.count, self.access_log.update()
+        before_gets = self.counter.manifest_gets
         cpu0, t0 = time.process_time(), time.perf_counter()
         result = await reconcile(apps, self.deps(stage))
         t1, cpu1 = time.perf_counter(), time.process_time()
@@ -121,6 +128,7 @@ class Engine:
         return CycleStats(wall=t1 - t0, resolve=split - t0, git=t1 - split, cpu=cpu1 - cpu0,
                           hook_requests=self.counter.count - before_hook,
                           log_requests=_settled(self.access_log) - before_log,
+                          manifest_gets=self.counter.manifest_gets - before_gets,
                           result=result)
 
 
@@ -345,7 +353,7 @@ async def _bare_serve(conn: Connection, urls: list[str], concurrency: int) -> No
 
 def _check_steady(stats: CycleStats, n: int) -> None:
     r = stats.result
-    if r.changes or r.failures or r.commits:
+    if r.changes or r.failures or r.commits or stats.manifest_gets:
         first = r.failures[0].message if r.failures else ""
         raise RuntimeError(f"steady-state cycle {n + 1} was not a no-op: {len(r.changes)} "
                            f"change(s), {len(r.failures)} failure(s) {first}")
@@ -437,6 +445,10 @@ def _moved_rows(report: Report, m: CycleStats, tags: int) -> list[list[str]]:
             ["  resolve / git stage (s)", f"{m.resolve:.3f} / {m.git:.3f}", "", ""],
             ["  requests per tracked tag (hook / log)",
              f"{m.hook_requests / tags:.3f} / {m.log_requests / tags:.3f}", "", ""],
+            ["  verification GETs (manifest by tag) / moved tags",
+             f"{m.manifest_gets} / {report.moved_expected}", "= 1 each",
+             _verdict(m.manifest_gets == report.moved_expected
+                      and len(m.result.verifications) == report.moved_expected)],
             ["  every moved tag committed, in one commit", str(report.moved_verified), "",
              _verdict(report.moved_verified)]]
 

@@ -41,6 +41,13 @@ class PullRequest:
     updated_at: str
 
 
+def newest_for_branch(found: list[PullRequest], head_branch: str) -> list[PullRequest]:
+    """The pull requests of ``head_branch``, newest first: numbers grow with creation time,
+    so this holds whatever order (or filter) the forge applied."""
+    mine = [pr for pr in found if pr.head_branch == head_branch]
+    return sorted(mine, key=lambda pr: pr.number, reverse=True)
+
+
 @dataclass(frozen=True, kw_only=True)
 class PullRequestRequest:
     """What to open. Labels, reviewers and assignees are names (usernames, label names)."""

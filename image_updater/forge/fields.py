@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from image_updater.errors import ForgeError
+from image_updater.forge.base import PullRequest, PullRequestState
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +60,23 @@ def best_effort(what: str, number: int, step: Callable[[], object]) -> None:
             "without it; check the policy's pull_request settings if this repeats.",
             number, what, exc,
         )
+
+
+def github_shaped_pull_request(item: Any, *, merged: bool) -> PullRequest:
+    """A pull request in the JSON shape GitHub uses and Gitea copies (``state`` open or
+    closed, ``head.ref``, ``base.ref``, ``html_url``); ``merged`` is read by the caller,
+    as the two forges say it differently. Raises MalformedError."""
+    raw_state = text_at(item, "state")
+    if raw_state not in ("open", "closed"):
+        raise MalformedError(f"unknown state {raw_state[:20]!r}")
+    state: PullRequestState = "merged" if merged else "open" if raw_state == "open" else "closed"
+    return PullRequest(
+        number=number_at(item, "number"),
+        url=text_at(item, "html_url"),
+        state=state,
+        head_branch=text_at(item, "head", "ref"),
+        base_branch=text_at(item, "base", "ref"),
+        title=text_at(item, "title"),
+        body=text_at(item, "body", nullable=True),
+        updated_at=text_at(item, "updated_at"),
+    )

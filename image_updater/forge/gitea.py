@@ -18,14 +18,15 @@ from image_updater.forge.base import (
     ForgeOptions,
     PullRequest,
     PullRequestRequest,
-    PullRequestState,
     check_branch,
     keep_draft_marker,
+    newest_for_branch,
 )
 from image_updater.forge.fields import (
     MalformedError,
     best_effort,
     field_at,
+    github_shaped_pull_request,
     number_at,
     text_at,
 )
@@ -73,9 +74,7 @@ class GiteaForge:
         items = self._http.paginate(
             path, {"state": "all"}, size_param="limit", size=PAGE_SIZE, max_pages=MAX_PAGES
         )
-        found = [self._parse(item, path) for item in items]
-        mine = [pr for pr in found if pr.head_branch == head_branch]
-        return sorted(mine, key=lambda pr: pr.number, reverse=True)
+        return newest_for_branch([self._parse(item, path) for item in items], head_branch)
 
     def create(self, req: PullRequestRequest) -> PullRequest:
         path = f"{self._repo_path}/pulls"
@@ -152,22 +151,7 @@ class GiteaForge:
 
     def _parse(self, item: Any, path: str) -> PullRequest:
         try:
-            raw_state = text_at(item, "state")
-            if raw_state not in ("open", "closed"):
-                raise MalformedError(f"unknown state {raw_state[:20]!r}")
             merged = field_at(item, "merged") is True
-            state: PullRequestState = (
-                "merged" if merged else "open" if raw_state == "open" else "closed"
-            )
-            return PullRequest(
-                number=number_at(item, "number"),
-                url=text_at(item, "html_url"),
-                state=state,
-                head_branch=text_at(item, "head", "ref"),
-                base_branch=text_at(item, "base", "ref"),
-                title=text_at(item, "title"),
-                body=text_at(item, "body", nullable=True),
-                updated_at=text_at(item, "updated_at"),
-            )
+            return github_shaped_pull_request(item, merged=merged)
         except MalformedError as exc:
             raise self._http.malformed(path, item, str(exc)) from exc

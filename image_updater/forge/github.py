@@ -17,10 +17,15 @@ from image_updater.forge.base import (
     ForgeOptions,
     PullRequest,
     PullRequestRequest,
-    PullRequestState,
     check_branch,
+    newest_for_branch,
 )
-from image_updater.forge.fields import MalformedError, best_effort, number_at, text_at
+from image_updater.forge.fields import (
+    MalformedError,
+    best_effort,
+    github_shaped_pull_request,
+    text_at,
+)
 from image_updater.forge.http import Clock, ForgeHttp, Site, Sleep
 from image_updater.forge.tokens import TokenSource, check_token, token_source
 from image_updater.secrets import SecretRegistry, read_secret_file
@@ -83,11 +88,7 @@ class GitHubForge:
         items = self._http.paginate(
             path, params, size_param="per_page", size=PAGE_SIZE, max_pages=MAX_PAGES
         )
-        found = [self._parse(item, path) for item in items]
-        # Numbers grow with creation time, so sorting by them gives "newest first"
-        # whatever order the server used.
-        mine = [pr for pr in found if pr.head_branch == head_branch]
-        return sorted(mine, key=lambda pr: pr.number, reverse=True)
+        return newest_for_branch([self._parse(item, path) for item in items], head_branch)
 
     def create(self, req: PullRequestRequest) -> PullRequest:
         path = self._repo("/pulls")
@@ -137,24 +138,9 @@ class GitHubForge:
 
     def _parse(self, item: Any, path: str) -> PullRequest:
         try:
-            raw_state = text_at(item, "state")
-            if raw_state not in ("open", "closed"):
-                raise MalformedError(f"unknown state {raw_state[:20]!r}")
             # GitHub reports a merged pull request as "closed" with merged_at set.
-            state: PullRequestState = (
-                "merged" if item.get("merged_at") is not None
-                else "open" if raw_state == "open" else "closed"
-            )
-            return PullRequest(
-                number=number_at(item, "number"),
-                url=text_at(item, "html_url"),
-                state=state,
-                head_branch=text_at(item, "head", "ref"),
-                base_branch=text_at(item, "base", "ref"),
-                title=text_at(item, "title"),
-                body=text_at(item, "body", nullable=True),
-                updated_at=text_at(item, "updated_at"),
-            )
+            merged = isinstance(item, dict) and item.get("merged_at") is not None
+            return github_shaped_pull_request(item, merged=merged)
         except MalformedError as exc:
             raise self._http.malformed(path, item, str(exc)) from exc
 

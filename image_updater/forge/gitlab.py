@@ -21,6 +21,7 @@ from image_updater.forge.base import (
     PullRequestState,
     check_branch,
     keep_draft_marker,
+    newest_for_branch,
 )
 from image_updater.forge.fields import MalformedError, number_at, text_at
 from image_updater.forge.http import Clock, ForgeHttp, Site, Sleep
@@ -74,9 +75,7 @@ class GitLabForge:
         items = self._http.paginate(
             path, params, size_param="per_page", size=PAGE_SIZE, max_pages=MAX_PAGES
         )
-        found = [self._parse(item, path) for item in items]
-        mine = [pr for pr in found if pr.head_branch == head_branch]
-        return sorted(mine, key=lambda pr: pr.number, reverse=True)
+        return newest_for_branch([self._parse(item, path) for item in items], head_branch)
 
     def create(self, req: PullRequestRequest) -> PullRequest:
         path = f"{self._project}/merge_requests"

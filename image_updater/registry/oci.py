@@ -136,11 +136,17 @@ class OciRegistry:
             f"The tag list of {repository} on {self.host} has more than {MAX_TAG_PAGES} pages; "
             "refusing to read further.", registry=self.host, url=shown(url))
 
-    async def head_manifest(self, repository: str, reference: str) -> tuple[str, str] | None:
+    async def _manifest_request(self, method: str, repository: str, reference: str
+                                ) -> tuple[str, httpx.Response]:
+        """Send ``method`` for a manifest (reference checked first); the caller closes it."""
         check_repository(repository)
         _check_reference(reference)
         url = self._manifest_url(repository, reference)
-        response = await self.transport.request("HEAD", url, headers={"Accept": ACCEPT_MANIFESTS})
+        return url, await self.transport.request(method, url,
+                                                 headers={"Accept": ACCEPT_MANIFESTS})
+
+    async def head_manifest(self, repository: str, reference: str) -> tuple[str, str] | None:
+        url, response = await self._manifest_request("HEAD", repository, reference)
         async with closing(response):
             self.transport.from_origin(response, "manifest digest")
             if response.status_code == 404:
@@ -159,10 +165,7 @@ class OciRegistry:
         return digest, media_type
 
     async def get_manifest(self, repository: str, reference: str) -> Manifest:
-        check_repository(repository)
-        _check_reference(reference)
-        url = self._manifest_url(repository, reference)
-        response = await self.transport.request("GET", url, headers={"Accept": ACCEPT_MANIFESTS})
+        url, response = await self._manifest_request("GET", repository, reference)
         async with closing(response):
             self.transport.from_origin(response, "manifest")
             if response.status_code == 404:

@@ -31,7 +31,7 @@ class Change:
     tag: str | None
     digest: str
     keys: tuple[KeyChange, ...]
-    reason: str       # why the policy chose this image, e.g. "tag dev now points at sha256:…"
+    why: str          # prose: why the policy chose this image, "tag dev points at sha256:…"
     #: how it reaches the branch: a commit, or a pull request a person merges
     via: Literal["commit", "pull-request"] = "commit"
 
@@ -40,7 +40,7 @@ class Change:
 class Failure:
     app: str
     env: str
-    reason: str       # the error's ``reason`` label
+    reason: str       # the error's ``reason``: the label of image_updater_errors_total
     message: str
     temporary: bool
     image: str = ""   # the app's image, for the log line's context

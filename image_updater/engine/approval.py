@@ -144,7 +144,7 @@ class Approvals:
             action = "opened"
         return Proposal(action, pr.url, (PullRequestAction(
             app=app.name, env=env.name, image=app.image, action=action, url=pr.url,
-            why=change.reason, digest=change.digest),))
+            why=change.why, digest=change.digest),))
 
     def _withdraw(self, pr: PullRequest, app: App, env: Environment, why: str
                   ) -> tuple[PullRequestAction, ...]:
@@ -203,7 +203,7 @@ class Approvals:
         lines += ["| key | from | to |", "|---|---|---|"]
         lines += [f"| `{k.key}` in `{change.file}` | `{k.old or '(empty)'}` | `{k.new}` |"
                   for k in change.keys]
-        lines += ["", f"Image: `{change.image}@{change.digest}`", f"Why: {change.reason}", "",
+        lines += ["", f"Image: `{change.image}@{change.digest}`", f"Why: {change.why}", "",
                   "**Evidence** (other environments of this app at the head of "
                   f"`{self.base_branch}`):"]
         lines += evidence(app, env, change.digest, self.repo.read, self._since,

@@ -108,7 +108,7 @@ def plan_edit(app: App, env: Environment, res: Resolved, text: str, *,
     if not keys:
         return text, None, f"already at {res.tag}@{res.digest[:19]}…"
     change = Change(app=app.name, env=env.name, file=env.file, image=app.image, tag=res.tag,
-                    digest=res.digest, keys=tuple(keys), reason=res.reason)
+                    digest=res.digest, keys=tuple(keys), why=res.reason)
     return new_text, change, res.reason
 
 

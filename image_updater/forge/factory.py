@@ -6,11 +6,12 @@ import time
 
 import httpx
 
+from image_updater.clocks import WallClock
 from image_updater.forge.base import Forge, ForgeOptions
 from image_updater.forge.gitea import GiteaForge
 from image_updater.forge.github import GitHubForge
 from image_updater.forge.gitlab import GitLabForge
-from image_updater.forge.http import Clock, Sleep
+from image_updater.forge.http import Sleep
 from image_updater.secrets import SecretRegistry
 
 
@@ -19,7 +20,7 @@ def open_forge(
     *,
     secrets: SecretRegistry,
     sleep: Sleep = time.sleep,
-    clock: Clock = time.time,
+    clock: WallClock = time.time,
     transport: httpx.BaseTransport | None = None,
 ) -> Forge:
     """A forge client for ``options``; call ``disconnect()`` on it when done.

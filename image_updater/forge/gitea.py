@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from image_updater.clocks import WallClock
 from image_updater.errors import ForgeError
 from image_updater.forge.base import (
     ForgeOptions,
@@ -30,7 +31,7 @@ from image_updater.forge.fields import (
     number_at,
     text_at,
 )
-from image_updater.forge.http import Clock, ForgeHttp, Site, Sleep
+from image_updater.forge.http import ForgeHttp, Site, Sleep
 from image_updater.forge.tokens import token_source
 from image_updater.secrets import SecretRegistry
 
@@ -55,7 +56,7 @@ class GiteaForge:
         options: ForgeOptions,
         *,
         sleep: Sleep,
-        clock: Clock,
+        clock: WallClock,
         secrets: SecretRegistry,
         transport: httpx.BaseTransport | None = None,
     ) -> None:

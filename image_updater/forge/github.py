@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from image_updater.clocks import WallClock
 from image_updater.errors import ConfigError
 from image_updater.forge.base import (
     ForgeOptions,
@@ -26,7 +27,7 @@ from image_updater.forge.fields import (
     github_shaped_pull_request,
     text_at,
 )
-from image_updater.forge.http import Clock, ForgeHttp, Site, Sleep
+from image_updater.forge.http import ForgeHttp, Site, Sleep
 from image_updater.forge.tokens import TokenSource, check_token, token_source
 from image_updater.secrets import SecretRegistry, read_secret_file
 
@@ -50,7 +51,7 @@ class GitHubForge:
         options: ForgeOptions,
         *,
         sleep: Sleep,
-        clock: Clock,
+        clock: WallClock,
         secrets: SecretRegistry,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -152,7 +153,7 @@ class GitHubAppToken:
     private key is read at each mint and, like each token minted, added to ``secrets``.
     """
 
-    def __init__(self, options: ForgeOptions, *, http: ForgeHttp, clock: Clock,
+    def __init__(self, options: ForgeOptions, *, http: ForgeHttp, clock: WallClock,
                  secrets: SecretRegistry) -> None:
         self._options = options
         self._secrets = secrets

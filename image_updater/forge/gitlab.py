@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
+from image_updater.clocks import WallClock
 from image_updater.errors import ForgeError
 from image_updater.forge.base import (
     ForgeOptions,
@@ -24,7 +25,7 @@ from image_updater.forge.base import (
     newest_for_branch,
 )
 from image_updater.forge.fields import MalformedError, number_at, text_at
-from image_updater.forge.http import Clock, ForgeHttp, Site, Sleep
+from image_updater.forge.http import ForgeHttp, Site, Sleep
 from image_updater.forge.tokens import token_source
 from image_updater.secrets import SecretRegistry
 
@@ -51,7 +52,7 @@ class GitLabForge:
         options: ForgeOptions,
         *,
         sleep: Sleep,
-        clock: Clock,
+        clock: WallClock,
         secrets: SecretRegistry,
         transport: httpx.BaseTransport | None = None,
     ) -> None:

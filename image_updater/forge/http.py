@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from image_updater.clocks import WallClock
 from image_updater.errors import (
     ForgeAuthError,
     ForgeError,
@@ -32,7 +33,6 @@ from image_updater.retry import Backoff, RetryLater, retry_sync
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], None]
-Clock = Callable[[], float]
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "PATCH", "DELETE"})
 # Failures where the request certainly never reached the forge: safe to repeat a POST.
@@ -59,7 +59,7 @@ class ForgeHttp:
         describe_auth: Callable[[], str],
         headers: Mapping[str, str] | None = None,
         sleep: Sleep,
-        clock: Clock,
+        clock: WallClock,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.options = options

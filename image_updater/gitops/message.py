@@ -110,7 +110,7 @@ def _describe(change: Change) -> str:
     for key in change.keys:
         old = _one_line(key.old) if key.old is not None else "(unset)"
         lines.append(f"  {_one_line(key.key)}: {old} → {_one_line(key.new)}")
-    lines.append(f"  why: {_one_line(change.reason)}")
+    lines.append(f"  why: {_one_line(change.why)}")
     return "\n".join(lines)
 
 

@@ -57,7 +57,7 @@ def _log_failure(log: logging.Logger, failure: Failure, retry_hint: str) -> None
 
 def _committed(log: logging.Logger, metrics: Metrics, change: Change) -> None:
     metrics.updates.labels(app=change.app, env=change.env, mode="commit").inc()
-    log.info("committed %s: %s", change.file, change.reason,
+    log.info("committed %s: %s", change.file, change.why,
              extra={"app": change.app, "env": change.env, "image": change.image})
 
 

@@ -27,12 +27,13 @@ import asyncio
 import base64
 import json
 import re
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable
+from collections.abc import AsyncGenerator, Generator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
 
+from image_updater.clocks import WallClock
 from image_updater.errors import RegistryAuthError, TransientRegistryError, truncate
 from image_updater.registry.credentials import CredentialSource
 
@@ -52,8 +53,6 @@ _SCHEME_RE = re.compile(rf"\s*({_TOKEN_CHARS})(?:\s+[A-Za-z0-9._~+/-]+=*(?=\s*(?
 _REPOSITORY_PATH_RE = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags)/")
 
 TokenKey = tuple[str, str, tuple[str, ...]]
-#: seconds since the epoch (``time.time``): token ``issued_at`` is wall time
-WallClock = Callable[[], float]
 
 
 @dataclass(frozen=True)

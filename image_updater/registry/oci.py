@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
 
+from image_updater.clocks import MonotonicClock, WallClock
 from image_updater.errors import InvalidReferenceError, RegistryError, truncate
 from image_updater.registry import documents
-from image_updater.registry.auth import WallClock, repository_scope
+from image_updater.registry.auth import repository_scope
 from image_updater.registry.base import (
     MANIFEST_ACCEPT,
     Manifest,
@@ -47,7 +48,7 @@ from image_updater.registry.oci_errors import (
     read_error_body,
 )
 from image_updater.registry.options import RegistryOptions
-from image_updater.registry.ratelimit import MonotonicClock, Sleep
+from image_updater.registry.ratelimit import Sleep
 from image_updater.registry.reference import check_repository
 from image_updater.registry.transport import (
     OnRequest,

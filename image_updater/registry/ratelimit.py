@@ -12,8 +12,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-#: seconds on a monotonic clock (``time.monotonic``): only differences mean anything
-MonotonicClock = Callable[[], float]
+from image_updater.clocks import MonotonicClock
+
 Sleep = Callable[[float], Awaitable[None]]
 
 

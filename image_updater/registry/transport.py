@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import certifi
 import httpx
 
+from image_updater.clocks import MonotonicClock, WallClock
 from image_updater.errors import (
     ConfigError,
     DigestMismatchError,
@@ -26,9 +27,9 @@ from image_updater.errors import (
     TransientRegistryError,
     truncate,
 )
-from image_updater.registry.auth import SCOPES_EXTENSION, RegistryAuth, WallClock
+from image_updater.registry.auth import SCOPES_EXTENSION, RegistryAuth
 from image_updater.registry.options import RegistryOptions
-from image_updater.registry.ratelimit import MonotonicClock, RateLimiter, Sleep
+from image_updater.registry.ratelimit import RateLimiter, Sleep
 from image_updater.retry import Backoff, RetryLater, parse_retry_after, retry_async
 
 if TYPE_CHECKING:  # prometheus_client is imported only by processes that export metrics

@@ -69,7 +69,7 @@ def change(env: str = "dev", digest: str = NEW_DIGEST) -> Change:
     return Change(app="application-x", env=env, file=f"application-x/values-{env}.yaml",
                   image="registry.example.com/team/application-x", tag=env, digest=digest,
                   keys=(KeyChange(key="image.digest", old=OLD_DIGEST, new=digest),),
-                  reason=f"tag {env} now points at {digest}")
+                  why=f"tag {env} now points at {digest}")
 
 
 def with_digest(text: str, digest: str) -> str:

@@ -22,7 +22,7 @@ def change(app: str = "application-x", env: str = "dev", digest: str = D1,
     return Change(app=app, env=env, file=f"{app}/values-{env}.yaml",
                   image=f"registry.example.com/team/{app}", tag=tag, digest=digest,
                   keys=(KeyChange(key="image.digest", old=old, new=digest),),
-                  reason=f"tag {tag} now points at {digest}")
+                  why=f"tag {tag} now points at {digest}")
 
 
 SUBJECTS = [
@@ -108,7 +108,7 @@ def test_untrusted_tags_and_digests_are_validated(bad: dict[str, str], what: str
 
 def test_config_text_cannot_add_lines() -> None:
     sneaky = Change(app="x\nImage-Updater-App: forged", env="dev", file="f.yaml", image="img",
-                    tag="dev", digest=D1, keys=(), reason="r\n\nImage-Updater-Env: forged")
+                    tag="dev", digest=D1, keys=(), why="r\n\nImage-Updater-Env: forged")
     assert parse_trailers(commit_message([sneaky])) == [
         {"app": "x Image-Updater-App: forged", "env": "dev", "image": "img", "tag": "dev",
          "digest": D1}]

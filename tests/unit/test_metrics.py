@@ -44,7 +44,7 @@ def test_set_deployed_replaces_the_previous_series_of_that_env_only() -> None:
 def _change(env: str, via: Literal["commit", "pull-request"] = "commit") -> Change:
     return Change(app="app", env=env, file=f"values-{env}.yaml", image="r.example/app",
                   tag=env, digest=A, keys=(KeyChange("image.digest", B, A),),
-                  reason=f"tag {env} points at {A[:19]}…", via=via)
+                  why=f"tag {env} points at {A[:19]}…", via=via)
 
 
 def a_result(*, dry_run: bool = False) -> CycleResult:

@@ -98,7 +98,9 @@ def cmd_once(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     dry_run = args.dry_run or settings.dry_run
     result = asyncio.run(run_once(settings, apps, dry_run=dry_run, secrets=secrets))
     print_result(result, dry_run=dry_run, secrets=secrets)
-    return once_exit_code(result.failures, len(result.changes) + len(result.unchanged))
+    # waiting environments are the normal state of a new app, not failures
+    return once_exit_code(result.failures,
+                          len(result.changes) + len(result.unchanged) + len(result.waiting))
 
 
 def _only(apps: Sequence[App], names: Sequence[str]) -> list[App]:
@@ -146,6 +148,9 @@ def print_result(result: CycleResult, *, dry_run: bool, secrets: SecretRegistry,
         print(f"pushed commit {sha}", file=out)
     for url in result.pull_requests.values():
         print(f"pull request: {url}", file=out)
+    for w in result.waiting:
+        print(f"waiting {w.app}/{w.env}: tag {w.tag} does not exist yet (nothing promoted "
+              "there so far)", file=out)
     for f in result.failures:
         print(scrub(f"FAILED {f.app}/{f.env}: {f.message}", secrets), file=out)
     if not result.changes and not result.failures:

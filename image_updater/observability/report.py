@@ -15,6 +15,7 @@ from image_updater.changes import (
     Deployed,
     Failure,
     PullRequestAction,
+    Waiting,
 )
 from image_updater.observability.metrics import Metrics
 
@@ -36,6 +37,8 @@ def report(result: CycleResult, metrics: Metrics, log: logging.Logger = RECONCIL
         metrics.errors.labels(app=failure.app, env=failure.env, reason=failure.reason).inc()
         if log_failures:
             _log_failure(log, failure, retry_hint)
+    for waiting in result.waiting:
+        _log_waiting(log, waiting)
     for push in result.pushes:
         metrics.git_pushes.labels(result=push.result).inc()
     for check in result.verifications:
@@ -53,6 +56,12 @@ def report(result: CycleResult, metrics: Metrics, log: logging.Logger = RECONCIL
 def _log_failure(log: logging.Logger, failure: Failure, retry_hint: str) -> None:
     log.error("%s; will retry %s", failure.message.rstrip("."), retry_hint,
               extra={"app": failure.app, "env": failure.env, "image": failure.image})
+
+
+def _log_waiting(log: logging.Logger, waiting: Waiting) -> None:
+    log.info("%s/%s waits for tag %s: it does not exist yet (nothing promoted there so far); "
+             "nothing is written until it does", waiting.app, waiting.env, waiting.tag,
+             extra={"app": waiting.app, "env": waiting.env, "image": waiting.image})
 
 
 def _committed(log: logging.Logger, metrics: Metrics, change: Change) -> None:

@@ -87,7 +87,8 @@ def test_missing_repository_and_missing_tag_fail_clearly_without_writing(
     assert problems == []
     result = asyncio.run(run_once(settings(moto_server, tmp_path), apps))
     failures = {(f.app, f.env): f.message for f in result.failures}
-    assert "tag prod not found" in failures[("application-x", "prod")]
+    assert ("application-x", "prod") not in failures  # no prod tag yet: waiting, not failing
+    assert [(w.app, w.env) for w in result.waiting] == [("application-x", "prod")]
     assert "team/does-not-exist" in failures[("missing-repo", "dev")]
     assert [c.env for c in result.changes] == ["dev"]
     assert deploy.show("master", "application-x/values-prod.yaml").decode() == \

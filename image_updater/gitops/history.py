@@ -40,7 +40,6 @@ from image_updater.errors import ConfigError, GitError, truncate
 from image_updater.gitops.stderr import output_of
 from image_updater.model import App, Environment
 
-HOLDS_FILE = ".image-updater/holds.yaml"
 TRAILER_PREFIX = "Image-Updater-"
 
 Action = Literal["update", "promote", "rollback", "hold", "release", "pull-request",
@@ -110,11 +109,13 @@ class _Watch:
 
 
 def read_history(path: Path | str, head: str, app: App, env: str | None = None, *,
-                 limit: int | None = None) -> list[HistoryEntry]:
+                 limit: int | None = None, holds_file: str | None = None
+                 ) -> list[HistoryEntry]:
     """The changes of ``app`` (only ``env`` when given) at ``head`` of the clone at ``path``,
-    newest first; at most ``limit`` (None: all of them)."""
+    newest first; at most ``limit`` (None: all of them). Commits to ``holds_file`` are read
+    too, for holds and releases (their trailers say which environment)."""
     watches = _watches(app, env)
-    files = sorted({w.env.file for w in watches} | {HOLDS_FILE})
+    files = _files(watches, holds_file)
     entries: list[HistoryEntry] = []
     with _git_log(Path(path), head, files) as lines:
         for commit in _commits(lines):
@@ -122,6 +123,26 @@ def read_history(path: Path | str, head: str, app: App, env: str | None = None, 
             if limit is not None and len(entries) >= limit:
                 return entries[:limit]
     return entries
+
+
+def newest_per_env(path: Path | str, head: str, app: App) -> dict[str, HistoryEntry]:
+    """Each environment's newest change of its digest (how the digest it holds got there);
+    the one git process stops as soon as every environment has one."""
+    watches = _watches(app, None)
+    files = _files(watches, None)
+    newest: dict[str, HistoryEntry] = {}
+    with _git_log(Path(path), head, files) as lines:
+        for commit in _commits(lines):
+            for entry in _classify(commit, app, watches):
+                if entry.action not in ("hold", "release"):  # they move no digest
+                    newest.setdefault(entry.env, entry)
+            if len(newest) == len(watches):
+                break
+    return newest
+
+
+def _files(watches: list[_Watch], holds_file: str | None) -> list[str]:
+    return sorted({w.env.file for w in watches} | ({holds_file} if holds_file else set()))
 
 
 def _watches(app: App, env: str | None) -> list[_Watch]:

@@ -29,7 +29,8 @@ def dispatch(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     """
     handler: Callable[[argparse.Namespace, SecretRegistry], ExitCode] = {
         "once": cmd_once, "validate": cmd_validate, "check": cmd_check, "run": cmd_run,
-        "retag": cmd_retag, "promote": cmd_promote,
+        "retag": cmd_retag, "promote": cmd_promote, "status": cmd_status,
+        "history": cmd_history,
     }[args.command]
     return handler(args, secrets)
 
@@ -327,3 +328,72 @@ def _report(run: Callable[[], Coroutine[Any, Any, RetagResult]], secrets: Secret
         return exit_code_for(exc)
     print(result.line())
     return ExitCode.OK
+
+
+def cmd_status(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    from image_updater.config.policies import load_policies
+    from image_updater.engine.status import StatusDeps, gather, status_table
+    from image_updater.wiring.runtime import Runtime
+
+    settings = _settings(args)
+    _start_logging(settings, secrets)
+    apps = load_policies(_policy_paths(args), max_file_bytes=settings.limits.policy_file_bytes)
+    apps = _only(apps, [args.app]) if args.app else list(apps)
+    if args.env:  # the apps that have it; the error names the first app when none has
+        having = [a for a in apps if args.env in {e.name for e in a.environments}]
+        apps = [_with_env(a, args.env) for a in having or apps[:1]]
+
+    async def run() -> list[Any]:
+        runtime = Runtime(settings, secrets=secrets)
+        try:
+            return await gather(apps, StatusDeps(
+                registry_for=runtime.registry_for, repo_for=runtime.repo_for,
+                approvals_for=runtime.approvals_for,
+                values_file_bytes=settings.limits.values_file_bytes))
+        finally:
+            await runtime.aclose()
+
+    rows = asyncio.run(run())
+    _print_rows(args.format, rows, status_table, secrets)
+    return ExitCode.OK
+
+
+def cmd_history(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    from image_updater.config.policies import load_policies
+    from image_updater.engine.status import history_of, history_table
+    from image_updater.wiring.runtime import Runtime
+
+    settings = _settings(args)
+    _start_logging(settings, secrets)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be a positive number of changes, not {args.limit}.")
+    apps = load_policies(_policy_paths(args), max_file_bytes=settings.limits.policy_file_bytes)
+    (app,) = _only(apps, [args.app])
+    if args.env:
+        _with_env(app, args.env)
+    entries = history_of(app, args.env, Runtime(settings, secrets=secrets).repo_for(app.git),
+                         limit=args.limit)
+    _print_rows(args.format, entries, history_table, secrets)
+    return ExitCode.OK
+
+
+def _with_env(app: App, env: str) -> App:
+    """``app`` with only environment ``env``; a clear error when it has none of that name."""
+    from dataclasses import replace
+
+    names = [e.name for e in app.environments]
+    if env not in names:
+        raise ConfigError(f"App {app.name} has no environment {env!r}; its environments are "
+                          f"{', '.join(names)} (see {app.source or 'its policy'}).")
+    return replace(app, environments=(app.env(env),))
+
+
+def _print_rows(fmt: str, rows: Sequence[Any], table: Callable[[Any], str],
+                secrets: SecretRegistry) -> None:
+    """JSON (one stable document, see README) or a table; masked like every output."""
+    if fmt == "json":
+        import json
+
+        print(scrub(json.dumps([r.as_json() for r in rows], indent=2), secrets))
+    else:
+        print(scrub(table(rows), secrets))

@@ -27,7 +27,7 @@ from image_updater.engine.approval import Approvals, branch_name
 from image_updater.engine.plan import read_current
 from image_updater.engine.resolve import Resolution, Resolved, resolve
 from image_updater.errors import ImageUpdaterError, ValuesError
-from image_updater.gitops.history import HistoryEntry, newest_per_env
+from image_updater.gitops.history import HistoryEntry, newest_per_env, read_history
 from image_updater.gitops.repo import DeployRepo
 from image_updater.model import DEFAULT_FILE_BYTES, App, Environment, GitTarget
 from image_updater.registry.base import Registry
@@ -179,3 +179,67 @@ def _open_pull_request(app: App, env: Environment, repo: DeployRepo, deps: Statu
         exists = behind and repo.remote_branch_sha(branch) is not None
         return f"branch {branch}" if exists else None
     return next((p.url for p in approvals.forge.find(branch) if p.state == "open"), None)
+
+
+def history_of(app: App, env: str | None, repo: DeployRepo, *, limit: int | None = None
+               ) -> list[HistoryEntry]:
+    """``image-updater history``: the app's changes on the deploy branch, newest first."""
+    with repo.locked("the history read"):
+        head = repo.sync()
+        return read_history(repo.path, head, app, env, limit=limit, holds_file=HOLDS_FILE)
+
+
+# ---- rendering: a table that fits a terminal (100 columns) ---------------------------------
+
+def status_table(rows: Sequence[EnvStatus]) -> str:
+    lines = [_cells(("APP/ENV", 24), ("STATE", 17), ("GIT", 16), ("SINCE", 16), ("HOW", 23))]
+    for r in rows:
+        lines.append(_cells((f"{r.app}/{r.env}", 24), (r.state, 17), (_short(r.git_digest), 16),
+                            (_when(r.since), 16), (r.how or "", 23)))
+        lines += [f"  {detail}" for detail in _details(r)]
+    return "\n".join(lines)
+
+
+def _details(r: EnvStatus) -> list[str]:
+    out = []
+    if r.hold is not None:
+        out.append(f"{r.hold.kind} by {r.hold.by} since {r.hold.since}: {r.hold.reason}")
+    if r.pull_request:
+        out.append(f"pull request: {r.pull_request}")
+    if r.state == "waiting":
+        out.append(f"tag {r.wanted_tag or '?'} does not exist yet (nothing promoted here)")
+    elif r.wanted_digest and r.wanted_digest != r.git_digest:
+        out.append(f"tag {r.wanted_tag} now: {_short(r.wanted_digest)}")
+    if r.error:
+        out.append(f"error: {r.error}")
+    return out
+
+
+def history_table(entries: Sequence[HistoryEntry]) -> str:
+    lines = [_cells(("WHEN", 16), ("ENV", 10), ("CHANGE", 35), ("HOW", 24), ("COMMIT", 8))]
+    for e in entries:
+        change = f"{_hex(e.old_digest)} → {_hex(e.new_digest)}"
+        if e.new_tag and e.new_tag != e.env:
+            change += f" ({e.new_tag})"
+        if e.action in ("hold", "release") and not e.new_digest:
+            change = "-"
+        lines.append(_cells((_when(e.when), 16), (e.env, 10), (change, 35), (e.how, 24),
+                            (e.commit[:8], 8)))
+    return "\n".join(lines)
+
+
+def _cells(*cells: tuple[str, int]) -> str:
+    return " ".join(text[:width - 1] + "…" if len(text) > width else text.ljust(width)
+                    for text, width in cells).rstrip()
+
+
+def _short(digest: str | None) -> str:
+    return f"sha256:{_hex(digest)}" if digest else "-"
+
+
+def _hex(digest: str | None) -> str:
+    return digest.partition(":")[2][:8] if digest else "(none)"
+
+
+def _when(iso: str | None) -> str:
+    return iso.replace("T", " ")[:16] if iso else "-"

@@ -192,10 +192,10 @@ def history_of(app: App, env: str | None, repo: DeployRepo, *, limit: int | None
 # ---- rendering: a table that fits a terminal (100 columns) ---------------------------------
 
 def status_table(rows: Sequence[EnvStatus]) -> str:
-    lines = [_cells(("APP/ENV", 24), ("STATE", 17), ("GIT", 16), ("SINCE", 16), ("HOW", 23))]
+    lines = [_cells(("APP/ENV", 24), ("STATE", 17), ("GIT", 8), ("SINCE", 16), ("HOW", 31))]
     for r in rows:
-        lines.append(_cells((f"{r.app}/{r.env}", 24), (r.state, 17), (_short(r.git_digest), 16),
-                            (_when(r.since), 16), (r.how or "", 23)))
+        lines.append(_cells((f"{r.app}/{r.env}", 24), (r.state, 17), (_hex(r.git_digest), 8),
+                            (_when(r.since), 16), (r.how or "", 31)))
         lines += [f"  {detail}" for detail in _details(r)]
     return "\n".join(lines)
 
@@ -216,15 +216,15 @@ def _details(r: EnvStatus) -> list[str]:
 
 
 def history_table(entries: Sequence[HistoryEntry]) -> str:
-    lines = [_cells(("WHEN", 16), ("ENV", 10), ("CHANGE", 35), ("HOW", 24), ("COMMIT", 8))]
+    lines = [_cells(("WHEN", 16), ("ENV", 10), ("CHANGE", 29), ("COMMIT", 8), ("HOW", 33))]
     for e in entries:
         change = f"{_hex(e.old_digest)} → {_hex(e.new_digest)}"
         if e.new_tag and e.new_tag != e.env:
             change += f" ({e.new_tag})"
         if e.action in ("hold", "release") and not e.new_digest:
             change = "-"
-        lines.append(_cells((_when(e.when), 16), (e.env, 10), (change, 35), (e.how, 24),
-                            (e.commit[:8], 8)))
+        lines.append(_cells((_when(e.when), 16), (e.env, 10), (change, 29), (e.commit[:8], 8),
+                            (e.how, 33)))
     return "\n".join(lines)
 
 

@@ -75,9 +75,9 @@ class HistoryEntry:
 
     @property
     def how(self) -> str:
-        """A few words for people: "update (poll)", "pull request merged by alice"."""
+        """A few words for people: "update (poll)", "PR merged by Alice"."""
         if self.action == "pull-request":
-            return f"pull request merged by {self.by.split(' <')[0]}"
+            return f"PR merged by {self.by.split(' <')[0]}"
         if self.action == "hand-edit":
             return f"hand edit by {self.by.split(' <')[0]}"
         return f"{self.action} ({self.source})" if self.source else self.action

@@ -30,14 +30,15 @@ def report(result: CycleResult, metrics: Metrics, log: logging.Logger = RECONCIL
     """Log and count everything ``result`` holds.
 
     ``retry_hint`` ends each failure's log line ("will retry in 120 s (next cycle)").
-    ``log_failures=False`` counts failures without logging them, for a caller that prints
-    them itself (``image-updater once``), so that each failure is shown once.
+    ``log_failures=False`` counts failures without logging them (nor the environments
+    waiting for their tag), for a caller that prints them itself (``image-updater once``),
+    so that each is shown once.
     """
     for failure in result.failures:
         metrics.errors.labels(app=failure.app, env=failure.env, reason=failure.reason).inc()
         if log_failures:
             _log_failure(log, failure, retry_hint)
-    for waiting in result.waiting:
+    for waiting in result.waiting if log_failures else ():
         _log_waiting(log, waiting)
     for push in result.pushes:
         metrics.git_pushes.labels(result=push.result).inc()

@@ -147,7 +147,7 @@ def test_a_merged_pull_request_is_attributed_to_its_merger(tmp_path: Path) -> No
     (entry, created) = read_history(deploy.path, "master", load_app(deploy), "prod")
     assert (entry.action, entry.by, entry.old_digest, entry.new_digest) == (
         "pull-request", "Release Manager <rm@example.com>", OLD_DIGEST, new)
-    assert entry.how == "pull request merged by Release Manager"
+    assert entry.how == "PR merged by Release Manager"
     assert created.action == "hand-edit" and created.old_digest is None
 
 

@@ -15,14 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from image_updater.changes import (
-    Change,
-    CycleResult,
-    Deployed,
-    Failure,
-    PushAttempt,
-    Waiting,
-)
+from image_updater.changes import Change, CycleResult, Deployed, Failure, PushAttempt, Waiting
 from image_updater.engine.approval import Approvals
 from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolution, Resolved, group_by_repository, resolve

@@ -46,6 +46,18 @@ class Failure:
     image: str = ""   # the app's image, for the log line's context
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """An environment whose followed tag does not exist yet: nothing was promoted there so
+    far. The normal state of a new app's staging and prod; reported, never counted as an
+    error."""
+
+    app: str
+    env: str
+    tag: str
+    image: str = ""
+
+
 PushOutcome = Literal["ok", "rejected_retried", "failed"]
 
 
@@ -104,6 +116,7 @@ class CycleResult:
     #: changes committed or proposed (or, in a dry run, that would be)
     changes: list[Change] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)           # tag not there yet
     unchanged: list[tuple[str, str]] = field(default_factory=list)  # (app, env) already current
     commits: list[str] = field(default_factory=list)                # shas pushed
     #: (app, env) -> URL of the pull request open for it after the cycle

@@ -90,7 +90,25 @@ def build_parser() -> argparse.ArgumentParser:
     pro.add_argument("--from-git", action="store_true",
                      help="no tested digest: promote whatever git says --from runs now "
                           "(for people promoting by hand, never for jobs)")
+    _status_commands(sub)
     return parser
+
+
+def _status_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sta = sub.add_parser("status", help="what runs where, since when, and its state")
+    _common(sta)
+    _policies(sta)
+    sta.add_argument("app", nargs="?", help="only this app (default: every app)")
+    sta.add_argument("--env", help="only this environment")
+    sta.add_argument("--format", choices=("table", "json"), default="table")
+
+    his = sub.add_parser("history", help="every change of an app's environments, from git")
+    _common(his)
+    _policies(his)
+    his.add_argument("app", help="app name")
+    his.add_argument("env", nargs="?", help="only this environment")
+    his.add_argument("--limit", type=int, metavar="N", help="newest N changes (default: all)")
+    his.add_argument("--format", choices=("table", "json"), default="table")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,7 +29,8 @@ def dispatch(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     """
     handler: Callable[[argparse.Namespace, SecretRegistry], ExitCode] = {
         "once": cmd_once, "validate": cmd_validate, "check": cmd_check, "run": cmd_run,
-        "retag": cmd_retag, "promote": cmd_promote,
+        "retag": cmd_retag, "promote": cmd_promote, "status": cmd_status,
+        "history": cmd_history,
     }[args.command]
     return handler(args, secrets)
 
@@ -98,7 +99,9 @@ def cmd_once(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     dry_run = args.dry_run or settings.dry_run
     result = asyncio.run(run_once(settings, apps, dry_run=dry_run, secrets=secrets))
     print_result(result, dry_run=dry_run, secrets=secrets)
-    return once_exit_code(result.failures, len(result.changes) + len(result.unchanged))
+    # waiting environments are the normal state of a new app, not failures
+    return once_exit_code(result.failures,
+                          len(result.changes) + len(result.unchanged) + len(result.waiting))
 
 
 def _only(apps: Sequence[App], names: Sequence[str]) -> list[App]:
@@ -146,6 +149,9 @@ def print_result(result: CycleResult, *, dry_run: bool, secrets: SecretRegistry,
         print(f"pushed commit {sha}", file=out)
     for url in result.pull_requests.values():
         print(f"pull request: {url}", file=out)
+    for w in result.waiting:
+        print(f"waiting {w.app}/{w.env}: tag {w.tag} does not exist yet (nothing promoted "
+              "there so far)", file=out)
     for f in result.failures:
         print(scrub(f"FAILED {f.app}/{f.env}: {f.message}", secrets), file=out)
     if not result.changes and not result.failures:
@@ -322,3 +328,72 @@ def _report(run: Callable[[], Coroutine[Any, Any, RetagResult]], secrets: Secret
         return exit_code_for(exc)
     print(result.line())
     return ExitCode.OK
+
+
+def cmd_status(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    from image_updater.config.policies import load_policies
+    from image_updater.engine.status import StatusDeps, gather, status_table
+    from image_updater.wiring.runtime import Runtime
+
+    settings = _settings(args)
+    _start_logging(settings, secrets)
+    apps = load_policies(_policy_paths(args), max_file_bytes=settings.limits.policy_file_bytes)
+    apps = _only(apps, [args.app]) if args.app else list(apps)
+    if args.env:  # the apps that have it; the error names the first app when none has
+        having = [a for a in apps if args.env in {e.name for e in a.environments}]
+        apps = [_with_env(a, args.env) for a in having or apps[:1]]
+
+    async def run() -> list[Any]:
+        runtime = Runtime(settings, secrets=secrets)
+        try:
+            return await gather(apps, StatusDeps(
+                registry_for=runtime.registry_for, repo_for=runtime.repo_for,
+                approvals_for=runtime.approvals_for,
+                values_file_bytes=settings.limits.values_file_bytes))
+        finally:
+            await runtime.aclose()
+
+    rows = asyncio.run(run())
+    _print_rows(args.format, rows, status_table, secrets)
+    return ExitCode.OK
+
+
+def cmd_history(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    from image_updater.config.policies import load_policies
+    from image_updater.engine.status import history_of, history_table
+    from image_updater.wiring.runtime import Runtime
+
+    settings = _settings(args)
+    _start_logging(settings, secrets)
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be a positive number of changes, not {args.limit}.")
+    apps = load_policies(_policy_paths(args), max_file_bytes=settings.limits.policy_file_bytes)
+    (app,) = _only(apps, [args.app])
+    if args.env:
+        _with_env(app, args.env)
+    entries = history_of(app, args.env, Runtime(settings, secrets=secrets).repo_for(app.git),
+                         limit=args.limit)
+    _print_rows(args.format, entries, history_table, secrets)
+    return ExitCode.OK
+
+
+def _with_env(app: App, env: str) -> App:
+    """``app`` with only environment ``env``; a clear error when it has none of that name."""
+    from dataclasses import replace
+
+    names = [e.name for e in app.environments]
+    if env not in names:
+        raise ConfigError(f"App {app.name} has no environment {env!r}; its environments are "
+                          f"{', '.join(names)} (see {app.source or 'its policy'}).")
+    return replace(app, environments=(app.env(env),))
+
+
+def _print_rows(fmt: str, rows: Sequence[Any], table: Callable[[Any], str],
+                secrets: SecretRegistry) -> None:
+    """JSON (one stable document, see README) or a table; masked like every output."""
+    if fmt == "json":
+        import json
+
+        print(scrub(json.dumps([r.as_json() for r in rows], indent=2), secrets))
+    else:
+        print(scrub(table(rows), secrets))

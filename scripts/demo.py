@@ -129,7 +129,7 @@ def main() -> int:
         print(f"{APP}:dev -> {d1}")
         updater("once", "--policies", str(work / "policies"), work=work)
         print("(:staging and :prod do not exist until something is promoted to them: those "
-              "environments are reported and left untouched, dev is committed)")
+              "environments are waiting, which is no failure; dev is committed)")
         say("the commit image-updater pushed to master (Argo CD deploys dev from it)")
         show_last_commit(bare)
 
@@ -170,6 +170,11 @@ def main() -> int:
         print(f"values-prod.yaml now holds {deployed_digest(bare, 'prod')}")
         say("the next cycle finds prod at the digest and does nothing for it")
         updater("once", "--policies", policies, work=work)
+
+        say("what runs where, since when, and how it got there")
+        updater("status", "--policies", policies, work=work)
+        say("what ran: every change of the app's environments, from git alone")
+        updater("history", APP, "--policies", policies, work=work)
     shutil.rmtree(work, ignore_errors=True)
     say("demo finished")
     return 0

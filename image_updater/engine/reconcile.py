@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from image_updater.changes import Change, CycleResult, Deployed, Failure, PushAttempt
+from image_updater.changes import Change, CycleResult, Deployed, Failure, PushAttempt, Waiting
 from image_updater.engine.approval import Approvals
 from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolution, Resolved, group_by_repository, resolve
@@ -124,6 +124,9 @@ def _record_resolution_errors(apps: Sequence[App], resolution: Resolution,
     for (app_name, env_name), exc in resolution.errors.items():
         app = by_name[app_name]
         _fail(result, app, app.env(env_name), exc)
+    for (app_name, env_name), tag in resolution.waiting.items():
+        result.waiting.append(Waiting(app=app_name, env=env_name, tag=tag,
+                                      image=by_name[app_name].image))
 
 
 def _fail(result: CycleResult, app: App, env: Environment, exc: ImageUpdaterError) -> None:

@@ -47,6 +47,9 @@ class Resolved:
 class Resolution:
     resolved: dict[tuple[str, str], Resolved] = field(default_factory=dict)
     errors: dict[tuple[str, str], ImageUpdaterError] = field(default_factory=dict)
+    #: environments whose followed tag does not exist yet (nothing promoted there so far):
+    #: the normal state of a new app's later environments, not a failure. Value: the tag.
+    waiting: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass
@@ -98,6 +101,10 @@ async def _resolve_members(group: _Group, registry: Registry, out: Resolution) -
     for app, env in group.members:
         key = (app.name, env.name)
         if key in out.errors:
+            continue
+        absent = _absent_tag(env, digests, failed)
+        if absent is not None:
+            out.waiting[key] = absent
             continue
         try:
             out.resolved[key] = await _one(group, registry, env, digests, failed,
@@ -178,6 +185,16 @@ async def _one(group: _Group, registry: Registry, env: Environment, digests: dic
     if env.strategy.platform:
         digest = await _platform_digest(registry, group.repository, digest, env.strategy.platform)
     return Resolved(tag=tag, digest=digest, reason=reason.replace("{digest}", digest[:19] + "…"))
+
+
+def _absent_tag(env: Environment, digests: dict[str, str], failed: dict[str, Exception]
+                ) -> str | None:
+    """The tag a ``digest`` environment follows, when the registry answered that it does not
+    exist (a missing repository or an auth failure raise instead, and count as failures)."""
+    if env.strategy.kind != "digest":
+        return None
+    tag = env.strategy.tag or env.name
+    return tag if tag not in digests and tag not in failed else None
 
 
 def _as_error(exc: Exception, where: str) -> ImageUpdaterError:

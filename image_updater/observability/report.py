@@ -15,6 +15,7 @@ from image_updater.changes import (
     Deployed,
     Failure,
     PullRequestAction,
+    Waiting,
 )
 from image_updater.observability.metrics import Metrics
 
@@ -29,13 +30,16 @@ def report(result: CycleResult, metrics: Metrics, log: logging.Logger = RECONCIL
     """Log and count everything ``result`` holds.
 
     ``retry_hint`` ends each failure's log line ("will retry in 120 s (next cycle)").
-    ``log_failures=False`` counts failures without logging them, for a caller that prints
-    them itself (``image-updater once``), so that each failure is shown once.
+    ``log_failures=False`` counts failures without logging them (nor the environments
+    waiting for their tag), for a caller that prints them itself (``image-updater once``),
+    so that each is shown once.
     """
     for failure in result.failures:
         metrics.errors.labels(app=failure.app, env=failure.env, reason=failure.reason).inc()
         if log_failures:
             _log_failure(log, failure, retry_hint)
+    for waiting in result.waiting if log_failures else ():
+        _log_waiting(log, waiting)
     for push in result.pushes:
         metrics.git_pushes.labels(result=push.result).inc()
     for check in result.verifications:
@@ -53,6 +57,12 @@ def report(result: CycleResult, metrics: Metrics, log: logging.Logger = RECONCIL
 def _log_failure(log: logging.Logger, failure: Failure, retry_hint: str) -> None:
     log.error("%s; will retry %s", failure.message.rstrip("."), retry_hint,
               extra={"app": failure.app, "env": failure.env, "image": failure.image})
+
+
+def _log_waiting(log: logging.Logger, waiting: Waiting) -> None:
+    log.info("%s/%s waits for tag %s: it does not exist yet (nothing promoted there so far); "
+             "nothing is written until it does", waiting.app, waiting.env, waiting.tag,
+             extra={"app": waiting.app, "env": waiting.env, "image": waiting.image})
 
 
 def _committed(log: logging.Logger, metrics: Metrics, change: Change) -> None:

@@ -87,7 +87,8 @@ def test_missing_repository_and_missing_tag_fail_clearly_without_writing(
     assert problems == []
     result = asyncio.run(run_once(settings(moto_server, tmp_path), apps))
     failures = {(f.app, f.env): f.message for f in result.failures}
-    assert "tag prod not found" in failures[("application-x", "prod")]
+    assert ("application-x", "prod") not in failures  # no prod tag yet: waiting, not failing
+    assert [(w.app, w.env) for w in result.waiting] == [("application-x", "prod")]
     assert "team/does-not-exist" in failures[("missing-repo", "dev")]
     assert [c.env for c in result.changes] == ["dev"]
     assert deploy.show("master", "application-x/values-prod.yaml").decode() == \
@@ -111,7 +112,7 @@ def test_promote_on_ecr_moves_the_tested_digest(
     config.write_text(json.dumps({"cache_dir": str(tmp_path / "cache"), "registries": [
         {"host": ECR_HOST, "ecr": {"endpoint_url": moto_server.url}}]}))
     args = ["--config", str(config), "--policies", str(policies)]
-    assert main(["once", *args]) == 7  # staging and prod tags do not exist yet
+    assert main(["once", *args]) == 0  # staging and prod tags do not exist yet: waiting
     push(ecr, repository, "dev", seed="untested")  # CI moves on while tests run
     assert main(["promote", "application-x", "--from", "dev", "--to", "staging",
                  "--digest", tested, *args]) == 0

@@ -1,0 +1,245 @@
+"""What runs where, since when, and why: one status per app environment.
+
+:func:`derive` is pure: it decides the state from what git holds, the environment's newest
+change (from history), its hold, its open pull request, the registry's answer now and this
+run's error. :func:`gather` asks git, the forge and the registry once each and calls it.
+
+States, first match wins (a person's decision outranks everything the tools observe):
+
+``held`` / ``rolled-back``  a hold in ``.image-updater/holds.yaml``; nothing is written
+``awaiting-approval``       an open pull request (or its branch, without a forge) waits
+``failing``                 the registry or git failed in this run (the error is shown)
+``waiting``                 the followed tag does not exist yet: nothing promoted so far
+``in-sync``                 git holds the digest the policy chooses now
+``drifted``                 git was edited by hand to another digest, and no hold explains it
+``pending``                 the registry moved; the next cycle writes it
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from image_updater.config.holds import HOLDS_FILE, Hold, Holds, parse_holds
+from image_updater.engine.approval import Approvals, branch_name
+from image_updater.engine.plan import read_current
+from image_updater.engine.resolve import Resolution, Resolved, resolve
+from image_updater.errors import ImageUpdaterError, ValuesError
+from image_updater.gitops.history import HistoryEntry, newest_per_env, read_history
+from image_updater.gitops.repo import DeployRepo
+from image_updater.model import DEFAULT_FILE_BYTES, App, Environment, GitTarget
+from image_updater.registry.base import Registry
+
+State = Literal["in-sync", "pending", "awaiting-approval", "held", "rolled-back", "drifted",
+                "waiting", "failing"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvStatus:
+    """One row of ``status``. Its fields are the ``status --format json`` schema."""
+
+    app: str
+    env: str
+    state: State
+    git_digest: str | None          # what the values file holds
+    git_tag: str | None             # the tag (or version) it came from, where written
+    commit: str | None = None       # the commit that put it there, and when, by whom, how
+    since: str | None = None
+    by: str | None = None
+    how: str | None = None
+    wanted_digest: str | None = None  # what the tag (or policy choice) resolves to now
+    wanted_tag: str | None = None
+    pull_request: str | None = None   # awaiting-approval: its URL (or branch)
+    hold: Hold | None = None
+    error: str | None = None          # failing: this run's error
+
+    def as_json(self) -> dict[str, object]:
+        hold = None if self.hold is None else {
+            "kind": self.hold.kind, "by": self.hold.by, "reason": self.hold.reason,
+            "since": self.hold.since, "digest": self.hold.digest}
+        return {"app": self.app, "env": self.env, "state": self.state,
+                "git": {"digest": self.git_digest, "tag": self.git_tag, "commit": self.commit,
+                        "since": self.since, "by": self.by, "how": self.how},
+                "wanted": {"digest": self.wanted_digest, "tag": self.wanted_tag},
+                "pull_request": self.pull_request, "hold": hold, "error": self.error}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observed:
+    """Everything :func:`derive` needs about one environment."""
+
+    git_digest: str | None
+    git_tag: str | None
+    newest: HistoryEntry | None = None
+    hold: Hold | None = None
+    pull_request: str | None = None
+    resolved: Resolved | None = None
+    waiting_for: str | None = None   # the absent tag
+    error: str | None = None
+
+
+def derive(app: str, env: str, seen: Observed) -> EnvStatus:
+    """The state of one environment (pure)."""
+    newest = seen.newest
+    row = EnvStatus(
+        app=app, env=env, state=_state(seen), git_digest=seen.git_digest, git_tag=seen.git_tag,
+        commit=newest.commit if newest else None, since=newest.when if newest else None,
+        by=newest.by if newest else None, how=newest.how if newest else None,
+        wanted_digest=seen.resolved.digest if seen.resolved else None,
+        wanted_tag=seen.resolved.tag if seen.resolved else seen.waiting_for,
+        pull_request=seen.pull_request, hold=seen.hold, error=seen.error)
+    return row
+
+
+def _state(seen: Observed) -> State:
+    if seen.hold is not None:
+        return "rolled-back" if seen.hold.kind == "rollback" else "held"
+    if seen.pull_request is not None:
+        return "awaiting-approval"
+    if seen.error is not None:
+        return "failing"
+    if seen.waiting_for is not None or seen.resolved is None:
+        return "waiting"
+    if seen.resolved.digest == seen.git_digest:
+        return "in-sync"
+    newest = seen.newest
+    # a person changed the digest (not the first commit that created the file)
+    hand_edited = (newest is not None and newest.action == "hand-edit"
+                   and newest.old_digest is not None and newest.new_digest == seen.git_digest)
+    return "drifted" if hand_edited else "pending"
+
+
+# ---- gathering (I/O) -----------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class StatusDeps:
+    registry_for: Callable[[str], Registry]
+    repo_for: Callable[[GitTarget], DeployRepo]
+    approvals_for: Callable[[GitTarget, DeployRepo], Approvals | None]
+    values_file_bytes: int = DEFAULT_FILE_BYTES
+
+
+async def gather(apps: Sequence[App], deps: StatusDeps) -> list[EnvStatus]:
+    """The status of every environment of ``apps``, in policy order. Writes nothing."""
+    resolution = await resolve(apps, deps.registry_for)
+    rows: list[EnvStatus] = []
+    for app in apps:
+        rows += await asyncio.to_thread(_app_status, app, resolution, deps)
+    return rows
+
+
+def _app_status(app: App, resolution: Resolution, deps: StatusDeps) -> list[EnvStatus]:
+    repo = deps.repo_for(app.git)
+    try:
+        with repo.locked("the status read"):
+            head = repo.sync()
+            holds = parse_holds(repo.read(HOLDS_FILE))
+            newest = newest_per_env(repo.path, head, app)
+            return [_env_status(app, env, repo, holds, newest.get(env.name), resolution, deps)
+                    for env in app.environments]
+    except ImageUpdaterError as exc:  # git itself failed: every environment is failing
+        return [EnvStatus(app=app.name, env=e.name, state="failing", git_digest=None,
+                          git_tag=None, error=str(exc)) for e in app.environments]
+
+
+def _env_status(app: App, env: Environment, repo: DeployRepo, holds: Holds,
+                newest: HistoryEntry | None, resolution: Resolution, deps: StatusDeps
+                ) -> EnvStatus:
+    key = (app.name, env.name)
+    error = resolution.errors.get(key)
+    tag = digest = None
+    try:
+        text = repo.read(env.file)
+        if text is None:
+            raise ValuesError(f"{env.file} does not exist in {repo.shown_url}; create it or "
+                              f"fix the file of environment {env.name} in the policy.")
+        current = read_current(env, text, max_bytes=deps.values_file_bytes)
+        tag, digest = current.tag, current.digest
+        resolved = resolution.resolved.get(key)
+        behind = resolved is not None and resolved.digest != digest
+        pr = _open_pull_request(app, env, repo, deps, behind) if env.approval != "none" \
+            else None
+    except ImageUpdaterError as exc:
+        error, pr = error or exc, None
+    return derive(app.name, env.name, Observed(
+        git_digest=digest, git_tag=tag, newest=newest, hold=holds.get(app.name, env.name),
+        pull_request=pr, resolved=resolution.resolved.get(key),
+        waiting_for=resolution.waiting.get(key), error=str(error) if error else None))
+
+
+def _open_pull_request(app: App, env: Environment, repo: DeployRepo, deps: StatusDeps,
+                       behind: bool) -> str | None:
+    """The URL of the environment's open pull request. Without a forge: its branch, when it
+    exists on the remote and git is ``behind`` the registry (a merged branch may stay)."""
+    branch = branch_name(app, env)
+    approvals = deps.approvals_for(app.git, repo)
+    if approvals is None:
+        exists = behind and repo.remote_branch_sha(branch) is not None
+        return f"branch {branch}" if exists else None
+    return next((p.url for p in approvals.forge.find(branch) if p.state == "open"), None)
+
+
+def history_of(app: App, env: str | None, repo: DeployRepo, *, limit: int | None = None
+               ) -> list[HistoryEntry]:
+    """``image-updater history``: the app's changes on the deploy branch, newest first."""
+    with repo.locked("the history read"):
+        head = repo.sync()
+        return read_history(repo.path, head, app, env, limit=limit, holds_file=HOLDS_FILE)
+
+
+# ---- rendering: a table that fits a terminal (100 columns) ---------------------------------
+
+def status_table(rows: Sequence[EnvStatus]) -> str:
+    lines = [_cells(("APP/ENV", 24), ("STATE", 17), ("GIT", 8), ("SINCE", 16), ("HOW", 31))]
+    for r in rows:
+        lines.append(_cells((f"{r.app}/{r.env}", 24), (r.state, 17), (_hex(r.git_digest), 8),
+                            (_when(r.since), 16), (r.how or "", 31)))
+        lines += [f"  {detail}" for detail in _details(r)]
+    return "\n".join(lines)
+
+
+def _details(r: EnvStatus) -> list[str]:
+    out = []
+    if r.hold is not None:
+        out.append(f"{r.hold.kind} by {r.hold.by} since {r.hold.since}: {r.hold.reason}")
+    if r.pull_request:
+        out.append(f"pull request: {r.pull_request}")
+    if r.state == "waiting":
+        out.append(f"tag {r.wanted_tag or '?'} does not exist yet (nothing promoted here)")
+    elif r.wanted_digest and r.wanted_digest != r.git_digest:
+        out.append(f"tag {r.wanted_tag} now: {_short(r.wanted_digest)}")
+    if r.error:
+        out.append(f"error: {r.error}")
+    return out
+
+
+def history_table(entries: Sequence[HistoryEntry]) -> str:
+    lines = [_cells(("WHEN", 16), ("ENV", 10), ("CHANGE", 29), ("COMMIT", 8), ("HOW", 33))]
+    for e in entries:
+        change = f"{_hex(e.old_digest)} → {_hex(e.new_digest)}"
+        if e.new_tag and e.new_tag != e.env:
+            change += f" ({e.new_tag})"
+        if e.action in ("hold", "release") and not e.new_digest:
+            change = "-"
+        lines.append(_cells((_when(e.when), 16), (e.env, 10), (change, 29), (e.commit[:8], 8),
+                            (e.how, 33)))
+    return "\n".join(lines)
+
+
+def _cells(*cells: tuple[str, int]) -> str:
+    return " ".join(text[:width - 1] + "…" if len(text) > width else text.ljust(width)
+                    for text, width in cells).rstrip()
+
+
+def _short(digest: str | None) -> str:
+    return f"sha256:{_hex(digest)}" if digest else "-"
+
+
+def _hex(digest: str | None) -> str:
+    return digest.partition(":")[2][:8] if digest else "(none)"
+
+
+def _when(iso: str | None) -> str:
+    return iso.replace("T", " ")[:16] if iso else "-"

@@ -98,7 +98,9 @@ def cmd_once(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     dry_run = args.dry_run or settings.dry_run
     result = asyncio.run(run_once(settings, apps, dry_run=dry_run, secrets=secrets))
     print_result(result, dry_run=dry_run, secrets=secrets)
-    return once_exit_code(result.failures, len(result.changes) + len(result.unchanged))
+    # a held environment is a person's decision, not a failure: it counts as handled
+    return once_exit_code(result.failures,
+                          len(result.changes) + len(result.unchanged) + len(result.held))
 
 
 def _only(apps: Sequence[App], names: Sequence[str]) -> list[App]:
@@ -146,6 +148,10 @@ def print_result(result: CycleResult, *, dry_run: bool, secrets: SecretRegistry,
         print(f"pushed commit {sha}", file=out)
     for url in result.pull_requests.values():
         print(f"pull request: {url}", file=out)
+    for h in result.held:
+        what = "rolled back" if h.kind == "rollback" else "held"
+        print(scrub(f"{what} {h.app}/{h.env} by {h.by} since {h.since} ({h.reason}): nothing "
+                    f"written; image-updater release {h.app} {h.env} ends it", secrets), file=out)
     for f in result.failures:
         print(scrub(f"FAILED {f.app}/{f.env}: {f.message}", secrets), file=out)
     if not result.changes and not result.failures:

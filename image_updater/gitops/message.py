@@ -20,7 +20,7 @@ A hold or release changes no image: its group has App, Env, Action, Source, By a
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from image_updater.changes import Change
@@ -168,7 +168,7 @@ def _trailers(change: Change, extra: dict[str, str | None]) -> list[str]:
     return _trailer_lines(values)
 
 
-def _trailer_lines(values: dict[str, str | None]) -> list[str]:
+def _trailer_lines(values: Mapping[str, str | None]) -> list[str]:
     return [f"{TRAILER_PREFIX}{suffix}: {_one_line(value)}"
             for suffix, key in TRAILER_FIELDS
             if (value := values.get(key)) and _one_line(value)]

@@ -27,7 +27,7 @@ from image_updater.config.policies import load_policies
 from image_updater.config.settings import Settings
 from image_updater.daemon.requests import RequestQueue
 from image_updater.daemon.schedule import IntervalSchedule, Job, Schedule
-from image_updater.engine.reconcile import Deps, reconcile
+from image_updater.engine.reconcile import Deps, Source, reconcile
 from image_updater.errors import ConfigError
 from image_updater.gitops.repo import DeployRepo
 from image_updater.model import App, GitTarget
@@ -165,30 +165,32 @@ class Daemon:
             recheck = await self.requests.wait()
             if stop.is_set():
                 return  # a shutdown wakes us too; never start a cycle after it
+            full, _ = self.requests.queued()  # only webhooks ask for some apps alone
             apps = self.requests.next_batch(self.apps)
             if apps:
-                result = await self._guarded_cycle(apps)
+                result = await self._guarded_cycle(apps, "poll" if full else "webhook")
                 changed = {c.app for c in result.changes} if result is not None else set()
                 self.requests.recheck(recheck, changed)
 
-    async def _guarded_cycle(self, apps: Sequence[App]) -> CycleResult | None:
+    async def _guarded_cycle(self, apps: Sequence[App], source: Source = "poll"
+                             ) -> CycleResult | None:
         # reconcile records expected failures per app; anything escaping it is a bug, which
         # must not end the daemon: the next cycle (or webhook) tries again.
         try:
-            return await self.cycle(apps)
+            return await self.cycle(apps, source)
         except Exception:
             log.exception("the reconcile cycle failed unexpectedly (a bug; please report it); "
                           "the next cycle runs within %d s",
                           int(self.settings.interval + self.settings.jitter))
             return None
 
-    async def cycle(self, apps: Sequence[App]) -> CycleResult:
+    async def cycle(self, apps: Sequence[App], source: Source = "poll") -> CycleResult:
         metrics = self.metrics
         started = time.monotonic()
         handed_out: set[GitTarget] = set()
         self.in_cycle = True
         try:
-            result = await reconcile(apps, self._deps(handed_out),
+            result = await reconcile(apps, self._deps(handed_out, source),
                                      dry_run=self.settings.dry_run)
         finally:
             self.in_cycle = False
@@ -225,7 +227,7 @@ class Daemon:
         self._open_prs = {k: v for k, v in self._open_prs.items() if k in known}
         self.metrics.pull_requests_open.set(len(self._open_prs))
 
-    def _deps(self, handed_out: set[GitTarget]) -> Deps:
+    def _deps(self, handed_out: set[GitTarget], source: Source = "poll") -> Deps:
         """The runtime's deps, noting which deploy repositories the cycle opened."""
         deps = self.runtime.deps()
         open_repo = deps.repo_for
@@ -235,7 +237,7 @@ class Daemon:
             handed_out.add(target)
             return repo
 
-        return dataclasses.replace(deps, repo_for=repo_for)
+        return dataclasses.replace(deps, repo_for=repo_for, source=source)
 
     # -- the orchestrator -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> bool:

@@ -32,6 +32,8 @@ from image_updater.values.editor import values_diff
 log = logging.getLogger("image_updater.reconcile")
 
 Target = tuple[App, Environment, Resolved]
+#: what started a cycle: the schedule, or a registry's webhook
+Source = Literal["poll", "webhook"]
 
 
 def _no_forge(_target: GitTarget, _repo: DeployRepo) -> Approvals | None:
@@ -52,7 +54,7 @@ class Deps:
     #: settings ``limits.values_file_bytes``: a larger values file is refused before parsing
     values_file_bytes: int = DEFAULT_FILE_BYTES
     #: what started the cycle, for the commits' ``Image-Updater-Source`` trailer
-    source: Literal["poll", "webhook"] = "poll"
+    source: Source = "poll"
 
 
 @dataclass

@@ -6,6 +6,7 @@ a configured host, status is an HTTP status class or code, reason is an error's 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from prometheus_client import (
@@ -95,10 +96,8 @@ class Metrics:
             if kind is None:
                 return
             self.environment_held.remove(app, env, kind)
-            try:
+            with contextlib.suppress(KeyError):  # its since was not a readable time
                 self.environment_held_since.remove(app, env)
-            except KeyError:  # its since was not a readable time
-                pass
 
     def set_deployed(self, app: str, env: str, tag: str, digest: str) -> None:
         """Keep exactly one info series per app/env (the old one is removed). O(1): the

@@ -20,7 +20,9 @@ from image_updater.observability.logs import configure_logging, scrub
 from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_file
 
 if TYPE_CHECKING:
+    from image_updater.engine.holds import Outcome
     from image_updater.engine.promote import RetagResult
+    from image_updater.wiring.runtime import Runtime
 
 
 def dispatch(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
@@ -29,7 +31,8 @@ def dispatch(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     """
     handler: Callable[[argparse.Namespace, SecretRegistry], ExitCode] = {
         "once": cmd_once, "validate": cmd_validate, "check": cmd_check, "run": cmd_run,
-        "retag": cmd_retag, "promote": cmd_promote,
+        "retag": cmd_retag, "promote": cmd_promote, "hold": cmd_hold, "release": cmd_release,
+        "rollback": cmd_rollback,
     }[args.command]
     return handler(args, secrets)
 
@@ -260,7 +263,7 @@ def cmd_promote(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
               f"now (a person promoting by hand), pass --from-git.", file=sys.stderr)
         return ExitCode.USAGE
     return promote_command(settings, _policy_paths(args), app, source, target, digest=digest,
-                           secrets=secrets)
+                           secrets=secrets, force=args.force)
 
 
 def retag_command(settings: Settings, src: str, dst: str, *, secrets: SecretRegistry,
@@ -285,8 +288,8 @@ def retag_command(settings: Settings, src: str, dst: str, *, secrets: SecretRegi
 
 
 def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, source: str,
-                    target: str, *, secrets: SecretRegistry, digest: str | None = None
-                    ) -> ExitCode:
+                    target: str, *, secrets: SecretRegistry, digest: str | None = None,
+                    force: bool = False) -> ExitCode:
     """``image-updater promote``: retag what ``source`` runs (per git) to ``target``'s tag."""
     from image_updater.config.policies import load_policies
     from image_updater.engine.promote import find_env, promote
@@ -309,9 +312,14 @@ def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, s
                 return repo.read(path)
 
         try:
-            return await promote(chosen, src_env, dst_env, digest=digest, registry_for=pool,
-                                 read_file=read_head, count_requests=pool.requests,
-                                 values_file_bytes=limits.values_file_bytes)
+            result = await promote(chosen, src_env, dst_env, digest=digest, registry_for=pool,
+                                   read_file=read_head, count_requests=pool.requests,
+                                   values_file_bytes=limits.values_file_bytes, force=force)
+            if force and any(n.startswith("FORCED") for n in result.notes):
+                logging.getLogger("image_updater.commands").warning(
+                    "promote --force by %s moved %s past the hold on %s/%s: %s", actor(None),
+                    result.destination, app, target, result.line())
+            return result
         finally:
             await pool.aclose()
             await runtime.aclose()
@@ -327,4 +335,115 @@ def _report(run: Callable[[], Coroutine[Any, Any, RetagResult]], secrets: Secret
         print(scrub(f"error: {exc}", secrets), file=sys.stderr)
         return exit_code_for(exc)
     print(result.line())
+    return ExitCode.OK
+
+
+# -- a person's commands on one environment: hold, release, rollback ---------------------------
+
+
+def actor(explicit: str | None) -> str:
+    """Who runs a command: ``--by``, else $IMAGE_UPDATER_ACTOR, else git's configured
+    author (user.email, else user.name), else the OS user."""
+    import getpass
+    import shutil
+    import subprocess
+
+    if explicit and explicit.strip():
+        return explicit.strip()
+    if env := os.environ.get("IMAGE_UPDATER_ACTOR", "").strip():
+        return env
+    git = shutil.which("git")
+    for key in ("user.email", "user.name"):
+        if git is None:
+            break
+        found = subprocess.run([git, "config", "--get", key], capture_output=True, text=True,
+                               timeout=10, check=False).stdout.strip()
+        if found:
+            return found
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "unknown"
+
+
+def _one_env(args: argparse.Namespace, settings: Settings) -> tuple[App, Any]:
+    from image_updater.config.policies import load_policies
+    from image_updater.engine.holds import find_target
+
+    apps = load_policies(_policy_paths(args),
+                         max_file_bytes=settings.limits.policy_file_bytes)
+    app = _only(apps, [args.app])[0]
+    return app, find_target(app, args.env)
+
+
+def cmd_hold(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    from image_updater.engine.holds import place_hold
+
+    async def run(rt: Runtime, app: App, env: Any) -> Outcome:
+        return await asyncio.to_thread(
+            place_hold, rt.repo_for(app.git), app, env, by=actor(args.by),
+            reason=args.reason, now=_now(), max_attempts=rt.settings.git.max_push_attempts)
+
+    return _control(args, secrets, run)
+
+
+def cmd_release(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    from image_updater.engine.holds import release_hold
+
+    async def run(rt: Runtime, app: App, env: Any) -> Outcome:
+        return await asyncio.to_thread(
+            release_hold, rt.repo_for(app.git), app, env, by=actor(args.by),
+            reason=args.reason or "", max_attempts=rt.settings.git.max_push_attempts)
+
+    return _control(args, secrets, run)
+
+
+def cmd_rollback(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    from image_updater.engine.holds import RollbackDeps, RollbackRequest, rollback
+
+    if args.to and args.steps is not None:
+        print("error: give --to DIGEST or --steps N, not both", file=sys.stderr)
+        return ExitCode.USAGE
+    req = RollbackRequest(to=args.to, steps=args.steps or 1, reason=args.reason or "",
+                          by=actor(args.by), retag=args.retag)
+
+    async def run(rt: Runtime, app: App, env: Any) -> Outcome:
+        repo = rt.repo_for(app.git)
+        deps = RollbackDeps(repo=repo, registry_for=rt.registry_for,
+                            approvals=rt.approvals_for(app.git, repo),
+                            values_file_bytes=rt.settings.limits.values_file_bytes,
+                            max_attempts=rt.settings.git.max_push_attempts)
+        return await rollback(app, env, req, deps, now=_now())
+
+    return _control(args, secrets, run)
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def _control(args: argparse.Namespace, secrets: SecretRegistry,
+             act: Callable[[Runtime, App, Any], Coroutine[Any, Any, Outcome]]) -> ExitCode:
+    """Run one of hold/release/rollback with the adapters, print its line, close them."""
+    from image_updater.wiring.runtime import Runtime
+
+    settings = _settings(args)
+    _start_logging(settings, secrets)
+    app, env = _one_env(args, settings)
+
+    async def run() -> Outcome:
+        runtime = Runtime(settings, secrets=secrets)
+        try:
+            return await act(runtime, app, env)
+        finally:
+            await runtime.aclose()
+
+    try:
+        outcome = asyncio.run(run())
+    except ImageUpdaterError as exc:
+        print(scrub(f"error: {exc}", secrets), file=sys.stderr)
+        return exit_code_for(exc)
+    print(scrub(outcome.line(), secrets))
     return ExitCode.OK

@@ -69,6 +69,8 @@ class Daemon:
         self.reload_every = reload_every
         self.schedule = schedule if schedule is not None else IntervalSchedule()
         self.requests = RequestQueue(settle=settle, recheck_after=recheck_after)
+        #: what started the cycle the worker runs next (its commits' Image-Updater-Source)
+        self.cycle_source: Source = "poll"
         self.last_tick = clock()
         self.repo_reached = False
         self.in_cycle = False
@@ -168,29 +170,29 @@ class Daemon:
             full, _ = self.requests.queued()  # only webhooks ask for some apps alone
             apps = self.requests.next_batch(self.apps)
             if apps:
-                result = await self._guarded_cycle(apps, "poll" if full else "webhook")
+                self.cycle_source = "poll" if full else "webhook"
+                result = await self._guarded_cycle(apps)
                 changed = {c.app for c in result.changes} if result is not None else set()
                 self.requests.recheck(recheck, changed)
 
-    async def _guarded_cycle(self, apps: Sequence[App], source: Source = "poll"
-                             ) -> CycleResult | None:
+    async def _guarded_cycle(self, apps: Sequence[App]) -> CycleResult | None:
         # reconcile records expected failures per app; anything escaping it is a bug, which
         # must not end the daemon: the next cycle (or webhook) tries again.
         try:
-            return await self.cycle(apps, source)
+            return await self.cycle(apps)
         except Exception:
             log.exception("the reconcile cycle failed unexpectedly (a bug; please report it); "
                           "the next cycle runs within %d s",
                           int(self.settings.interval + self.settings.jitter))
             return None
 
-    async def cycle(self, apps: Sequence[App], source: Source = "poll") -> CycleResult:
+    async def cycle(self, apps: Sequence[App]) -> CycleResult:
         metrics = self.metrics
         started = time.monotonic()
         handed_out: set[GitTarget] = set()
         self.in_cycle = True
         try:
-            result = await reconcile(apps, self._deps(handed_out, source),
+            result = await reconcile(apps, self._deps(handed_out, self.cycle_source),
                                      dry_run=self.settings.dry_run)
         finally:
             self.in_cycle = False

@@ -265,7 +265,6 @@ async def promote(app: App, source: Environment, target: Environment, *,
     from image_updater.engine.plan import read_current
 
     tag = _target_tag(app, target)
-    forced = await _held_check(app, target, read_file, force)
     image = parse_reference(app.image)
     # Read the target tag before git: the compare-and-swap then also catches anyone moving
     # it while we fetch and read the deploy repository.
@@ -277,6 +276,7 @@ async def promote(app: App, source: Environment, target: Environment, *,
                           "deployed to promote from. Fix the policy's file path.")
     current = read_current(source, text, max_bytes=values_file_bytes)
     deployed = _deployed_digest(app, source, current.digest)
+    forced = await _held_check(app, target, read_file, force)
     if digest is not None and check_digest(digest, what="--digest") != deployed:
         raise ConflictError(
             f"The job tested {digest}, but {source.file} in git says {app.name}/{source.name} "

@@ -7,6 +7,7 @@ the daemon's cycles are ``run_once`` with the same settings, so both share one c
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass
@@ -21,9 +22,12 @@ from image_updater.commands import run_once
 from image_updater.config.holds import HOLDS_FILE, parse_holds
 from image_updater.config.policies import load_policies
 from image_updater.config.settings import load_settings
+from image_updater.engine.reconcile import reconcile
 from image_updater.exit_codes import ExitCode
 from image_updater.gitops.message import parse_trailers
 from image_updater.registry.base import MANIFEST_ACCEPT
+from image_updater.secrets import SecretRegistry
+from image_updater.wiring.runtime import Runtime
 from tests.fixtures.gitrepo import OLD_DIGEST, BareRepo, git, make_bare_repo
 from tests.fixtures.registry import RegistryServer, digest_of, push_image
 
@@ -211,3 +215,20 @@ def test_promote_into_a_held_environment_refuses_unless_forced(
     result = site.cycle()  # the tag moved; git keeps what it holds while held
     assert [h.env for h in result.held] == ["staging"]
     assert site.digest_in(STAGING) == before
+
+
+def test_a_webhook_cycle_s_commit_says_webhook(site: Site) -> None:
+    site.push("dev", "A")
+    site.push("staging", "S")
+    settings = load_settings(str(site.config))
+    apps = load_policies([str(site.policies)])
+
+    async def go() -> CycleResult:
+        runtime = Runtime(settings, secrets=SecretRegistry())
+        try:
+            return await reconcile(apps, dataclasses.replace(runtime.deps(), source="webhook"))
+        finally:
+            await runtime.aclose()
+
+    assert len(asyncio.run(go()).changes) == 2
+    assert [t["source"] for t in parse_trailers(site.last_message())] == ["webhook", "webhook"]

@@ -316,15 +316,35 @@ def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, s
                                    read_file=read_head, count_requests=pool.requests,
                                    values_file_bytes=limits.values_file_bytes, force=force)
             if force and any(n.startswith("FORCED") for n in result.notes):
-                logging.getLogger("image_updater.commands").warning(
-                    "promote --force by %s moved %s past the hold on %s/%s: %s", actor(None),
-                    result.destination, app, target, result.line())
+                result = await _audit_forced(runtime, chosen, dst_env, result)
             return result
         finally:
             await pool.aclose()
             await runtime.aclose()
 
     return _report(run, secrets)
+
+
+async def _audit_forced(runtime: Runtime, app: App, env: Any, result: RetagResult
+                        ) -> RetagResult:
+    """``promote --force`` past a hold: a warning, and a commit noting it on the hold."""
+    from dataclasses import replace
+
+    from image_updater.engine.holds import record_forced
+
+    who = actor(None)
+    what = f"promoted {result.digest} to {result.destination} (was {result.previous or 'none'})"
+    log = logging.getLogger("image_updater.commands")
+    log.warning("promote --force by %s past the hold on %s/%s: %s", who, app.name, env.name,
+                what)
+    try:
+        sha = await asyncio.to_thread(
+            record_forced, runtime.repo_for(app.git), app, env, by=who, what=what, now=_now(),
+            max_attempts=runtime.settings.git.max_push_attempts)
+    except ImageUpdaterError as exc:  # the tag moved already: say the audit commit is missing
+        log.error("the forced promotion could not be recorded on the hold: %s", exc)
+        return replace(result, notes=(*result.notes, f"audit commit FAILED: {exc}"))
+    return replace(result, notes=(*result.notes, f"recorded on the hold in commit {sha}"))
 
 
 def _report(run: Callable[[], Coroutine[Any, Any, RetagResult]], secrets: SecretRegistry

@@ -120,6 +120,20 @@ def release_hold(repo: DeployRepo, app: App, env: Environment, *, by: str, reaso
     return Outcome(action="release", hold=released[-1], sha=pushed.sha)
 
 
+def record_forced(repo: DeployRepo, app: App, env: Environment, *, by: str, what: str,
+                  now: datetime, max_attempts: int = MAX_ATTEMPTS) -> str | None:
+    """Note a promotion forced past ``env``'s hold on the hold itself, in one commit (the
+    audit trail of ``promote --force``); return its sha. ConfigError if no longer held."""
+    note = f"{iso(now)} {by}: {what}"
+
+    def plan(read: Reader) -> Plan:
+        holds = _holds(read).note_forced(app.name, env.name, note)
+        return Plan(files={HOLDS_FILE: render_holds(holds)}, message=control_message(
+            "promote", app.name, env.name, by=by, reason=f"forced past the hold: {what}"))
+
+    return repo.commit_and_push(plan, max_attempts=max_attempts).sha
+
+
 def _holds(read: Reader) -> Holds:
     return parse_holds(read(HOLDS_FILE))
 

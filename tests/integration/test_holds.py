@@ -212,6 +212,13 @@ def test_promote_into_a_held_environment_refuses_unless_forced(
     out = capsys.readouterr().out
     assert "FORCED past the hold" in out and "release freeze" in out
     assert site.tag("staging") == a
+    assert "recorded on the hold in commit" in out  # the audit trail in git
+    trailers = parse_trailers(site.last_message())[0]
+    assert (trailers["action"], trailers["source"]) == ("promote", "person")
+    assert a in trailers["reason"]
+    hold = parse_holds(site.deploy.show("master", HOLDS_FILE).decode()).get(
+        "application-x", "staging")
+    assert hold is not None and len(hold.forced) == 1 and a in hold.forced[0]
     result = site.cycle()  # the tag moved; git keeps what it holds while held
     assert [h.env for h in result.held] == ["staging"]
     assert site.digest_in(STAGING) == before

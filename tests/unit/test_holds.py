@@ -33,6 +33,14 @@ def test_render_then_parse_gives_the_same_holds_and_is_stable() -> None:
     assert render_holds(again) == text
 
 
+def test_forced_promotions_are_noted_on_the_hold_and_survive_a_round_trip() -> None:
+    holds = Holds.empty().place(hold()).note_forced("application-x", "prod", "t bob: moved\nx")
+    again = parse_holds(render_holds(holds)).get("application-x", "prod")
+    assert again is not None and again.forced == ("t bob: moved x",)
+    with pytest.raises(ConfigError, match="not held"):
+        holds.note_forced("application-x", "dev", "t bob: moved")
+
+
 def test_a_second_hold_and_a_release_of_nothing_are_refused() -> None:
     holds = Holds.empty().place(hold())
     with pytest.raises(ConfigError, match="already held"):

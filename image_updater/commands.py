@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -15,7 +16,7 @@ from image_updater.changes import CycleResult
 from image_updater.config.settings import LimitSettings, Settings, load_settings, secret_sources
 from image_updater.errors import ConfigError, ImageUpdaterError, PolicyError
 from image_updater.exit_codes import ExitCode, exit_code_for, once_exit_code
-from image_updater.model import App
+from image_updater.model import App, Environment
 from image_updater.observability.logs import configure_logging, scrub
 from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_file
 
@@ -325,7 +326,7 @@ def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, s
     return _report(run, secrets)
 
 
-async def _audit_forced(runtime: Runtime, app: App, env: Any, result: RetagResult
+async def _audit_forced(runtime: Runtime, app: App, env: Environment, result: RetagResult
                         ) -> RetagResult:
     """``promote --force`` past a hold: a warning, and a commit noting it on the hold."""
     from dataclasses import replace
@@ -386,7 +387,7 @@ def actor(explicit: str | None) -> str:
         return "unknown"
 
 
-def _one_env(args: argparse.Namespace, settings: Settings) -> tuple[App, Any]:
+def _one_env(args: argparse.Namespace, settings: Settings) -> tuple[App, Environment]:
     from image_updater.config.policies import load_policies
     from image_updater.engine.holds import find_target
 
@@ -399,7 +400,7 @@ def _one_env(args: argparse.Namespace, settings: Settings) -> tuple[App, Any]:
 def cmd_hold(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     from image_updater.engine.holds import place_hold
 
-    async def run(rt: Runtime, app: App, env: Any) -> Outcome:
+    async def run(rt: Runtime, app: App, env: Environment) -> Outcome:
         return await asyncio.to_thread(
             place_hold, rt.repo_for(app.git), app, env, by=actor(args.by),
             reason=args.reason, now=_now(), max_attempts=rt.settings.git.max_push_attempts)
@@ -410,7 +411,7 @@ def cmd_hold(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
 def cmd_release(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     from image_updater.engine.holds import release_hold
 
-    async def run(rt: Runtime, app: App, env: Any) -> Outcome:
+    async def run(rt: Runtime, app: App, env: Environment) -> Outcome:
         return await asyncio.to_thread(
             release_hold, rt.repo_for(app.git), app, env, by=actor(args.by),
             reason=args.reason or "", max_attempts=rt.settings.git.max_push_attempts)
@@ -427,7 +428,7 @@ def cmd_rollback(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     req = RollbackRequest(to=args.to, steps=args.steps or 1, reason=args.reason or "",
                           by=actor(args.by), retag=args.retag)
 
-    async def run(rt: Runtime, app: App, env: Any) -> Outcome:
+    async def run(rt: Runtime, app: App, env: Environment) -> Outcome:
         repo = rt.repo_for(app.git)
         deps = RollbackDeps(repo=repo, registry_for=rt.registry_for,
                             approvals=rt.approvals_for(app.git, repo),
@@ -438,14 +439,13 @@ def cmd_rollback(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     return _control(args, secrets, run)
 
 
-def _now() -> Any:
-    from datetime import UTC, datetime
-
+def _now() -> datetime:
     return datetime.now(UTC)
 
 
 def _control(args: argparse.Namespace, secrets: SecretRegistry,
-             act: Callable[[Runtime, App, Any], Coroutine[Any, Any, Outcome]]) -> ExitCode:
+             act: Callable[[Runtime, App, Environment], Coroutine[Any, Any, Outcome]]
+             ) -> ExitCode:
     """Run one of hold/release/rollback with the adapters, print its line, close them."""
     from image_updater.wiring.runtime import Runtime
 

@@ -59,7 +59,8 @@ class Outcome:
         where = f"{self.hold.app}/{self.hold.env}"
         if self.action == "hold":
             text = (f"held {where} ({self.hold.reason}); commit {self.sha}. The daemon "
-                    f"writes nothing there until: image-updater release {where.replace('/', ' ')}")
+                    f"writes nothing there until: image-updater release {self.hold.app} "
+                    f"{self.hold.env}")
         elif self.action == "release":
             text = (f"released {where} (it was {self.hold.describe()}); commit {self.sha}. "
                     "The next cycle moves it to what its policy selects.")
@@ -188,14 +189,16 @@ async def rollback(app: App, env: Environment, req: RollbackRequest, deps: Rollb
                 reason=req.reason or f"rolled back to {short_digest(res.digest)}",
                 since=iso(now), digest=res.digest)
     outcome = Outcome(action="rollback", hold=hold, digest=res.digest, previous=current.digest)
-    plan = _rollback_plan(app, env, res, hold, req, deps.values_file_bytes)
+    replaced: list[Hold] = []
+    plan = _rollback_plan(app, env, res, hold, req, deps.values_file_bytes, replaced)
     if known or env.approval == "none":
         pushed = await asyncio.to_thread(deps.repo.commit_and_push, plan,
                                          max_attempts=deps.max_attempts)
-        outcome = replace(outcome, sha=pushed.sha)
+        outcome = replace(outcome, sha=pushed.sha, notes=tuple(
+            f"it replaces the earlier hold: {h.describe()}" for h in replaced[-1:]))
         if req.retag:
-            outcome = replace(outcome, notes=(await _retag(app, env, res.digest,
-                                                           deps.registry_for),))
+            outcome = replace(outcome, notes=(*outcome.notes, await _retag(
+                app, env, res.digest, deps.registry_for)))
         return outcome
     url = await asyncio.to_thread(_propose, app, env, res, plan, deps)
     notes = ("--retag: the tag was not moved; the rollback waits for its pull request",
@@ -268,7 +271,9 @@ async def _verify(app: App, digest: str, registry_for: Callable[[str], Registry]
 
 
 def _rollback_plan(app: App, env: Environment, res: Resolved, hold: Hold,
-                   req: RollbackRequest, max_bytes: int) -> Callable[[Reader], Plan]:
+                   req: RollbackRequest, max_bytes: int, replaced: list[Hold]
+                   ) -> Callable[[Reader], Plan]:
+    """The values edit and the hold, one commit; a hold it replaces goes into ``replaced``."""
     # A rollback goes backwards on purpose: the semver "never backwards" rule of
     # plan_edit does not apply, so the edit is planned as for a digest-following policy.
     as_digest = replace(env, strategy=replace(env.strategy, kind="digest"))
@@ -286,7 +291,8 @@ def _rollback_plan(app: App, env: Environment, res: Resolved, hold: Hold,
         # a rollback replaces the environment's hold: releasing first would let a cycle
         # move it forward in between
         if holds.get(app.name, env.name) is not None:
-            holds = holds.release(app.name, env.name)[0]
+            holds, earlier = holds.release(app.name, env.name)
+            replaced.append(earlier)
         files = {env.file: new_text, HOLDS_FILE: render_holds(holds.place(hold))}
         return Plan(files=files, message=commit_message(
             [change], action="rollback", source="person", by=req.by, reason=req.reason))

@@ -189,9 +189,17 @@ def test_rollback_steps_and_retag_move_git_and_the_tag_back(
     site.cycle()
     s3 = site.push("staging", "S3")
     site.cycle()
+    assert site.cli("hold", "application-x", "staging", "--reason", "looking") == 0
+    capsys.readouterr()
+    # held first, then rolled back: the rollback replaces the hold in the same commit, so no
+    # cycle can move staging between a release and the rollback
     assert site.cli("rollback", "application-x", "staging", "--steps", "2", "--retag",
                     "--by", "dave") == ExitCode.OK
     out = capsys.readouterr().out
+    assert "replaces the earlier hold" in out and "looking" in out
+    hold = parse_holds(site.deploy.show("master", HOLDS_FILE).decode()).get(
+        "application-x", "staging")
+    assert hold is not None and (hold.kind, hold.by) == ("rollback", "dave")
     assert site.digest_in(STAGING) == s1
     assert site.tag("staging") == s1 and "retag: promoted" in out
     assert parse_trailers(site.last_message())[0]["previous_digest"] == s3

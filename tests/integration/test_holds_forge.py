@@ -85,6 +85,9 @@ class Rig:
         git("clone", "-q", str(self.deploy.path), str(work))
         git("merge", "-q", "--no-ff", "-m", "Merge", f"origin/{branch}", cwd=work)
         git("push", "-q", "origin", "HEAD:master", cwd=work)
+        for number in self.open_prs():  # the forge marks what a person merged
+            if self.forge.prs[number].head == branch:
+                self.forge.mark_merged(number)
 
     def hold(self) -> Outcome:
         runtime = Runtime(self.settings, secrets=SecretRegistry())
@@ -153,6 +156,10 @@ def test_rollback_in_a_gated_environment(rig: Rig) -> None:
     held = parse_holds(rig.deploy.show("master", HOLDS_FILE).decode()).get("application-x",
                                                                            "prod")
     assert held is not None and held.kind == "rollback"
+    rig.push("three")  # the tag moves on: a held environment gets no new pull request
+    result = rig.cycle()
+    assert [(h.env, h.kind, h.pull_request) for h in result.held] == [("prod", "rollback", "")]
+    assert len(rig.forge.prs) == before and result.changes == []
 
     # a digest it never ran follows the approval rule: a pull request, master untouched
     fix = push_image(rig.registry.url, rig.repo_name, None, seed="hotfix")

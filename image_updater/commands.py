@@ -425,9 +425,7 @@ def cmd_release(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
 def cmd_rollback(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     from image_updater.engine.holds import RollbackDeps, RollbackRequest, rollback
 
-    if args.to and args.steps is not None:
-        print("error: give --to DIGEST or --steps N, not both", file=sys.stderr)
-        return ExitCode.USAGE
+    # argparse keeps --to and --steps apart; RollbackRequest checks their values
     req = RollbackRequest(to=args.to, steps=args.steps or 1, reason=args.reason or "",
                           by=actor(args.by), retag=args.retag)
 

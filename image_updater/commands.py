@@ -426,8 +426,8 @@ def cmd_rollback(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     from image_updater.engine.holds import RollbackDeps, RollbackRequest, rollback
 
     # argparse keeps --to and --steps apart; RollbackRequest checks their values
-    req = RollbackRequest(to=args.to, steps=args.steps or 1, reason=args.reason or "",
-                          by=actor(args.by), retag=args.retag)
+    req = RollbackRequest(to=args.to, steps=1 if args.steps is None else args.steps,
+                          reason=args.reason or "", by=actor(args.by), retag=args.retag)
 
     async def run(rt: Runtime, app: App, env: Environment) -> Outcome:
         repo = rt.repo_for(app.git)

@@ -158,6 +158,7 @@ def test_hold_blocks_commits_and_is_reported_as_information(
     (["hold", "application-x", "qa", "--reason", "x"], ExitCode.CONFIG, "no environment 'qa'"),
     (["rollback", "application-x", "staging", "--steps", "3"], ExitCode.CONFIG,
      "goes beyond"),
+    (["rollback", "application-x", "staging", "--steps", "0"], ExitCode.CONFIG, "--steps"),
     (["rollback", "application-x", "staging", "--to", "sha256:abc"], ExitCode.USAGE, "--to"),
     (["rollback", "application-x", "staging", "--to", "sha256:" + "e" * 64],
      ExitCode.NOT_FOUND, "does not exist"),

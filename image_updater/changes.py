@@ -111,6 +111,23 @@ class Deployed:
     digest: str
 
 
+@dataclass(frozen=True)
+class HeldEnv:
+    """An environment a person stopped (``image-updater hold`` or ``rollback``): the cycle
+    wrote nothing to it and proposed nothing for it. Information, not a failure."""
+
+    app: str
+    env: str
+    kind: Literal["hold", "rollback"]
+    by: str
+    reason: str
+    since: str        # ISO 8601 UTC, as the holds file says
+    #: the digest the policy would write now ("" when it did not get that far)
+    wanted: str = ""
+    #: an open pull request of this environment, left open and told about the hold
+    pull_request: str = ""
+
+
 @dataclass
 class CycleResult:
     #: changes committed or proposed (or, in a dry run, that would be)
@@ -126,4 +143,6 @@ class CycleResult:
     pull_request_actions: list[PullRequestAction] = field(default_factory=list)
     verifications: list[Verification] = field(default_factory=list)
     deployed: list[Deployed] = field(default_factory=list)
+    #: environments left alone because they are held (see :class:`HeldEnv`)
+    held: list[HeldEnv] = field(default_factory=list)
     dry_run: bool = False

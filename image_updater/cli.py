@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     pro.add_argument("--from-git", action="store_true",
                      help="no tested digest: promote whatever git says --from runs now "
                           "(for people promoting by hand, never for jobs)")
+    pro.add_argument("--force", action="store_true",
+                     help="promote even when --to is held (the output and log say so)")
+    _control_commands(sub)
     _status_commands(sub)
     return parser
 
@@ -109,6 +112,32 @@ def _status_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     his.add_argument("env", nargs="?", help="only this environment")
     his.add_argument("--limit", type=int, metavar="N", help="newest N changes (default: all)")
     his.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def _control_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """hold, release, rollback: a person's commands on one environment, committed to git."""
+    by_help = "who (default: $IMAGE_UPDATER_ACTOR, else git's user.email, else the OS user)"
+    hold = sub.add_parser("hold", help="stop the daemon writing to an environment (in git)")
+    rel = sub.add_parser("release", help="end a hold or rollback; the next cycle moves on")
+    back = sub.add_parser("rollback", help="write an earlier digest to an environment and "
+                          "hold it there")
+    for p in (hold, rel, back):
+        _common(p)
+        _policies(p)
+        p.add_argument("app", help="app name")
+        p.add_argument("env", help="environment name")
+        p.add_argument("--by", help=by_help)
+    hold.add_argument("--reason", required=True, help="why (goes into the commit and status)")
+    rel.add_argument("--reason", help="why (goes into the commit)")
+    back.add_argument("--reason", help="why (goes into the commit and the hold)")
+    target = back.add_mutually_exclusive_group()
+    target.add_argument("--to", metavar="DIGEST", help="roll back to this digest (must be in "
+                        "the registry; one the env never ran follows its approval rule)")
+    target.add_argument("--steps", type=int, metavar="N",
+                        help="roll back N digests in the values file's history (default 1)")
+    back.add_argument("--retag", action="store_true",
+                      help="also move the environment's tag back (compare-and-swap)")
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,7 @@
-"""What each CLI command does, in terms of library calls. No argument parsing here."""
+"""What each CLI command does, in terms of library calls. No argument parsing here.
+
+Over 450 lines: one short glue function per command (ten of them), each a few library calls.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -15,12 +19,14 @@ from image_updater.changes import CycleResult
 from image_updater.config.settings import LimitSettings, Settings, load_settings, secret_sources
 from image_updater.errors import ConfigError, ImageUpdaterError, PolicyError
 from image_updater.exit_codes import ExitCode, exit_code_for, once_exit_code
-from image_updater.model import App
+from image_updater.model import App, Environment
 from image_updater.observability.logs import configure_logging, scrub
 from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_file
 
 if TYPE_CHECKING:
+    from image_updater.engine.holds import Outcome
     from image_updater.engine.promote import RetagResult
+    from image_updater.wiring.runtime import Runtime
 
 
 def dispatch(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
@@ -30,7 +36,8 @@ def dispatch(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     handler: Callable[[argparse.Namespace, SecretRegistry], ExitCode] = {
         "once": cmd_once, "validate": cmd_validate, "check": cmd_check, "run": cmd_run,
         "retag": cmd_retag, "promote": cmd_promote, "status": cmd_status,
-        "history": cmd_history,
+        "history": cmd_history, "hold": cmd_hold, "release": cmd_release,
+        "rollback": cmd_rollback,
     }[args.command]
     return handler(args, secrets)
 
@@ -99,9 +106,10 @@ def cmd_once(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     dry_run = args.dry_run or settings.dry_run
     result = asyncio.run(run_once(settings, apps, dry_run=dry_run, secrets=secrets))
     print_result(result, dry_run=dry_run, secrets=secrets)
-    # waiting environments are the normal state of a new app, not failures
-    return once_exit_code(result.failures,
-                          len(result.changes) + len(result.unchanged) + len(result.waiting))
+    # waiting environments are the normal state of a new app, and a held one is a person's
+    # decision: neither is a failure, both count as handled
+    handled = len(result.changes) + len(result.unchanged) + len(result.waiting) + len(result.held)
+    return once_exit_code(result.failures, handled)
 
 
 def _only(apps: Sequence[App], names: Sequence[str]) -> list[App]:
@@ -152,6 +160,10 @@ def print_result(result: CycleResult, *, dry_run: bool, secrets: SecretRegistry,
     for w in result.waiting:
         print(f"waiting {w.app}/{w.env}: tag {w.tag} does not exist yet (nothing promoted "
               "there so far)", file=out)
+    for h in result.held:
+        what = "rolled back" if h.kind == "rollback" else "held"
+        print(scrub(f"{what} {h.app}/{h.env} by {h.by} since {h.since} ({h.reason}): nothing "
+                    f"written; image-updater release {h.app} {h.env} ends it", secrets), file=out)
     for f in result.failures:
         print(scrub(f"FAILED {f.app}/{f.env}: {f.message}", secrets), file=out)
     if not result.changes and not result.failures:
@@ -260,7 +272,7 @@ def cmd_promote(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
               f"now (a person promoting by hand), pass --from-git.", file=sys.stderr)
         return ExitCode.USAGE
     return promote_command(settings, _policy_paths(args), app, source, target, digest=digest,
-                           secrets=secrets)
+                           secrets=secrets, force=args.force)
 
 
 def retag_command(settings: Settings, src: str, dst: str, *, secrets: SecretRegistry,
@@ -285,8 +297,8 @@ def retag_command(settings: Settings, src: str, dst: str, *, secrets: SecretRegi
 
 
 def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, source: str,
-                    target: str, *, secrets: SecretRegistry, digest: str | None = None
-                    ) -> ExitCode:
+                    target: str, *, secrets: SecretRegistry, digest: str | None = None,
+                    force: bool = False) -> ExitCode:
     """``image-updater promote``: retag what ``source`` runs (per git) to ``target``'s tag."""
     from image_updater.config.policies import load_policies
     from image_updater.engine.promote import find_env, promote
@@ -309,14 +321,39 @@ def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, s
                 return repo.read(path)
 
         try:
-            return await promote(chosen, src_env, dst_env, digest=digest, registry_for=pool,
-                                 read_file=read_head, count_requests=pool.requests,
-                                 values_file_bytes=limits.values_file_bytes)
+            result = await promote(chosen, src_env, dst_env, digest=digest, registry_for=pool,
+                                   read_file=read_head, count_requests=pool.requests,
+                                   values_file_bytes=limits.values_file_bytes, force=force)
+            if force and any(n.startswith("FORCED") for n in result.notes):
+                result = await _audit_forced(runtime, chosen, dst_env, result)
+            return result
         finally:
             await pool.aclose()
             await runtime.aclose()
 
     return _report(run, secrets)
+
+
+async def _audit_forced(runtime: Runtime, app: App, env: Environment, result: RetagResult
+                        ) -> RetagResult:
+    """``promote --force`` past a hold: a warning, and a commit noting it on the hold."""
+    from dataclasses import replace
+
+    from image_updater.engine.holds import record_forced
+
+    who = actor(None)
+    what = f"promoted {result.digest} to {result.destination} (was {result.previous or 'none'})"
+    log = logging.getLogger("image_updater.commands")
+    log.warning("promote --force by %s past the hold on %s/%s: %s", who, app.name, env.name,
+                what)
+    try:
+        sha = await asyncio.to_thread(
+            record_forced, runtime.repo_for(app.git), app, env, by=who, what=what, now=_now(),
+            max_attempts=runtime.settings.git.max_push_attempts)
+    except ImageUpdaterError as exc:  # the tag moved already: say the audit commit is missing
+        log.error("the forced promotion could not be recorded on the hold: %s", exc)
+        return replace(result, notes=(*result.notes, f"audit commit FAILED: {exc}"))
+    return replace(result, notes=(*result.notes, f"recorded on the hold in commit {sha}"))
 
 
 def _report(run: Callable[[], Coroutine[Any, Any, RetagResult]], secrets: SecretRegistry
@@ -397,3 +434,111 @@ def _print_rows(fmt: str, rows: Sequence[Any], table: Callable[[Any], str],
         print(scrub(json.dumps([r.as_json() for r in rows], indent=2), secrets))
     else:
         print(scrub(table(rows), secrets))
+
+
+# -- a person's commands on one environment: hold, release, rollback ---------------------------
+
+
+def actor(explicit: str | None) -> str:
+    """Who runs a command: ``--by``, else $IMAGE_UPDATER_ACTOR, else git's configured
+    author (user.email, else user.name), else the OS user."""
+    import getpass
+    import shutil
+    import subprocess
+
+    if explicit and explicit.strip():
+        return explicit.strip()
+    if env := os.environ.get("IMAGE_UPDATER_ACTOR", "").strip():
+        return env
+    git = shutil.which("git")
+    for key in ("user.email", "user.name"):
+        if git is None:
+            break
+        found = subprocess.run([git, "config", "--get", key], capture_output=True, text=True,
+                               timeout=10, check=False).stdout.strip()
+        if found:
+            return found
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "unknown"
+
+
+def _one_env(args: argparse.Namespace, settings: Settings) -> tuple[App, Environment]:
+    from image_updater.config.policies import load_policies
+    from image_updater.engine.holds import find_target
+
+    apps = load_policies(_policy_paths(args),
+                         max_file_bytes=settings.limits.policy_file_bytes)
+    app = _only(apps, [args.app])[0]
+    return app, find_target(app, args.env)
+
+
+def cmd_hold(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    from image_updater.engine.holds import place_hold
+
+    async def run(rt: Runtime, app: App, env: Environment) -> Outcome:
+        return await asyncio.to_thread(
+            place_hold, rt.repo_for(app.git), app, env, by=actor(args.by),
+            reason=args.reason, now=_now(), max_attempts=rt.settings.git.max_push_attempts)
+
+    return _control(args, secrets, run)
+
+
+def cmd_release(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    from image_updater.engine.holds import release_hold
+
+    async def run(rt: Runtime, app: App, env: Environment) -> Outcome:
+        return await asyncio.to_thread(
+            release_hold, rt.repo_for(app.git), app, env, by=actor(args.by),
+            reason=args.reason or "", max_attempts=rt.settings.git.max_push_attempts)
+
+    return _control(args, secrets, run)
+
+
+def cmd_rollback(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    from image_updater.engine.holds import RollbackDeps, RollbackRequest, rollback
+
+    # argparse keeps --to and --steps apart; RollbackRequest checks their values
+    req = RollbackRequest(to=args.to, steps=1 if args.steps is None else args.steps,
+                          reason=args.reason or "", by=actor(args.by), retag=args.retag)
+
+    async def run(rt: Runtime, app: App, env: Environment) -> Outcome:
+        repo = rt.repo_for(app.git)
+        deps = RollbackDeps(repo=repo, registry_for=rt.registry_for,
+                            approvals=rt.approvals_for(app.git, repo),
+                            values_file_bytes=rt.settings.limits.values_file_bytes,
+                            max_attempts=rt.settings.git.max_push_attempts)
+        return await rollback(app, env, req, deps, now=_now())
+
+    return _control(args, secrets, run)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _control(args: argparse.Namespace, secrets: SecretRegistry,
+             act: Callable[[Runtime, App, Environment], Coroutine[Any, Any, Outcome]]
+             ) -> ExitCode:
+    """Run one of hold/release/rollback with the adapters, print its line, close them."""
+    from image_updater.wiring.runtime import Runtime
+
+    settings = _settings(args)
+    _start_logging(settings, secrets)
+    app, env = _one_env(args, settings)
+
+    async def run() -> Outcome:
+        runtime = Runtime(settings, secrets=secrets)
+        try:
+            return await act(runtime, app, env)
+        finally:
+            await runtime.aclose()
+
+    try:
+        outcome = asyncio.run(run())
+    except ImageUpdaterError as exc:
+        print(scrub(f"error: {exc}", secrets), file=sys.stderr)
+        return exit_code_for(exc)
+    print(scrub(outcome.line(), secrets))
+    return ExitCode.OK

@@ -24,7 +24,8 @@ truncated with :func:`truncate` before they are quoted.
     │   ├── ForgeAuthError           permanent: 401/403, missing scope
     │   ├── ForgeRateLimitedError    temporary: carries ``retry_after`` seconds
     │   └── ForgeUnavailableError    temporary: connection failure or 5xx after retries
-    └── ConflictError                permanent: compare-and-swap refused (tag points elsewhere)
+    ├── ConflictError                permanent: compare-and-swap refused (tag points elsewhere)
+    └── HeldError                    permanent until released: the environment is held
 """
 
 from __future__ import annotations
@@ -164,6 +165,13 @@ class ForgeUnavailableError(ForgeError):
 
 class ConflictError(ImageUpdaterError):
     reason = "conflict"
+
+
+class HeldError(ImageUpdaterError):
+    """A person held the environment (``image-updater hold`` or ``rollback``); ``promote``
+    into it refuses unless forced."""
+
+    reason = "held"
 
 
 class InternalError(ImageUpdaterError):

@@ -16,6 +16,7 @@ from image_updater.errors import (
     DigestMismatchError,
     ForgeAuthError,
     GitAuthError,
+    HeldError,
     ImageUpdaterError,
     InternalError,
     InvalidReferenceError,
@@ -37,6 +38,7 @@ class ExitCode(IntEnum):
     PARTIAL = 7
     INTERNAL = 8
     INTEGRITY = 9
+    HELD = 10
     INTERRUPTED = 130
 
     @property
@@ -60,6 +62,9 @@ _MEANINGS: dict[ExitCode, str] = {
     ExitCode.INTERNAL: "internal error (a bug)",
     ExitCode.INTEGRITY: ("integrity: a registry served or stored content that does not hash "
                          "to its digest"),
+    ExitCode.HELD: ("held: `promote` refused because the target environment is held or "
+                    "rolled back (`image-updater release APP ENV` ends it; `--force` promotes "
+                    "anyway)"),
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -67,6 +72,7 @@ _MEANINGS: dict[ExitCode, str] = {
 # Most specific first: the first class an error is an instance of decides. Errors outside
 # this table exit TEMPORARY when a retry may help (``temporary``) and CONFIG otherwise.
 _BY_ERROR: tuple[tuple[type[ImageUpdaterError], ExitCode], ...] = (
+    (HeldError, ExitCode.HELD),
     (ConflictError, ExitCode.CONFLICT),
     (DigestMismatchError, ExitCode.INTEGRITY),
     (NotFoundError, ExitCode.NOT_FOUND),

@@ -11,6 +11,8 @@ reviewed, audited, survives restarts and is seen by every replica, like every ot
         reason: incident 4711, checkout 500s
         since: "2026-11-29T23:00:00Z"
         digest: sha256:…          # rollback: the digest rolled back to
+        forced:                   # promotions forced past the hold (promote --force)
+          - "2026-11-30T01:00:00Z bob: promoted sha256:… to :prod"
 
 Pure: text in, values out, text back. The file is untrusted input (anyone with push access
 writes it): every problem is a :class:`~image_updater.errors.ConfigError` naming the file,
@@ -34,6 +36,7 @@ HOLDS_FILE = ".image-updater/holds.yaml"
 #: a holds file larger than this is refused before parsing
 MAX_HOLDS_BYTES = 256 * 1024
 MAX_TEXT = 500  # characters of ``by`` / ``reason`` kept
+MAX_FORCED = 50  # notes of forced promotions kept per hold (the newest)
 
 HoldKind = Literal["hold", "rollback"]
 _HEADER = ("# Holds placed by image-updater hold / rollback; removed by release.\n"
@@ -50,6 +53,8 @@ class Hold:
     reason: str
     since: str              # ISO 8601 UTC, as written
     digest: str | None = None  # rollback: the digest rolled back to
+    #: one line per promotion forced past this hold (``promote --force``), oldest first
+    forced: tuple[str, ...] = ()
 
     def describe(self) -> str:
         what = "rolled back" if self.kind == "rollback" else "held"
@@ -93,6 +98,15 @@ class Holds:
         rest = {k: v for k, v in self.entries.items() if k != (app, env)}
         return Holds(rest), current
 
+    def note_forced(self, app: str, env: str, note: str) -> Holds:
+        """Record a promotion forced past the hold on ``app``/``env`` (which must exist)."""
+        current = self.get(app, env)
+        if current is None:
+            raise ConfigError(f"{app}/{env} is not held (no entry in {HOLDS_FILE}); a forced "
+                              "promotion has nothing to be recorded on.")
+        forced = (*current.forced, note)[-MAX_FORCED:]
+        return Holds({**self.entries, (app, env): _clean(replace(current, forced=forced))})
+
 
 def parse_holds(text: str | None, *, file: str = HOLDS_FILE) -> Holds:
     """The holds in ``text`` (None or empty: no holds)."""
@@ -128,11 +142,14 @@ def render_holds(holds: Holds) -> str:
     """The file text for ``holds``: sorted, so the same holds always give the same bytes."""
     if not len(holds):
         return _HEADER + "{}\n"
-    tree: dict[str, dict[str, dict[str, str]]] = {}
+    tree: dict[str, dict[str, dict[str, str | list[str]]]] = {}
     for h in holds:
-        body = {"kind": h.kind, "by": h.by, "reason": h.reason, "since": h.since}
+        body: dict[str, str | list[str]] = {"kind": h.kind, "by": h.by, "reason": h.reason,
+                                            "since": h.since}
         if h.digest:
             body["digest"] = h.digest
+        if h.forced:
+            body["forced"] = list(h.forced)
         tree.setdefault(h.app, {})[h.env] = body
     out = io.StringIO()
     yaml = YAML(typ="safe", pure=True)
@@ -162,7 +179,11 @@ def _hold(file: str, app: str, env: Any, body: Any) -> Hold:
             digest = check_digest(digest, what=f"{where}: digest")
         except ImageUpdaterError as exc:
             raise ConfigError(str(exc)) from exc
-    return _clean(Hold(app=app, env=env, kind=kind, digest=digest, **fields))
+    forced = body.get("forced") or []
+    if not isinstance(forced, list) or not all(isinstance(f, str) for f in forced):
+        raise ConfigError(f"{where}: forced must be a list of text lines.")
+    return _clean(Hold(app=app, env=env, kind=kind, digest=digest, forced=tuple(forced),
+                       **fields))
 
 
 def _clean(hold: Hold) -> Hold:
@@ -171,5 +192,6 @@ def _clean(hold: Hold) -> Hold:
         return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:MAX_TEXT]
 
     return replace(hold, by=tidy(hold.by) or "unknown", reason=tidy(hold.reason),
-                   since=tidy(hold.since))
+                   since=tidy(hold.since),
+                   forced=tuple(tidy(f) for f in hold.forced[-MAX_FORCED:]))
 

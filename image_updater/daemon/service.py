@@ -27,7 +27,7 @@ from image_updater.config.policies import load_policies
 from image_updater.config.settings import Settings
 from image_updater.daemon.requests import RequestQueue
 from image_updater.daemon.schedule import IntervalSchedule, Job, Schedule
-from image_updater.engine.reconcile import Deps, reconcile
+from image_updater.engine.reconcile import Deps, Source, reconcile
 from image_updater.errors import ConfigError
 from image_updater.gitops.repo import DeployRepo
 from image_updater.model import App, GitTarget
@@ -69,6 +69,8 @@ class Daemon:
         self.reload_every = reload_every
         self.schedule = schedule if schedule is not None else IntervalSchedule()
         self.requests = RequestQueue(settle=settle, recheck_after=recheck_after)
+        #: what started the cycle the worker runs next (its commits' Image-Updater-Source)
+        self.cycle_source: Source = "poll"
         self.last_tick = clock()
         self.repo_reached = False
         self.in_cycle = False
@@ -165,8 +167,10 @@ class Daemon:
             recheck = await self.requests.wait()
             if stop.is_set():
                 return  # a shutdown wakes us too; never start a cycle after it
+            full, _ = self.requests.queued()  # only webhooks ask for some apps alone
             apps = self.requests.next_batch(self.apps)
             if apps:
+                self.cycle_source = "poll" if full else "webhook"
                 result = await self._guarded_cycle(apps)
                 changed = {c.app for c in result.changes} if result is not None else set()
                 self.requests.recheck(recheck, changed)
@@ -188,7 +192,7 @@ class Daemon:
         handed_out: set[GitTarget] = set()
         self.in_cycle = True
         try:
-            result = await reconcile(apps, self._deps(handed_out),
+            result = await reconcile(apps, self._deps(handed_out, self.cycle_source),
                                      dry_run=self.settings.dry_run)
         finally:
             self.in_cycle = False
@@ -225,7 +229,7 @@ class Daemon:
         self._open_prs = {k: v for k, v in self._open_prs.items() if k in known}
         self.metrics.pull_requests_open.set(len(self._open_prs))
 
-    def _deps(self, handed_out: set[GitTarget]) -> Deps:
+    def _deps(self, handed_out: set[GitTarget], source: Source = "poll") -> Deps:
         """The runtime's deps, noting which deploy repositories the cycle opened."""
         deps = self.runtime.deps()
         open_repo = deps.repo_for
@@ -235,7 +239,7 @@ class Daemon:
             handed_out.add(target)
             return repo
 
-        return dataclasses.replace(deps, repo_for=repo_for)
+        return dataclasses.replace(deps, repo_for=repo_for, source=source)
 
     # -- the orchestrator -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> bool:

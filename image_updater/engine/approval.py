@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from image_updater.changes import Change, PullRequestAction, PullRequestVerb
+from image_updater.config.holds import Hold
 from image_updater.engine.plan import read_current
 from image_updater.errors import ImageUpdaterError
 from image_updater.forge.base import Forge, PullRequest, PullRequestRequest
@@ -35,6 +36,8 @@ from image_updater.model import DEFAULT_FILE_BYTES, App, Environment
 log = logging.getLogger("image_updater.approval")
 
 DIGEST_TRAILER = "Image-Updater-Digest: "
+#: in the body of a pull request told about a hold; one marker per hold (its ``since``)
+HELD_MARKER = "<!-- image-updater-held: {since} -->"
 #: replaces DIGEST_TRAILER in a pull request image-updater closed itself (not a decline)
 WITHDRAWN_TRAILER = "Image-Updater-Withdrawn-Digest: "
 
@@ -146,6 +149,26 @@ class Approvals:
             app=app.name, env=env.name, image=app.image, action=action, url=pr.url,
             why=change.why, digest=change.digest),))
 
+    def note_held(self, app: App, env: Environment, hold: Hold, *, dry_run: bool = False
+                  ) -> str | None:
+        """Tell the open pull request of a held environment, once per hold, that it stays
+        open but does not move; return its URL (None: no open pull request).
+
+        The body keeps a hidden marker naming the hold, so later cycles do not comment again;
+        a new hold (another ``since``) gets its own comment.
+        """
+        open_pr = next((p for p in self.forge.find(branch_name(app, env))
+                        if p.state == "open"), None)
+        if open_pr is None:
+            return None
+        marker = HELD_MARKER.format(since=hold.since)
+        if dry_run or marker in open_pr.body:
+            return open_pr.url
+        pr = self.forge.update(open_pr, title=open_pr.title, body=f"{open_pr.body}\n{marker}")
+        if pr.state == "open":
+            self._note(pr, _held_note(hold), app, env)
+        return pr.url
+
     def _withdraw(self, pr: PullRequest, app: App, env: Environment, why: str
                   ) -> tuple[PullRequestAction, ...]:
         """Close a proposal image-updater no longer stands behind.
@@ -226,6 +249,14 @@ def _proposed_digest(pr: PullRequest) -> str:
         return check_digest(found)
     except ImageUpdaterError:
         return ""
+
+
+def _held_note(hold: Hold) -> str:
+    release = f"image-updater release {hold.app} {hold.env}"
+    return (f"{hold.describe()}. image-updater leaves this pull request open and does not "
+            f"update it while the hold lasts; after `{release}` the next cycle brings it up "
+            "to date (or closes it if it became obsolete). Merging it now would deploy this "
+            "image in spite of the hold.")
 
 
 def _superseded_note(previous: str, change: Change) -> str:

@@ -21,6 +21,7 @@ from image_updater.errors import (
     ConfigError,
     ConflictError,
     DigestMismatchError,
+    HeldError,
     InvalidReferenceError,
     NotFoundError,
     ValuesError,
@@ -252,11 +253,14 @@ async def promote(app: App, source: Environment, target: Environment, *,
                   digest: str | None, registry_for: RegistryFor,
                   read_file: Callable[[str], str | None],
                   count_requests: Callable[[], int] | None = None,
-                  values_file_bytes: int = DEFAULT_FILE_BYTES) -> RetagResult:
+                  values_file_bytes: int = DEFAULT_FILE_BYTES,
+                  force: bool = False) -> RetagResult:
     """Retag the digest ``source``'s values file holds to ``target``'s tag.
 
     ``read_file(path)`` returns the file at the deploy branch's head (after a sync); it is
-    blocking (git) and runs in a worker thread.
+    blocking (git) and runs in a worker thread. A held ``target`` refuses with HeldError
+    unless ``force``; forced, the tag moves and the result's notes say so, and that git
+    keeps what it holds until the hold is released (the daemon writes nothing there).
     """
     from image_updater.engine.plan import read_current
 
@@ -272,6 +276,7 @@ async def promote(app: App, source: Environment, target: Environment, *,
                           "deployed to promote from. Fix the policy's file path.")
     current = read_current(source, text, max_bytes=values_file_bytes)
     deployed = _deployed_digest(app, source, current.digest)
+    forced = await _held_check(app, target, read_file, force)
     if digest is not None and check_digest(digest, what="--digest") != deployed:
         raise ConflictError(
             f"The job tested {digest}, but {source.file} in git says {app.name}/{source.name} "
@@ -295,7 +300,27 @@ async def promote(app: App, source: Environment, target: Environment, *,
         unpinned = (f"note: --from-git: this promoted what git says {source.name} runs now, "
                     "not a digest a test vouched for")
         notes.append(unpinned)
+    if forced:
+        notes.append(forced)
     return replace(result, notes=tuple(notes))
+
+
+async def _held_check(app: App, target: Environment, read_file: Callable[[str], str | None],
+                      force: bool) -> str:
+    """HeldError when ``target`` is held and not ``force``; forced: the note that says so."""
+    from image_updater.config.holds import HOLDS_FILE, parse_holds
+
+    hold = parse_holds(await asyncio.to_thread(read_file, HOLDS_FILE)).get(app.name,
+                                                                            target.name)
+    if hold is None:
+        return ""
+    release = f"image-updater release {app.name} {target.name}"
+    if not force:
+        raise HeldError(f"{hold.describe()}; nothing was promoted. Release it first ({release}"
+                        "), or pass --force to move the tag anyway.")
+    return (f"FORCED past the hold: {hold.describe()}. The tag moved, but the daemon writes "
+            f"nothing to {target.name} while it is held: git keeps what it holds until "
+            f"{release}")
 
 
 def find_env(app: App, name: str) -> Environment:

@@ -14,8 +14,18 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
-from image_updater.changes import Change, CycleResult, Deployed, Failure, PushAttempt, Waiting
+from image_updater.changes import (
+    Change,
+    CycleResult,
+    Deployed,
+    Failure,
+    HeldEnv,
+    PushAttempt,
+    Waiting,
+)
+from image_updater.config.holds import HOLDS_FILE, Hold, Holds, parse_holds
 from image_updater.engine.approval import Approvals
 from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolution, Resolved, group_by_repository, resolve
@@ -30,6 +40,8 @@ from image_updater.values.editor import values_diff
 log = logging.getLogger("image_updater.reconcile")
 
 Target = tuple[App, Environment, Resolved]
+#: what started a cycle: the schedule, or a registry's webhook
+Source = Literal["poll", "webhook"]
 
 
 def _no_forge(_target: GitTarget, _repo: DeployRepo) -> Approvals | None:
@@ -49,6 +61,8 @@ class Deps:
     max_push_attempts: int = 5
     #: settings ``limits.values_file_bytes``: a larger values file is refused before parsing
     values_file_bytes: int = DEFAULT_FILE_BYTES
+    #: what started the cycle, for the commits' ``Image-Updater-Source`` trailer
+    source: Source = "poll"
 
 
 @dataclass
@@ -65,6 +79,7 @@ class _Attempt:
     changes: list[Change] = field(default_factory=list)
     failures: list[tuple[App, Environment, ImageUpdaterError]] = field(default_factory=list)
     unchanged: list[tuple[str, str]] = field(default_factory=list)
+    held: list[HeldEnv] = field(default_factory=list)  # held at that head (a hold just landed)
     originals: dict[str, str] = field(default_factory=dict)  # file -> text at that head
     files: dict[str, str] = field(default_factory=dict)      # file -> text with the edits
 
@@ -103,6 +118,7 @@ def _absorb(into: CycleResult, part: CycleResult) -> None:
     into.pull_request_actions += part.pull_request_actions
     into.verifications += part.verifications
     into.deployed += part.deployed
+    into.held += part.held
 
 
 def _registries(apps: Sequence[App], deps: Deps) -> list[Registry]:
@@ -166,14 +182,49 @@ def _apply_repo(target: GitTarget, items: list[Target], deps: Deps, verifier: Ve
         for app, env, _ in items:
             _fail(outcome.result, app, env, exc)
         return outcome
-    direct = [t for t in items if t[1].approval == "none"]
-    gated = [t for t in items if t[1].approval != "none"]
+    try:
+        holds = parse_holds(repo.read(HOLDS_FILE))
+    except ImageUpdaterError as exc:  # fail closed: which environments are held is unknown
+        for app, env, _ in items:
+            _fail(outcome.result, app, env, exc)
+        return outcome
+    free = [t for t in items if holds.get(t[0].name, t[1].name) is None]
+    held = [t for t in items if holds.get(t[0].name, t[1].name) is not None]
+    _leave_held(target, repo, held, holds, deps, dry_run, outcome)
+    direct = [t for t in free if t[1].approval == "none"]
+    gated = [t for t in free if t[1].approval != "none"]
     if direct:
         _commit_direct(target, repo, direct, deps, verifier, dry_run, outcome)
     if gated:
         _propose_gated(target, repo, gated, deps, verifier, dry_run, outcome)
     _record_deployed(repo, items, outcome, deps.values_file_bytes)
     return outcome
+
+
+def _held(hold: Hold, res: Resolved, pull_request: str = "") -> HeldEnv:
+    return HeldEnv(app=hold.app, env=hold.env, kind=hold.kind, by=hold.by, reason=hold.reason,
+                   since=hold.since, wanted=res.digest, pull_request=pull_request)
+
+
+def _leave_held(target: GitTarget, repo: DeployRepo, items: list[Target], holds: Holds,
+                deps: Deps, dry_run: bool, outcome: _RepoOutcome) -> None:
+    """Held environments get nothing written and nothing proposed; an open pull request
+    of one stays open and is told, once per hold, why it does not move."""
+    approvals = None
+    for app, env, res in items:
+        hold = holds.get(app.name, env.name)
+        assert hold is not None
+        url = ""
+        if env.approval != "none":
+            try:
+                approvals = approvals or deps.approvals_for(target, repo)
+                if approvals is not None:
+                    url = approvals.note_held(app, env, hold, dry_run=dry_run) or ""
+            except ImageUpdaterError as exc:  # the hold itself stands; only the note failed
+                _fail(outcome.result, app, env, exc)
+        if url:
+            outcome.result.pull_requests[(app.name, env.name)] = url
+        outcome.result.held.append(_held(hold, res, url))
 
 
 def _commit_direct(target: GitTarget, repo: DeployRepo, items: list[Target], deps: Deps,
@@ -186,7 +237,11 @@ def _commit_direct(target: GitTarget, repo: DeployRepo, items: list[Target], dep
         # re-derived, so they are applied exactly once and never over someone else's change.
         attempt = _Attempt()
         attempts.append(attempt)
+        holds = parse_holds(read(HOLDS_FILE))  # a hold placed since the sync wins
         for app, env, res in items:
+            if (hold := holds.get(app.name, env.name)) is not None:
+                attempt.held.append(_held(hold, res))
+                continue
             try:
                 text = attempt.files.get(env.file)
                 if text is None:
@@ -207,7 +262,7 @@ def _commit_direct(target: GitTarget, repo: DeployRepo, items: list[Target], dep
             attempt.files[env.file] = new_text
             attempt.changes.append(change)
         changed = {f: t for f, t in attempt.files.items() if t != attempt.originals.get(f)}
-        return Plan(files=changed, message=commit_message(attempt.changes)
+        return Plan(files=changed, message=commit_message(attempt.changes, source=deps.source)
                     if attempt.changes else "")
 
     result = outcome.result
@@ -245,6 +300,7 @@ def _collect_attempt(attempt: _Attempt, outcome: _RepoOutcome, *, committed: boo
     if committed:
         outcome.texts.update(attempt.files)
     outcome.result.unchanged += attempt.unchanged
+    outcome.result.held += attempt.held
     for app, env, exc in attempt.failures:
         _fail(outcome.result, app, env, exc)
     outcome.result.changes += attempt.changes
@@ -264,7 +320,7 @@ def _propose_gated(target: GitTarget, repo: DeployRepo, items: list[Target], dep
             outcome.texts[env.file] = text  # a pull request leaves the branch as it is
             if change is not None:  # about to be proposed: check it first
                 verifier.check(app, env, change, result.verifications)
-            replan = _replan(app, env, res, deps.values_file_bytes)
+            replan = _replan(app, env, res, deps)
             proposal = approvals.sync(app, env, change, why, replan, dry_run=dry_run)
         except Exception as exc:  # one environment's proposal never costs the others theirs
             if not isinstance(exc, ImageUpdaterError):
@@ -288,15 +344,16 @@ def _proposed(change: Change) -> Change:
     return replace(change, via="pull-request")
 
 
-def _replan(app: App, env: Environment, res: Resolved, max_bytes: int) -> PlanFn:
+def _replan(app: App, env: Environment, res: Resolved, deps: Deps) -> PlanFn:
     """The pull request's commit, derived again from the base as it is at push time."""
 
     def plan(read: Callable[[str], str | None]) -> Plan:
         new_text, change, _ = plan_edit(app, env, res, _read_values(read, app, env),
-                                        max_bytes=max_bytes)
+                                        max_bytes=deps.values_file_bytes)
         if change is None:  # the base already holds it: the branch is the base itself
             return Plan(files={}, message="")
-        return Plan(files={env.file: new_text}, message=commit_message([change]))
+        return Plan(files={env.file: new_text},
+                    message=commit_message([change], source=deps.source))
 
     return plan
 

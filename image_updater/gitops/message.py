@@ -8,14 +8,23 @@ git alone (``git log --format='%(trailers)'``): one group per change, always in 
     Image-Updater-Image: registry.example.com/team/application-x
     Image-Updater-Tag: dev                      (only when the change has a tag)
     Image-Updater-Digest: sha256:…
+    Image-Updater-Previous-Digest: sha256:…     (when the file held a digest before)
+    Image-Updater-Action: update                (update, promote, rollback, hold, release)
+    Image-Updater-Source: poll                  (poll, webhook, promotion, person)
+    Image-Updater-By: alice@example.com         (a person's commands: who)
+    Image-Updater-Reason: incident 4711         (hold, rollback: why)
+
+A hold or release changes no image: its group has App, Env, Action, Source, By and Reason.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 from image_updater.changes import Change
+from image_updater.errors import ImageUpdaterError
 from image_updater.gitops.credentials import redact_url
 from image_updater.registry.base import check_digest, check_tag
 
@@ -28,13 +37,22 @@ TRAILER_PREFIX = "Image-Updater-"
 #: trailer suffix → key in the dicts of :func:`parse_trailers`, in writing order
 TRAILER_FIELDS: tuple[tuple[str, str], ...] = (
     ("App", "app"), ("Env", "env"), ("Image", "image"), ("Tag", "tag"), ("Digest", "digest"),
+    ("Previous-Digest", "previous_digest"), ("Action", "action"), ("Source", "source"),
+    ("By", "by"), ("Reason", "reason"),
 )
+Action = Literal["update", "promote", "rollback", "hold", "release"]
+Source = Literal["poll", "webhook", "promotion", "person"]
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 
 
-def commit_message(changes: Sequence[Change], *, repo_url: str | None = None) -> str:
+def commit_message(changes: Sequence[Change], *, repo_url: str | None = None,
+                   action: Action = "update", source: Source = "poll",
+                   by: str | None = None, reason: str | None = None) -> str:
     """Subject, one body paragraph per change, then the trailer block.
+
+    ``action`` and ``source`` say what kind of change this is and what started it; ``by``
+    and ``reason`` (a person's commands) who and why. They go into every change's group.
 
     Tags and digests come from registries, so they are validated here once more: a tag with a
     newline in it must never be able to forge a trailer line.
@@ -43,10 +61,30 @@ def commit_message(changes: Sequence[Change], *, repo_url: str | None = None) ->
         raise ValueError("commit_message() needs at least one change; no change means no commit.")
     for change in changes:
         _check(change)
-    paragraphs = [_subject(changes), *(_describe(c) for c in changes)]
+    paragraphs = [_subject(changes, action), *(_describe(c) for c in changes)]
+    if by or reason:
+        paragraphs.append(_who(action, by, reason))
     if repo_url:
         paragraphs.append(f"Deploy repository: {_one_line(redact_url(repo_url))}")
-    paragraphs.append("\n".join(line for c in changes for line in _trailers(c)))
+    extra = {"action": action, "source": source, "by": by, "reason": reason}
+    paragraphs.append("\n".join(line for c in changes for line in _trailers(c, extra)))
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def control_message(action: Action, app: str, env: str, *, by: str, reason: str,
+                    detail: str = "") -> str:
+    """The message of a commit that changes no image: a hold placed or released.
+
+    ``detail`` is one more body paragraph (what the hold was, for a release).
+    """
+    verb = {"hold": "hold", "release": "release"}.get(action, action)
+    subject = f"{SUBJECT_PREFIX}{verb} {_one_line(app)} {_one_line(env)}"
+    paragraphs = [subject, _who(action, by, reason)]
+    if detail:
+        paragraphs.append(_one_line(detail))
+    values = {"app": app, "env": env, "action": action, "source": "person", "by": by,
+              "reason": reason}
+    paragraphs.append("\n".join(_trailer_lines(values)))
     return "\n\n".join(paragraphs) + "\n"
 
 
@@ -83,10 +121,12 @@ def _check(change: Change) -> None:
         check_tag(change.tag, what=f"the tag of {change.app} {change.env}")
 
 
-def _subject(changes: Sequence[Change]) -> str:
+def _subject(changes: Sequence[Change], action: Action = "update") -> str:
     if len(changes) == 1:
         c = changes[0]
-        return f"{SUBJECT_PREFIX}{_one_line(c.app)} {_one_line(c.env)} → {short_digest(c.digest)}"
+        verb = "" if action == "update" else f"{action} "
+        return (f"{SUBJECT_PREFIX}{verb}{_one_line(c.app)} {_one_line(c.env)} → "
+                f"{short_digest(c.digest)}")
     head = f"{SUBJECT_PREFIX}{len(changes)} updates ("
     names = [f"{_one_line(c.app)} {_one_line(c.env)}" for c in changes]
     shown: list[str] = []
@@ -114,12 +154,44 @@ def _describe(change: Change) -> str:
     return "\n".join(lines)
 
 
-def _trailers(change: Change) -> list[str]:
+def _who(action: str, by: str | None, reason: str | None) -> str:
+    lines = [f"{action} by {_one_line(by or 'unknown')}"]
+    if reason:
+        lines.append(f"reason: {_one_line(reason)}")
+    return "\n".join(lines)
+
+
+def _trailers(change: Change, extra: dict[str, str | None]) -> list[str]:
     values = {"app": change.app, "env": change.env, "image": change.image,
-              "tag": change.tag, "digest": change.digest}
+              "tag": change.tag, "digest": change.digest,
+              "previous_digest": previous_digest(change), **extra}
+    return _trailer_lines(values)
+
+
+def _trailer_lines(values: Mapping[str, str | None]) -> list[str]:
     return [f"{TRAILER_PREFIX}{suffix}: {_one_line(value)}"
             for suffix, key in TRAILER_FIELDS
-            if (value := values[key]) is not None]
+            if (value := values.get(key)) and _one_line(value)]
+
+
+def previous_digest(change: Change) -> str | None:
+    """The digest the values file held before ``change``: the old value of the key that
+    receives the digest (or the digest part of a ``tag@digest`` reference). None when it
+    held none, or something that is not a well-formed digest (a hand edit)."""
+    for key in change.keys:
+        if key.old is None:
+            continue
+        if key.new == change.digest:
+            old = key.old
+        elif key.new.endswith("@" + change.digest):
+            old = key.old.rpartition("@")[2]
+        else:
+            continue
+        try:
+            return check_digest(old)
+        except ImageUpdaterError:
+            return None
+    return None
 
 
 def _one_line(text: str) -> str:

@@ -304,6 +304,15 @@ class DeployRepo:
                 records.append(TrailerRecord(sha=sha, trailers=tuple(trailers)))
         return records
 
+    def file_versions(self, path: str, limit: int = 200) -> list[tuple[str, str | None]]:
+        """``(sha, text)`` of ``path`` after each of the newest ``limit`` commits that
+        changed it at the synced head, newest first (text None: the commit deleted it)."""
+        with self.locked("the history read"):
+            head = self._head or self.sync()
+            shas = self._local("log", "-n", str(limit), "--format=%H", head, "--",
+                               str(check_path(path))).split()
+            return [(sha, self._reader(sha)(path)) for sha in shas]
+
     # ---- clone lifecycle -------------------------------------------------------------------
 
     def _open(self) -> git.Repo:

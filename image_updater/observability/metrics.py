@@ -6,6 +6,7 @@ a configured host, status is an HTTP status class or code, reason is an error's 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from prometheus_client import (
@@ -65,8 +66,38 @@ class Metrics:
         self.webhooks = Counter(
             f"{PREFIX}_webhook_requests", "Webhook requests by source and result.",
             ["source", "result"], registry=r)
+        self.environment_held = Gauge(
+            f"{PREFIX}_environment_held", "1 while an app's environment is held (image-updater "
+            "hold or rollback): the daemon writes and proposes nothing for it.",
+            ["app", "env", "kind"], registry=r)
+        self.environment_held_since = Gauge(
+            f"{PREFIX}_environment_held_since_timestamp_seconds",
+            "Unix time at which the hold on an app's environment was placed.",
+            ["app", "env"], registry=r)
+        self._held_now: dict[tuple[str, str], str] = {}  # (app, env) -> kind exported
         self._deployed_now: dict[tuple[str, str], tuple[str, str]] = {}
         self._deployed_lock = threading.Lock()  # cycles publish from worker threads
+
+    def set_held(self, app: str, env: str, kind: str, since: float | None) -> None:
+        """One held series per app/env while it is held; ``since`` None: not known."""
+        with self._deployed_lock:
+            old = self._held_now.get((app, env))
+            if old is not None and old != kind:
+                self.environment_held.remove(app, env, old)
+            self._held_now[(app, env)] = kind
+            self.environment_held.labels(app=app, env=env, kind=kind).set(1)
+            if since is not None:
+                self.environment_held_since.labels(app=app, env=env).set(since)
+
+    def clear_held(self, app: str, env: str) -> None:
+        """The environment is not held (any more): its series go away."""
+        with self._deployed_lock:
+            kind = self._held_now.pop((app, env), None)
+            if kind is None:
+                return
+            self.environment_held.remove(app, env, kind)
+            with contextlib.suppress(KeyError):  # its since was not a readable time
+                self.environment_held_since.remove(app, env)
 
     def set_deployed(self, app: str, env: str, tag: str, digest: str) -> None:
         """Keep exactly one info series per app/env (the old one is removed). O(1): the

@@ -8,12 +8,14 @@ can never disagree about a cycle.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from image_updater.changes import (
     Change,
     CycleResult,
     Deployed,
     Failure,
+    HeldEnv,
     PullRequestAction,
     Waiting,
 )
@@ -52,6 +54,37 @@ def report(result: CycleResult, metrics: Metrics, log: logging.Logger = RECONCIL
         _pull_request(pr_log, metrics, action)
     for deployed in result.deployed:
         _deployed(metrics, deployed)
+    _holds(log, metrics, result)
+
+
+def _holds(log: logging.Logger, metrics: Metrics, result: CycleResult) -> None:
+    """Held environments are information: logged at info, counted in their own gauge."""
+    held = {(h.app, h.env) for h in result.held}
+    for h in result.held:
+        _log_held(log, h)
+        metrics.set_held(h.app, h.env, h.kind, _timestamp(h.since))
+    if result.dry_run:
+        return
+    seen = {(d.app, d.env) for d in result.deployed} | set(result.unchanged)
+    seen |= {(c.app, c.env) for c in result.changes}
+    for app, env in seen - held:  # covered by this cycle and not held: released, or never
+        metrics.clear_held(app, env)
+
+
+def _log_held(log: logging.Logger, h: HeldEnv) -> None:
+    what = "rolled back" if h.kind == "rollback" else "held"
+    wanted = f"; the policy would write {h.wanted[:19]}…" if h.wanted else ""
+    pr = f"; pull request {h.pull_request} stays open" if h.pull_request else ""
+    log.info("%s by %s since %s (%s): nothing written%s%s; image-updater release %s %s "
+              "ends it", what, h.by, h.since, h.reason, wanted, pr, h.app, h.env,
+              extra={"app": h.app, "env": h.env})
+
+
+def _timestamp(since: str) -> float | None:
+    try:
+        return datetime.fromisoformat(since).timestamp()
+    except ValueError:  # the holds file is edited by people; the gauge stays, without a time
+        return None
 
 
 def _log_failure(log: logging.Logger, failure: Failure, retry_hint: str) -> None:

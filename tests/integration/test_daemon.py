@@ -247,9 +247,11 @@ class GatedDaemon(Daemon):
         super().__init__(**kwargs)
         self.gate = gate
         self.batches: list[list[str]] = []
+        self.sources: list[str] = []
 
     async def cycle(self, apps: Sequence[App]) -> CycleResult:
         self.batches.append(sorted(a.name for a in apps))
+        self.sources.append(self.cycle_source)
         await asyncio.to_thread(self.gate.wait)
         return await super().cycle(apps)
 
@@ -287,6 +289,7 @@ def test_requests_during_a_cycle_are_coalesced_into_one_more(
         running.wait_cycles(2)
         queued_after = daemon.queued()
     assert daemon.batches == [["app-a", "app-b"], ["app-a"]]
+    assert daemon.sources == ["poll", "webhook"]  # what the commits' Source trailer says
     assert queued_after == (False, frozenset())
 
 

@@ -266,7 +266,8 @@ def _alerts() -> list[dict[str, Any]]:
 def test_expected_alerts_exist() -> None:
     assert {a["alert"] for a in _alerts()} == {
         "ImageUpdaterNoSuccessfulCycle", "ImageUpdaterGitPushFailing",
-        "ImageUpdaterRegistryErrorRate", "ImageUpdaterPullRequestOpenTooLong"}
+        "ImageUpdaterRegistryErrorRate", "ImageUpdaterPullRequestOpenTooLong",
+        "ImageUpdaterEnvironmentHeldTooLong"}
 
 
 def test_every_alert_has_annotations_and_a_runbook_section() -> None:

@@ -357,7 +357,9 @@ def test_log_trailers_reconstructs_history_from_git(bare: BareRepo, tmp_path: Pa
     assert [r.sha for r in records] == [second, first]
     assert records[0].trailers == ({"app": "application-x", "env": "prod",
                                     "image": "registry.example.com/team/application-x",
-                                    "tag": "prod", "digest": second_digest},)
+                                    "tag": "prod", "digest": second_digest,
+                                    "previous_digest": OLD_DIGEST, "action": "update",
+                                    "source": "poll"},)
     assert [r.sha for r in only_dev] == [first]
     assert only_dev[0].trailers[0]["digest"] == NEW_DIGEST
 

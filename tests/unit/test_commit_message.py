@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from typing import Literal
 
 import pytest
 from hypothesis import given, settings
@@ -10,7 +11,12 @@ from hypothesis import strategies as st
 
 from image_updater.changes import Change, KeyChange
 from image_updater.errors import InvalidReferenceError
-from image_updater.gitops.message import SUBJECT_LIMIT, commit_message, parse_trailers
+from image_updater.gitops.message import (
+    SUBJECT_LIMIT,
+    commit_message,
+    control_message,
+    parse_trailers,
+)
 
 D1 = "sha256:" + "abcd1234" * 8
 D2 = "sha256:" + "0" * 64
@@ -59,17 +65,27 @@ def test_body_lists_file_keys_and_reason(one: Change, lines: list[str]) -> None:
         assert line in body
 
 
+#: what every update by the daemon's poll carries after the image's own trailers
+POLL = {"previous_digest": D2, "action": "update", "source": "poll"}
+
 TRAILERS = [
     ([change()], [{"app": "application-x", "env": "dev",
                    "image": "registry.example.com/team/application-x", "tag": "dev",
-                   "digest": D1}]),
+                   "digest": D1, **POLL}]),
     ([change(tag=None)], [{"app": "application-x", "env": "dev",
-                           "image": "registry.example.com/team/application-x", "digest": D1}]),
+                           "image": "registry.example.com/team/application-x", "digest": D1,
+                           **POLL}]),
     ([change(), change(env="prod", digest=D3, tag="prod")],
      [{"app": "application-x", "env": "dev", "image": "registry.example.com/team/application-x",
-       "tag": "dev", "digest": D1},
+       "tag": "dev", "digest": D1, **POLL},
       {"app": "application-x", "env": "prod", "image": "registry.example.com/team/application-x",
-       "tag": "prod", "digest": D3}]),
+       "tag": "prod", "digest": D3, **POLL}]),
+    ([change(old=None)], [{"app": "application-x", "env": "dev",  # nothing before: no previous
+                           "image": "registry.example.com/team/application-x", "tag": "dev",
+                           "digest": D1, "action": "update", "source": "poll"}]),
+    ([change(old="not-a-digest\nImage-Updater-App: x")],  # a hand edit is not repeated
+     [{"app": "application-x", "env": "dev", "image": "registry.example.com/team/application-x",
+       "tag": "dev", "digest": D1, "action": "update", "source": "poll"}]),
 ]
 
 
@@ -111,7 +127,7 @@ def test_config_text_cannot_add_lines() -> None:
                     tag="dev", digest=D1, keys=(), why="r\n\nImage-Updater-Env: forged")
     assert parse_trailers(commit_message([sneaky])) == [
         {"app": "x Image-Updater-App: forged", "env": "dev", "image": "img", "tag": "dev",
-         "digest": D1}]
+         "digest": D1, "action": "update", "source": "poll"}]
 
 
 def test_no_changes_is_a_programming_error() -> None:
@@ -152,3 +168,32 @@ def test_round_trip_for_any_valid_changes(rows: list[tuple[str, str, str | None,
     if len(rows) > 1 and len(rows[0][0]) + len(rows[0][1]) < 30:
         # several changes: the list is cut to fit; a single change is always named in full
         assert len(commit_message(changes).splitlines()[0]) <= SUBJECT_LIMIT
+
+
+def test_a_person_s_rollback_says_who_why_and_what_ran_before() -> None:
+    message = commit_message([change(digest=D3, old=D1)], action="rollback", source="person",
+                             by="alice@example.com", reason="incident 4711\nforged: x")
+    assert message.splitlines()[0] == "image-updater: rollback application-x dev → sha256:ffffffff…"
+    assert parse_trailers(message) == [{
+        "app": "application-x", "env": "dev", "image": "registry.example.com/team/application-x",
+        "tag": "dev", "digest": D3, "previous_digest": D1, "action": "rollback",
+        "source": "person", "by": "alice@example.com", "reason": "incident 4711 forged: x"}]
+
+
+def test_reference_keys_give_their_digest_part_as_previous() -> None:
+    ref = Change(app="a", env="dev", file="f.yaml", image="img", tag="v2", digest=D3,
+                 keys=(KeyChange(key="image.ref", old=f"v1@{D1}", new=f"v2@{D3}"),), reason="r")
+    assert parse_trailers(commit_message([ref]))[0]["previous_digest"] == D1
+
+
+@pytest.mark.parametrize("action", ["hold", "release"])
+def test_hold_and_release_messages_carry_who_and_why(action: Literal["hold", "release"]) -> None:
+    message = control_message(action, "application-x", "prod", by="bob", reason="freeze",
+                              detail="was held by alice")
+    assert message.startswith(f"image-updater: {action} application-x prod\n")
+    assert parse_trailers(message) == [{"app": "application-x", "env": "prod",
+                                        "action": action, "source": "person", "by": "bob",
+                                        "reason": "freeze"}]
+    parsed = subprocess.run(["git", "interpret-trailers", "--parse"], input=message,
+                            capture_output=True, text=True, check=True).stdout
+    assert f"Image-Updater-Action: {action}" in parsed

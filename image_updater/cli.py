@@ -137,6 +137,9 @@ def _control_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                         help="roll back N digests in the values file's history (default 1)")
     back.add_argument("--retag", action="store_true",
                       help="also move the environment's tag back (compare-and-swap)")
+    back.add_argument("--replace-hold", action="store_true",
+                      help="replace a person's hold on ENV in the same commit (its owner "
+                           "agreed); without it a held ENV is refused")
 
 
 

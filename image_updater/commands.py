@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import sys
@@ -19,7 +20,7 @@ from image_updater.changes import CycleResult
 from image_updater.config.settings import LimitSettings, Settings, load_settings, secret_sources
 from image_updater.errors import ConfigError, ImageUpdaterError, PolicyError
 from image_updater.exit_codes import ExitCode, exit_code_for, once_exit_code
-from image_updater.model import App, Environment
+from image_updater.model import App, Environment, known_envs
 from image_updater.observability.logs import configure_logging, scrub
 from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_file
 
@@ -101,10 +102,12 @@ def cmd_once(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     _start_logging(settings, secrets)
     apps = load_policies(_policy_paths(args),
                          max_file_bytes=settings.limits.policy_file_bytes)
+    known = known_envs(apps)  # before --app narrows them: holds of other apps are valid
     if args.app:
         apps = _only(apps, args.app)
     dry_run = args.dry_run or settings.dry_run
-    result = asyncio.run(run_once(settings, apps, dry_run=dry_run, secrets=secrets))
+    result = asyncio.run(run_once(settings, apps, dry_run=dry_run, secrets=secrets,
+                                  known=known))
     print_result(result, dry_run=dry_run, secrets=secrets)
     # waiting environments are the normal state of a new app, and a held one is a person's
     # decision: neither is a failure, both count as handled
@@ -123,7 +126,8 @@ def _only(apps: Sequence[App], names: Sequence[str]) -> list[App]:
 
 
 async def run_once(settings: Settings, apps: Sequence[App], *, dry_run: bool = False,
-                   secrets: SecretRegistry | None = None) -> CycleResult:
+                   secrets: SecretRegistry | None = None,
+                   known: frozenset[tuple[str, str]] | None = None) -> CycleResult:
     """One reconcile cycle with adapters built from ``settings``.
 
     Nothing is written when ``dry_run`` or ``settings.dry_run`` is set. Credentials read are
@@ -136,7 +140,8 @@ async def run_once(settings: Settings, apps: Sequence[App], *, dry_run: bool = F
 
     runtime = Runtime(settings, secrets=secrets if secrets is not None else SecretRegistry())
     try:
-        result = await reconcile(apps, runtime.deps(), dry_run=dry_run or settings.dry_run)
+        deps = dataclasses.replace(runtime.deps(), known_envs=known)
+        result = await reconcile(apps, deps, dry_run=dry_run or settings.dry_run)
     finally:
         await runtime.aclose()
     # print_result shows each failure; the log would show it a second time
@@ -501,7 +506,9 @@ def cmd_rollback(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
 
     # argparse keeps --to and --steps apart; RollbackRequest checks their values
     req = RollbackRequest(to=args.to, steps=1 if args.steps is None else args.steps,
-                          reason=args.reason or "", by=actor(args.by), retag=args.retag)
+                          reason=args.reason or "", by=actor(args.by), retag=args.retag,
+                          chosen=args.to is not None or args.steps is not None,
+                          replace_hold=args.replace_hold)
 
     async def run(rt: Runtime, app: App, env: Environment) -> Outcome:
         repo = rt.repo_for(app.git)

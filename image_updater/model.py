@@ -17,6 +17,7 @@ A policy file holds one or more apps (YAML documents separated by ``---``)::
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -133,3 +134,8 @@ def check_repo_path(path: str) -> str:
             "writes files tracked in the deploy repository."
         )
     return path
+
+
+def known_envs(apps: Iterable[App]) -> frozenset[tuple[str, str]]:
+    """Every (app, environment) that ``apps`` name: a hold naming anything else is a typo."""
+    return frozenset((a.name, e.name) for a in apps for e in a.environments)

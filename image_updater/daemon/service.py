@@ -30,7 +30,7 @@ from image_updater.daemon.schedule import IntervalSchedule, Job, Schedule
 from image_updater.engine.reconcile import Deps, Source, reconcile
 from image_updater.errors import ConfigError
 from image_updater.gitops.repo import DeployRepo
-from image_updater.model import App, GitTarget
+from image_updater.model import App, GitTarget, known_envs
 from image_updater.observability.metrics import Metrics
 from image_updater.observability.report import report
 from image_updater.registry.reference import normalize_host, parse_reference
@@ -239,7 +239,8 @@ class Daemon:
             handed_out.add(target)
             return repo
 
-        return dataclasses.replace(deps, repo_for=repo_for, source=source)
+        return dataclasses.replace(deps, repo_for=repo_for, source=source,
+                                   known_envs=known_envs(self.apps))
 
     # -- the orchestrator -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> bool:

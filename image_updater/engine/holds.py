@@ -151,6 +151,11 @@ class RollbackRequest:
     reason: str = ""
     by: str
     retag: bool = False
+    #: whether the person chose ``steps`` (``--steps``; ``to`` is always a choice): a default
+    #: target on an environment already rolled back would undo that rollback, so is refused
+    chosen: bool = False
+    #: replace a person's hold on the environment in the rollback's commit (its owner agreed)
+    replace_hold: bool = False
 
     def __post_init__(self) -> None:
         if self.to is not None:
@@ -288,9 +293,11 @@ def _rollback_plan(app: App, env: Environment, res: Resolved, hold: Hold,
             raise ConfigError(f"{app.name}/{env.name} already runs {res.digest} according to "
                               f"{env.file}; nothing to roll back. Nothing was written.")
         holds = _holds(read)
-        # a rollback replaces the environment's hold: releasing first would let a cycle
-        # move it forward in between
-        if holds.get(app.name, env.name) is not None:
+        current = holds.get(app.name, env.name)
+        _refuse_over(current, req, f"{app.name} {env.name}")
+        # a rollback replaces the environment's earlier rollback in the same commit: releasing
+        # first would let a cycle move it forward in between
+        if current is not None:
             holds, earlier = holds.release(app.name, env.name)
             replaced.append(earlier)
         files = {env.file: new_text, HOLDS_FILE: render_holds(holds.place(hold))}
@@ -298,6 +305,23 @@ def _rollback_plan(app: App, env: Environment, res: Resolved, hold: Hold,
             [change], action="rollback", source="person", by=req.by, reason=req.reason))
 
     return plan
+
+
+def _refuse_over(current: Hold | None, req: RollbackRequest, where: str) -> None:
+    """A person's hold is theirs to release; a second default rollback would go back to the
+    very digest the first one rolled away from."""
+    if current is None:
+        return
+    if current.kind == "hold" and not req.replace_hold:
+        raise ConfigError(
+            f"{current.describe()}. A rollback would replace that hold: if its owner agrees, "
+            "pass --replace-hold (the commit names the hold it replaces; no cycle can run in "
+            "between, as it could after a release). Nothing was written.")
+    if req.to is None and not req.chosen:
+        raise ConfigError(
+            f"{current.describe()}. Rolling back again by default would return to the digest "
+            "that rollback moved away from; give --to DIGEST or --steps N to say where to go, "
+            f"or end the rollback with image-updater release {where}. Nothing was written.")
 
 
 def _propose(app: App, env: Environment, res: Resolved, plan: Callable[[Reader], Plan],

@@ -59,6 +59,9 @@ class Deps:
     #: digests verified so far; the daemon keeps one for its life so none is fetched twice
     verified: VerifiedDigests = field(default_factory=VerifiedDigests)
     max_push_attempts: int = 5
+    #: every (app, env) the loaded policies name, when the caller knows them all: a hold that
+    #: names anything else is a typo and stops writes to its repository (None: not checked)
+    known_envs: frozenset[tuple[str, str]] | None = None
     #: settings ``limits.values_file_bytes``: a larger values file is refused before parsing
     values_file_bytes: int = DEFAULT_FILE_BYTES
     #: what started the cycle, for the commits' ``Image-Updater-Source`` trailer
@@ -184,6 +187,7 @@ def _apply_repo(target: GitTarget, items: list[Target], deps: Deps, verifier: Ve
         return outcome
     try:
         holds = parse_holds(repo.read(HOLDS_FILE))
+        _check_hold_names(holds, deps.known_envs, target)
     except ImageUpdaterError as exc:  # fail closed: which environments are held is unknown
         for app, env, _ in items:
             _fail(outcome.result, app, env, exc)
@@ -204,6 +208,22 @@ def _apply_repo(target: GitTarget, items: list[Target], deps: Deps, verifier: Ve
 def _held(hold: Hold, res: Resolved, pull_request: str = "") -> HeldEnv:
     return HeldEnv(app=hold.app, env=hold.env, kind=hold.kind, by=hold.by, reason=hold.reason,
                    since=hold.since, wanted=res.digest, pull_request=pull_request)
+
+
+def _check_hold_names(holds: Holds, known: frozenset[tuple[str, str]] | None,
+                      target: GitTarget) -> None:
+    """A hold naming no app environment is a typo that would silently release the one it
+    meant: refuse to write to the repository until it is fixed."""
+    if known is None:
+        return
+    unknown = [h for h in holds if (h.app, h.env) not in known]
+    if unknown:
+        names = ", ".join(f"{h.app}/{h.env}" for h in unknown[:5])
+        raise ConfigError(
+            f"{HOLDS_FILE} in {target.url} ({target.branch}) holds {names}, which no policy "
+            "names: a misspelt app or environment would leave the one it meant unheld. Fix "
+            "the entry (or remove it with image-updater release); until then nothing is "
+            "written to this deploy repository.")
 
 
 def _leave_held(target: GitTarget, repo: DeployRepo, items: list[Target], holds: Holds,

@@ -191,11 +191,16 @@ def test_rollback_steps_and_retag_move_git_and_the_tag_back(
     s3 = site.push("staging", "S3")
     site.cycle()
     assert site.cli("hold", "application-x", "staging", "--reason", "looking") == 0
+    head = site.deploy.head()
     capsys.readouterr()
+    # a person's hold is theirs: a rollback over it is refused unless asked for
+    assert site.cli("rollback", "application-x", "staging", "--steps", "2",
+                    "--by", "dave") == ExitCode.CONFIG
+    assert "--replace-hold" in capsys.readouterr().err and site.deploy.head() == head
     # held first, then rolled back: the rollback replaces the hold in the same commit, so no
     # cycle can move staging between a release and the rollback
     assert site.cli("rollback", "application-x", "staging", "--steps", "2", "--retag",
-                    "--by", "dave") == ExitCode.OK
+                    "--by", "dave", "--replace-hold") == ExitCode.OK
     out = capsys.readouterr().out
     assert "replaces the earlier hold" in out and "looking" in out
     hold = parse_holds(site.deploy.show("master", HOLDS_FILE).decode()).get(
@@ -248,3 +253,43 @@ def test_a_webhook_cycle_s_commit_says_webhook(site: Site) -> None:
 
     assert len(asyncio.run(go()).changes) == 2
     assert [t["source"] for t in parse_trailers(site.last_message())] == ["webhook", "webhook"]
+
+
+def test_a_second_default_rollback_is_refused_instead_of_restoring_the_bad_build(
+        site: Site, capsys: pytest.CaptureFixture[str]) -> None:
+    site.push("staging", "good")
+    site.cycle()
+    site.push("staging", "bad")
+    site.cycle()
+    assert site.cli("rollback", "application-x", "staging", "--reason", "bad") == ExitCode.OK
+    good = site.digest_in(STAGING)
+    head = site.deploy.head()
+    capsys.readouterr()
+    assert site.cli("rollback", "application-x", "staging", "--reason", "again") == \
+        ExitCode.CONFIG
+    err = capsys.readouterr().err
+    assert "would return to the digest that rollback moved away from" in err
+    assert "--to DIGEST or --steps N" in err
+    assert site.deploy.head() == head and site.digest_in(STAGING) == good
+
+
+def test_a_misspelt_hold_stops_writes_instead_of_releasing_the_environment(
+        site: Site, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hand-edited holds file naming no app environment is a typo: the one it meant would
+    silently move on. Nothing is written to that repository until it is fixed."""
+    site.push("dev", "A")
+    site.push("staging", "S")
+    assert site.cli("hold", "application-x", "staging", "--reason", "freeze") == ExitCode.OK
+    work = tmp_path / "hand"
+    git("clone", "-q", str(site.deploy.path), str(work))
+    holds = (work / HOLDS_FILE).read_text()
+    (work / HOLDS_FILE).write_text(holds.replace("application-x:", "applicaton-x:"))
+    git("-c", "user.name=Eve", "-c", "user.email=eve@example.com", "commit", "-qam",
+        "typo", cwd=work)
+    git("push", "-q", "origin", "HEAD:master", cwd=work)
+    head = site.deploy.head()
+    capsys.readouterr()
+    assert site.cli("once") != ExitCode.OK
+    out = capsys.readouterr().out
+    assert "applicaton-x/staging, which no policy names" in out
+    assert site.deploy.head() == head  # neither dev nor staging was written

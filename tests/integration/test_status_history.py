@@ -84,7 +84,7 @@ def test_new_app_without_staging_and_prod_tags_is_waiting_and_once_exits_0(
     assert {e: r["state"] for e, r in rows.items()} == {
         "dev": "in-sync", "staging": "waiting", "prod": "waiting"}
     assert rows["dev"]["git"]["digest"] == dev == rows["dev"]["wanted"]["digest"]
-    assert rows["dev"]["git"]["how"] == "update"
+    assert rows["dev"]["git"]["how"] == "update (poll)"  # the commit says Source: poll
     assert rows["prod"]["wanted"] == {"digest": None, "tag": "prod"}
     assert deploy.show("master", PROD).decode().count(OLD_DIGEST) == 1
 

@@ -182,7 +182,7 @@ def test_a_person_s_rollback_says_who_why_and_what_ran_before() -> None:
 
 def test_reference_keys_give_their_digest_part_as_previous() -> None:
     ref = Change(app="a", env="dev", file="f.yaml", image="img", tag="v2", digest=D3,
-                 keys=(KeyChange(key="image.ref", old=f"v1@{D1}", new=f"v2@{D3}"),), reason="r")
+                 keys=(KeyChange(key="image.ref", old=f"v1@{D1}", new=f"v2@{D3}"),), why="r")
     assert parse_trailers(commit_message([ref]))[0]["previous_digest"] == D1
 
 

@@ -145,7 +145,7 @@ async def run_once(settings: Settings, apps: Sequence[App], *, dry_run: bool = F
     finally:
         await runtime.aclose()
     # print_result shows each failure; the log would show it a second time
-    report(result, runtime.metrics, log_failures=False)
+    report(result, runtime.metrics, log_outcomes=False)
     return result
 
 
@@ -154,14 +154,20 @@ def print_result(result: CycleResult, *, dry_run: bool, secrets: SecretRegistry,
     out = out or sys.stdout
     for preview in result.previews:
         print(preview, file=out)
-    verb = "would update" if dry_run else "updated"
     for c in result.changes:
-        keys = ", ".join(f"{k.key}: {k.old or '(empty)'} → {k.new}" for k in c.keys)
+        verb = ("would propose" if dry_run else "proposed") if c.via == "pull-request" else \
+            ("would update" if dry_run else "updated")
+        keys = ", ".join(f"{k.key}: {k.old or '(unset)'} → {k.new}" for k in c.keys)
         print(f"{verb} {c.app}/{c.env} in {c.file}: {keys}", file=out)
     for sha in result.commits:
         print(f"pushed commit {sha}", file=out)
     for url in result.pull_requests.values():
         print(f"pull request: {url}", file=out)
+    for action in result.pull_request_actions:
+        if action.action in ("closed", "declined"):
+            what = "closed obsolete" if action.action == "closed" else "declined (not proposed "\
+                "again)"
+            print(scrub(f"{what} pull request {action.url}: {action.why}", secrets), file=out)
     for w in result.waiting:
         print(f"waiting {w.app}/{w.env}: tag {w.tag} does not exist yet (nothing promoted "
               "there so far)", file=out)
@@ -172,7 +178,9 @@ def print_result(result: CycleResult, *, dry_run: bool, secrets: SecretRegistry,
     for f in result.failures:
         print(scrub(f"FAILED {f.app}/{f.env}: {f.message}", secrets), file=out)
     if not result.changes and not result.failures:
-        print(f"no changes ({len(result.unchanged)} environments up to date)", file=out)
+        count = len(result.unchanged)
+        print(f"no changes ({count} environment{'s' if count != 1 else ''} up to date)",
+              file=out)
 
 
 def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> ExitCode:

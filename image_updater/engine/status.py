@@ -24,7 +24,7 @@ from typing import Literal
 
 from image_updater.config.holds import HOLDS_FILE, Hold, Holds, parse_holds
 from image_updater.engine.approval import Approvals, branch_name
-from image_updater.engine.plan import read_current
+from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolution, Resolved, resolve
 from image_updater.errors import ImageUpdaterError, ValuesError
 from image_updater.gitops.history import HistoryEntry, newest_per_env, read_history
@@ -135,20 +135,23 @@ def _app_status(app: App, resolution: Resolution, deps: StatusDeps) -> list[EnvS
     try:
         with repo.locked("the status read"):
             head = repo.sync()
-            holds = parse_holds(repo.read(HOLDS_FILE))
+            try:
+                holds, broken = parse_holds(repo.read(HOLDS_FILE)), None
+            except ImageUpdaterError as exc:  # the cycle writes nothing; still show what runs
+                holds, broken = Holds.empty(), exc
             newest = newest_per_env(repo.path, head, app)
-            return [_env_status(app, env, repo, holds, newest.get(env.name), resolution, deps)
-                    for env in app.environments]
+            return [_env_status(app, env, repo, holds, newest.get(env.name), resolution, deps,
+                                broken) for env in app.environments]
     except ImageUpdaterError as exc:  # git itself failed: every environment is failing
         return [EnvStatus(app=app.name, env=e.name, state="failing", git_digest=None,
                           git_tag=None, error=str(exc)) for e in app.environments]
 
 
 def _env_status(app: App, env: Environment, repo: DeployRepo, holds: Holds,
-                newest: HistoryEntry | None, resolution: Resolution, deps: StatusDeps
-                ) -> EnvStatus:
+                newest: HistoryEntry | None, resolution: Resolution, deps: StatusDeps,
+                broken_holds: ImageUpdaterError | None = None) -> EnvStatus:
     key = (app.name, env.name)
-    error = resolution.errors.get(key)
+    error: ImageUpdaterError | None = resolution.errors.get(key) or broken_holds
     tag = digest = None
     try:
         text = repo.read(env.file)
@@ -158,6 +161,8 @@ def _env_status(app: App, env: Environment, repo: DeployRepo, holds: Holds,
         current = read_current(env, text, max_bytes=deps.values_file_bytes)
         tag, digest = current.tag, current.digest
         resolved = resolution.resolved.get(key)
+        if resolved is not None:  # what the cycle would do: a missing key fails it too
+            plan_edit(app, env, resolved, text, max_bytes=deps.values_file_bytes)
         behind = resolved is not None and resolved.digest != digest
         pr = _open_pull_request(app, env, repo, deps, behind) if env.approval != "none" \
             else None

@@ -27,20 +27,22 @@ APPROVAL_LOG = logging.getLogger("image_updater.approval")
 
 
 def report(result: CycleResult, metrics: Metrics, log: logging.Logger = RECONCILE_LOG, *,
-           retry_hint: str = "next cycle", log_failures: bool = True,
+           retry_hint: str = "next cycle", log_outcomes: bool = True,
            pr_log: logging.Logger = APPROVAL_LOG) -> None:
     """Log and count everything ``result`` holds.
 
     ``retry_hint`` ends each failure's log line ("will retry in 120 s (next cycle)").
-    ``log_failures=False`` counts failures without logging them (nor the environments
-    waiting for their tag), for a caller that prints them itself (``image-updater once``),
-    so that each is shown once.
+    ``log_outcomes=False`` counts everything without logging what happened to each
+    environment, for a caller that prints the result itself (``image-updater once``), so
+    that each outcome is shown once.
     """
+    say: logging.Logger | None = log if log_outcomes else None
+    say_pr: logging.Logger | None = pr_log if log_outcomes else None
     for failure in result.failures:
         metrics.errors.labels(app=failure.app, env=failure.env, reason=failure.reason).inc()
-        if log_failures:
-            _log_failure(log, failure, retry_hint)
-    for waiting in result.waiting if log_failures else ():
+        if say:
+            _log_failure(say, failure, retry_hint)
+    for waiting in result.waiting if say else ():
         _log_waiting(log, waiting)
     for push in result.pushes:
         metrics.git_pushes.labels(result=push.result).inc()
@@ -49,19 +51,20 @@ def report(result: CycleResult, metrics: Metrics, log: logging.Logger = RECONCIL
     if not result.dry_run:
         for change in result.changes:
             if change.via == "commit":
-                _committed(log, metrics, change)
+                _committed(say, metrics, change)
     for action in result.pull_request_actions:
-        _pull_request(pr_log, metrics, action)
+        _pull_request(say_pr, metrics, action)
     for deployed in result.deployed:
         _deployed(metrics, deployed)
-    _holds(log, metrics, result)
+    _holds(say, metrics, result)
 
 
-def _holds(log: logging.Logger, metrics: Metrics, result: CycleResult) -> None:
+def _holds(log: logging.Logger | None, metrics: Metrics, result: CycleResult) -> None:
     """Held environments are information: logged at info, counted in their own gauge."""
     held = {(h.app, h.env) for h in result.held}
     for h in result.held:
-        _log_held(log, h)
+        if log:
+            _log_held(log, h)
         metrics.set_held(h.app, h.env, h.kind, _timestamp(h.since))
     if result.dry_run:
         return
@@ -98,16 +101,22 @@ def _log_waiting(log: logging.Logger, waiting: Waiting) -> None:
              extra={"app": waiting.app, "env": waiting.env, "image": waiting.image})
 
 
-def _committed(log: logging.Logger, metrics: Metrics, change: Change) -> None:
+def _committed(log: logging.Logger | None, metrics: Metrics, change: Change) -> None:
     metrics.updates.labels(app=change.app, env=change.env, mode="commit").inc()
+    if log is None:  # the caller prints it
+        return
     log.info("committed %s: %s", change.file, change.why,
              extra={"app": change.app, "env": change.env, "image": change.image})
 
 
-def _pull_request(log: logging.Logger, metrics: Metrics, action: PullRequestAction) -> None:
+def _pull_request(log: logging.Logger | None, metrics: Metrics, action: PullRequestAction
+                  ) -> None:
     where = {"app": action.app, "env": action.env}
     if action.action in ("opened", "updated"):
         metrics.updates.labels(app=action.app, env=action.env, mode="pr").inc()
+    if log is None:  # the caller prints it
+        return
+    if action.action in ("opened", "updated"):
         log.info("%s pull request %s: %s", action.action, action.url, action.why,
                  extra={**where, "image": action.image})
     elif action.action == "closed":

@@ -126,6 +126,28 @@ def test_hand_edit_is_drifted_in_status_and_a_hand_edit_in_history(
     assert list(rows) == ["prod"] and rows["prod"]["state"] == "in-sync"
 
 
+def test_a_values_file_the_cycle_cannot_write_is_failing_not_drifted(
+        registry: RegistryServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A renamed key is not a hand edit the next cycle repairs: status says what the cycle
+    would say (failing, with the error), and a broken holds file still shows what runs."""
+    deploy, opts = setup(tmp_path, registry, "hist/nokey")
+    for env in ("dev", "staging", "prod"):
+        push_image(registry.url, "hist/nokey", env, seed=f"nokey-{env}")
+    assert main(["once", *opts]) == ExitCode.OK
+    text = deploy.show("master", PROD).decode().replace("digest:", "digest_x:")
+    push_other_commit(str(deploy.path), tmp_path, {PROD: text}, "Rename the key")
+    rows = {r["env"]: r for r in run_json(capsys, "status", *opts)}
+    assert rows["prod"]["state"] == "failing" and "has no key image.digest" in rows["prod"][
+        "error"]
+
+    dev_digest = rows["dev"]["git"]["digest"]
+    push_other_commit(str(deploy.path), tmp_path,
+                      {".image-updater/holds.yaml": "- not: a mapping of apps\n"}, "Break holds")
+    rows = {r["env"]: r for r in run_json(capsys, "status", *opts)}
+    assert rows["dev"]["state"] == "failing" and rows["dev"]["git"]["digest"] == dev_digest
+    assert "holds.yaml" in rows["dev"]["error"]
+
+
 def test_a_merged_pull_request_is_attributed_to_its_merger(tmp_path: Path) -> None:
     deploy = make_bare_repo(tmp_path)
     work = tmp_path / "merger"

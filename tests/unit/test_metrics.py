@@ -94,7 +94,7 @@ def test_report_of_a_dry_run_counts_no_update_and_can_leave_failures_to_the_call
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     m = Metrics(CollectorRegistry())
-    report(a_result(dry_run=True), m, log_failures=False)
+    report(a_result(dry_run=True), m, log_outcomes=False)
     assert sample(m, "image_updater_updates_total", app="app", env="dev", mode="commit") is None
     assert sample(m, "image_updater_errors_total", app="app", env="qa",
                   reason="not_found") == 1  # counted, but printed by the caller only

@@ -121,8 +121,8 @@ def parse_holds(text: str | None, *, file: str = HOLDS_FILE) -> Holds:
     try:
         data = YAML(typ="safe", pure=True).load(text)
     except (YAMLError, ValueError, RecursionError) as exc:
-        raise ConfigError(f"{file} is not valid YAML ({str(exc)[:200]}); fix it, or restore it "
-                          "from git history.") from exc
+        raise ConfigError(f"{_where_in(file, exc)} is not valid YAML ({_problem(exc)}); fix "
+                          "it, or restore it from git history.") from exc
     if data is None:
         return Holds.empty()
     if not isinstance(data, dict):
@@ -172,7 +172,7 @@ def _hold(file: str, app: str, env: Any, body: Any) -> Hold:
         value = body.get(name, "")
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise ConfigError(f"{where}: {name} must be text.")
-        fields[name] = str(value)
+        fields[name] = str(value).strip()
     digest = body.get("digest")
     if digest is not None:
         try:
@@ -182,8 +182,26 @@ def _hold(file: str, app: str, env: Any, body: Any) -> Hold:
     forced = body.get("forced") or []
     if not isinstance(forced, list) or not all(isinstance(f, str) for f in forced):
         raise ConfigError(f"{where}: forced must be a list of text lines.")
+    if not fields["by"] or not fields["since"]:
+        raise ConfigError(f"{where}: a hold says who placed it ('by') and when ('since', ISO "
+                          "8601); place holds with image-updater hold, which writes both.")
     return _clean(Hold(app=app, env=env, kind=kind, digest=digest, forced=tuple(forced),
                        **fields))
+
+
+def _where_in(file: str, exc: Exception) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    line, column = getattr(mark, "line", None), getattr(mark, "column", None)
+    return f"{file}:{line + 1}:{column + 1}" if isinstance(line, int) and \
+        isinstance(column, int) else file
+
+
+def _problem(exc: Exception) -> str:
+    """The parser's one-line reason, without its quoted excerpt of the file."""
+    problem = " ".join(str(getattr(exc, "problem", None) or str(exc).splitlines()[0]).split())
+    if problem.startswith("found duplicate key"):  # its quoted values are not the file's
+        problem = problem.split(" with value", 1)[0]
+    return problem[:160]
 
 
 def _clean(hold: Hold) -> Hold:

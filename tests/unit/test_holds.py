@@ -122,3 +122,14 @@ def test_the_actor_is_by_then_the_environment(monkeypatch: pytest.MonkeyPatch) -
     assert actor(None) == "ci-bot"
     monkeypatch.delenv("IMAGE_UPDATER_ACTOR")
     assert actor(None)  # git's user or the OS user: never empty
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("a:\n  b: {kind: hold}\n", "says who placed it ('by') and when ('since'"),
+    ("a: [\n", "holds.yaml:2:1 is not valid YAML"),
+    ("a:\n  b: {by: x, since: y}\n  b: {by: z, since: w}\n", 'found duplicate key "b")'),
+])
+def test_hand_written_holds_are_complete_and_errors_are_located(text: str, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_holds(text)
+    assert says in str(info.value)

@@ -122,6 +122,12 @@ def test_rollback_survives_cycles_while_the_tag_moves_until_release(
         assert result.changes == [] and result.failures == []
         assert [(h.env, h.kind, h.wanted) for h in result.held] == [("dev", "rollback", c)]
     assert site.digest_in(DEV) == a and site.commits() == count
+    capsys.readouterr()
+    assert site.cli("status", "application-x", "--env", "dev", "--format", "json") == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["state"], row["git"]["digest"], row["wanted"]["digest"]) == (
+        "rolled-back", a, c)
+    assert row["hold"]["by"] == "alice@example.com" and row["hold"]["kind"] == "rollback"
 
     assert site.cli("release", "application-x", "dev", "--by", "bob") == ExitCode.OK
     assert parse_trailers(site.last_message())[0]["action"] == "release"

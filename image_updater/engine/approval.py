@@ -224,7 +224,7 @@ class Approvals:
                       " before. Approvals given before the update were for that image: review "
                       "again before merging.", ""]
         lines += ["| key | from | to |", "|---|---|---|"]
-        lines += [f"| `{k.key}` in `{change.file}` | `{k.old or '(empty)'}` | `{k.new}` |"
+        lines += [f"| `{k.key}` in `{change.file}` | `{k.old or '(unset)'}` | `{k.new}` |"
                   for k in change.keys]
         lines += ["", f"Image: `{change.image}@{change.digest}`", f"Why: {change.why}", "",
                   "**Evidence** (other environments of this app at the head of "

@@ -20,7 +20,7 @@ from image_updater.changes import CycleResult
 from image_updater.config.settings import LimitSettings, Settings, load_settings, secret_sources
 from image_updater.errors import ConfigError, ImageUpdaterError, PolicyError
 from image_updater.exit_codes import ExitCode, exit_code_for, once_exit_code
-from image_updater.model import App, Environment, known_envs
+from image_updater.model import App, Environment, find_env, known_envs
 from image_updater.observability.logs import configure_logging, scrub
 from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_file
 
@@ -314,14 +314,15 @@ def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, s
                     force: bool = False) -> ExitCode:
     """``image-updater promote``: retag what ``source`` runs (per git) to ``target``'s tag."""
     from image_updater.config.policies import load_policies
-    from image_updater.engine.promote import find_env, promote
+    from image_updater.engine.promote import promote
     from image_updater.wiring.registries import RegistryPool
     from image_updater.wiring.runtime import Runtime
 
     limits = settings.limits
     chosen = _only(load_policies(policy_paths, max_file_bytes=limits.policy_file_bytes),
                    [app])[0]
-    src_env, dst_env = find_env(chosen, source), find_env(chosen, target)
+    src_env = find_env(chosen, source, then="fix --from.")
+    dst_env = find_env(chosen, target, then="fix --to.")
 
     async def run() -> RetagResult:
         runtime = Runtime(settings, secrets=secrets)
@@ -391,7 +392,7 @@ def cmd_status(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     apps = _only(apps, [args.app]) if args.app else list(apps)
     if args.env:  # the apps that have it; the error names the first app when none has
         having = [a for a in apps if args.env in {e.name for e in a.environments}]
-        apps = [_with_env(a, args.env) for a in having or apps[:1]]
+        apps = [_only_env(a, args.env) for a in having or apps[:1]]
 
     async def run() -> list[Any]:
         runtime = Runtime(settings, secrets=secrets)
@@ -420,22 +421,13 @@ def cmd_history(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     apps = load_policies(_policy_paths(args), max_file_bytes=settings.limits.policy_file_bytes)
     (app,) = _only(apps, [args.app])
     if args.env:
-        _with_env(app, args.env)
+        find_env(app, args.env, then="fix --env or the ENV argument.")
     entries = history_of(app, args.env, Runtime(settings, secrets=secrets).repo_for(app.git),
                          limit=args.limit)
     _print_rows(args.format, entries, history_table, secrets)
     return ExitCode.OK
 
 
-def _with_env(app: App, env: str) -> App:
-    """``app`` with only environment ``env``; a clear error when it has none of that name."""
-    from dataclasses import replace
-
-    names = [e.name for e in app.environments]
-    if env not in names:
-        raise ConfigError(f"App {app.name} has no environment {env!r}; its environments are "
-                          f"{', '.join(names)} (see {app.source or 'its policy'}).")
-    return replace(app, environments=(app.env(env),))
 
 
 def _print_rows(fmt: str, rows: Sequence[Any], table: Callable[[Any], str],
@@ -479,12 +471,11 @@ def actor(explicit: str | None) -> str:
 
 def _one_env(args: argparse.Namespace, settings: Settings) -> tuple[App, Environment]:
     from image_updater.config.policies import load_policies
-    from image_updater.engine.holds import find_target
 
     apps = load_policies(_policy_paths(args),
                          max_file_bytes=settings.limits.policy_file_bytes)
     app = _only(apps, [args.app])[0]
-    return app, find_target(app, args.env)
+    return app, find_env(app, args.env, then="nothing was written.")
 
 
 def cmd_hold(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
@@ -557,3 +548,10 @@ def _control(args: argparse.Namespace, secrets: SecretRegistry,
         return exit_code_for(exc)
     print(scrub(outcome.line(), secrets))
     return ExitCode.OK
+
+
+def _only_env(app: App, env: str) -> App:
+    """``app`` with only environment ``env`` (a clear error when it has none of that name)."""
+    from dataclasses import replace
+
+    return replace(app, environments=(find_env(app, env, then="fix --env."),))

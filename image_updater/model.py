@@ -139,3 +139,14 @@ def check_repo_path(path: str) -> str:
 def known_envs(apps: Iterable[App]) -> frozenset[tuple[str, str]]:
     """Every (app, environment) that ``apps`` name: a hold naming anything else is a typo."""
     return frozenset((a.name, e.name) for a in apps for e in a.environments)
+
+
+def find_env(app: App, name: str, *, then: str) -> Environment:
+    """The environment ``name`` of ``app``, or a ConfigError naming the ones it has; ``then``
+    ends the message (what to fix, or "Nothing was written.")."""
+    try:
+        return app.env(name)
+    except KeyError:
+        known = ", ".join(e.name for e in app.environments)
+        raise ConfigError(f"App {app.name} has no environment {name!r} (it has: {known}) in "
+                          f"{app.source or 'its policy'}; {then}") from None

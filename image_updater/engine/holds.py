@@ -74,14 +74,6 @@ class Outcome:
         return "; ".join((text, *self.notes))
 
 
-def find_target(app: App, env_name: str) -> Environment:
-    """The environment ``env_name`` of ``app``, or a ConfigError naming the known ones."""
-    try:
-        return app.env(env_name)
-    except KeyError:
-        known = ", ".join(e.name for e in app.environments)
-        raise ConfigError(f"App {app.name} has no environment {env_name!r} (it has: {known}) "
-                          f"in {app.source or 'its policy'}. Nothing was written.") from None
 
 
 def iso(now: datetime) -> str:

@@ -323,13 +323,6 @@ async def _held_check(app: App, target: Environment, read_file: Callable[[str], 
             f"{release}")
 
 
-def find_env(app: App, name: str) -> Environment:
-    try:
-        return app.env(name)
-    except KeyError:
-        known = ", ".join(e.name for e in app.environments)
-        raise ConfigError(f"App {app.name} has no environment {name!r} (it has: {known}) in "
-                          f"{app.source}; fix --from/--to.") from None
 
 
 def _target_tag(app: App, env: Environment) -> str:

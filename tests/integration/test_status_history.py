@@ -218,8 +218,8 @@ def test_bad_input_is_a_clear_error(registry: RegistryServer, tmp_path: Path,
     assert main(["history", "nope", *opts]) == ExitCode.CONFIG
     assert "no policy defines app(s) nope; known apps: application-x" in capsys.readouterr().err
     assert main(["history", APP, "qa", *opts]) == ExitCode.CONFIG
-    assert "App application-x has no environment 'qa'; its environments are dev, staging, " \
-        "prod" in capsys.readouterr().err
+    assert "App application-x has no environment 'qa' (it has: dev, staging, prod)" in \
+        capsys.readouterr().err
     assert main(["status", APP, "--env", "qa", *opts]) == ExitCode.CONFIG
     assert "has no environment 'qa'" in capsys.readouterr().err
     assert main(["history", APP, "--limit", "0", *opts]) == ExitCode.CONFIG

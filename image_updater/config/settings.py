@@ -202,11 +202,14 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
         if not isinstance(raw, dict):
             raise ConfigError(f"settings file {where} must be a mapping at the top level.")
     settings = _build(Settings, raw, where, "")
-    message_templates(settings, origins=_template_origins(raw, where))  # errors now, not later
+    # compiled and rendered once now, so a template's error stops the start, not a commit
+    message_templates(settings, origins=_template_origins(raw, where),
+                      block_starts=_template_block_starts(raw, where))
     return _apply_env(settings, os.environ if environ is None else environ)
 
 
-def message_templates(settings: Settings, *, origins: Mapping[str, str] | None = None
+def message_templates(settings: Settings, *, origins: Mapping[str, str] | None = None,
+                      block_starts: Mapping[str, tuple[str, int]] | None = None
                       ) -> MessageTemplates:
     """The settings' templates, compiled and rendered once against a sample change."""
     from dataclasses import asdict
@@ -217,7 +220,7 @@ def message_templates(settings: Settings, *, origins: Mapping[str, str] | None =
     sources = asdict(settings.templates)
     if not any(v is not None for v in sources.values()):
         return NO_TEMPLATES
-    return compile_templates(sources, origins=origins)
+    return compile_templates(sources, origins=origins, block_starts=block_starts)
 
 
 def _template_origins(raw: Mapping[str, Any], where: str) -> dict[str, str]:
@@ -226,6 +229,26 @@ def _template_origins(raw: Mapping[str, Any], where: str) -> dict[str, str]:
     if not isinstance(block, dict):
         return {}
     return {str(key): _at(where, block, key) for key in block}
+
+
+def _template_block_starts(raw: Mapping[str, Any], where: str) -> dict[str, tuple[str, int]]:
+    """(file, line) of the first line of each inline template written as a ``|`` block
+    scalar: the line after its key, so an error's template line maps to the file (a folded
+    ``>`` block joins lines, so its lines do not map)."""
+    from ruamel.yaml.scalarstring import LiteralScalarString
+
+    block = raw.get("templates")
+    if not isinstance(block, dict):
+        return {}
+    starts = {}
+    for key, value in block.items():
+        if isinstance(value, LiteralScalarString):
+            try:
+                line = block.lc.key(key)[0]  # type: ignore[attr-defined]  # ruamel, untyped
+            except (AttributeError, KeyError, TypeError):
+                continue
+            starts[str(key)] = (where, line + 2)  # 0-based key line; the text starts below
+    return starts
 
 
 def _apply_env(settings: Settings, environ: Mapping[str, str]) -> Settings:

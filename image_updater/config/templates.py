@@ -58,6 +58,8 @@ class Template:
     origin: str
     inline: bool
     compiled: jinja2.Template
+    #: (settings file, its line holding the template's first line): a ``|`` block scalar
+    block_start: tuple[str, int] | None = None
 
     def render(self, context: Mapping[str, Any]) -> str:
         """The rendered text; a failure is a :class:`ConfigError` naming file and line."""
@@ -70,14 +72,22 @@ class Template:
                 from exc
 
     def _located(self, line: int | None, exc: BaseException) -> str:
-        what = str(exc) or type(exc).__name__
-        if self.inline:
+        what = (str(exc) or type(exc).__name__).rstrip(".")
+        if self.inline and line and self.block_start:
+            file, first = self.block_start
+            head = (f"{file}:{first + line - 1}: {self.setting} (line {line} of the template): "
+                    f"{what}.")
+        elif self.inline:
             where = f"line {line} of the template" if line else "the template"
-            return (f"{self.origin}: {self.setting}, {where}: {what}. Use only the variables "
-                    "documented in the README (Templates) and fix the template.")
-        at = f"{self.origin}:{line}" if line else self.origin
-        return (f"{at}: {self.setting}: {what}. Use only the variables documented in the "
-                "README (Templates) and fix the template.")
+            head = f"{self.origin}: {self.setting}, {where}: {what}."
+        else:
+            head = f"{self.origin}:{line}: " if line else f"{self.origin}: "
+            head += f"{self.setting}: {what}."
+        if isinstance(exc, jinja2.UndefinedError):
+            names = COMMIT_VARIABLES if "commit" in self.setting else PULL_REQUEST_VARIABLES
+            return (f"{head} This template can use {', '.join(names)} (README: Templates); "
+                    "fix the name.")
+        return f"{head} Fix the template (README: Templates)."
 
 
 def _template_line(exc: BaseException, name: str | None) -> int | None:
@@ -204,19 +214,34 @@ def sample_contexts() -> dict[str, dict[str, Any]]:
             "pull_request_body": pull}
 
 
+def render_samples(templates: MessageTemplates) -> dict[str, str]:
+    """What the set templates make of :data:`SAMPLE_CHANGE`: the whole commit message and
+    the pull request (title, blank line, body), for ``validate`` to show."""
+    out = {}
+    if templates.commit_subject is not None or templates.commit_body is not None:
+        out["commit message"] = templates.commit_message([SAMPLE_CHANGE])
+    if templates.pull_request_title is not None or templates.pull_request_body is not None:
+        context = sample_contexts()["pull_request_body"]
+        out["pull request"] = f"{templates.title(context)}\n\n{templates.body(context)}\n"
+    return out
+
+
 def compile_templates(sources: Mapping[str, str | None], *,
                       origins: Mapping[str, str] | None = None,
+                      block_starts: Mapping[str, tuple[str, int]] | None = None,
                       read: Callable[[str], str] | None = None) -> MessageTemplates:
     """Compile the templates a settings ``templates`` block names and render each against
     :data:`SAMPLE_CHANGE`, so every error is found now.
 
     ``sources`` maps ``commit_body`` to inline text and ``commit_body_file`` to a path;
-    ``origins`` maps those keys to where they are in the settings file (for messages).
+    ``origins`` maps those keys to where they are in the settings file, ``block_starts`` the
+    inline templates written as block scalars to their first line (for messages).
     """
     origins = origins or {}
     read = read or _read_file
     texts: dict[str, str] = {}
     found: dict[str, tuple[str, str, bool]] = {}  # name -> (setting, origin, inline)
+    starts = block_starts or {}
     for name in TEMPLATE_NAMES:
         inline, path = sources.get(name), sources.get(f"{name}_file")
         if inline is not None and path is not None:
@@ -235,9 +260,9 @@ def compile_templates(sources: Mapping[str, str | None], *,
         try:
             jinja_template = env.get_template(name)
         except jinja2.TemplateSyntaxError as exc:
-            raise ConfigError(Template(setting, origin, is_inline, env.from_string(""))
-                              ._located(exc.lineno, exc)) from exc
-        template = Template(setting, origin, is_inline, jinja_template)
+            raise ConfigError(Template(setting, origin, is_inline, env.from_string(""),
+                                       starts.get(name))._located(exc.lineno, exc)) from exc
+        template = Template(setting, origin, is_inline, jinja_template, starts.get(name))
         if name.endswith(("subject", "title")):
             _subject_line(template, samples[name])
         else:

@@ -116,7 +116,7 @@ def test_templated_commit_and_pull_request_keep_our_trailers(
     assert pr.body.startswith("Ping @release-managers for application-x in prod.\n")
     assert FORGED not in pr.body
     assert pr.body.count("Image-Updater-Digest: ") == 1
-    assert f"\n\n---\nImage-Updater-App: application-x\n" in pr.body
+    assert "\n\n---\nImage-Updater-App: application-x\n" in pr.body
     (group,) = parse_trailers(pr.body)
     assert group["digest"] == prod and group["env"] == "prod" and group["source"] == "poll"
 

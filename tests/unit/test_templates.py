@@ -279,3 +279,12 @@ def test_validate_shows_each_template_rendered_for_a_sample_change(
     assert f"  | Image-Updater-Digest: {SAMPLE_CHANGE.digest}\n" in out
     assert f"  | Promote {SAMPLE_CHANGE.app} ({SAMPLE_CHANGE.tag})\n" in out
     assert out.rstrip().endswith("1 environment(s) in " + str(policy))
+
+
+def test_an_error_only_a_real_change_reaches_names_the_template_line() -> None:
+    # the sample change has a tag, so this passes at load; a digest-only change has none
+    t = templates(commit_body="Deploy\n{{ changes[0].tag.upper() }}")
+    assert "Deploy\n1.2.3\n" in t.commit_message([change()])
+    with pytest.raises(ConfigError, match=r"templates\.commit_body, line 2 of the template: "
+                                          r"'None' has no attribute 'upper'"):
+        t.commit_message([change(tag=None)])

@@ -191,7 +191,9 @@ def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> ExitCode
     limits = LimitSettings()
     if args.config:  # the settings file too, so one command checks a whole ConfigMap
         try:
-            limits = load_settings(args.config).limits
+            settings = load_settings(args.config)  # renders its templates against a sample
+            limits = settings.limits
+            _show_templates(settings)
         except ConfigError as exc:
             settings_problem = str(exc)
             print(settings_problem)
@@ -222,6 +224,16 @@ def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> ExitCode
     envs = sum(len(a.environments) for a in apps)
     print(f"ok: {len(apps)} app(s), {envs} environment(s) in {', '.join(map(str, paths))}")
     return ExitCode.OK
+
+
+def _show_templates(settings: Settings) -> None:
+    """Print what the settings' templates make of a sample change, so their author sees it."""
+    from image_updater.config.settings import message_templates
+    from image_updater.config.templates import render_samples
+
+    for what, text in render_samples(message_templates(settings)).items():
+        print(f"templates: the {what} for a sample change:")
+        print("".join(f"  | {line}\n" for line in text.rstrip("\n").split("\n")), end="")
 
 
 def cmd_check(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:

@@ -16,13 +16,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from image_updater.errors import ConfigError
 from image_updater.model import DEFAULT_FILE_BYTES
+
+if TYPE_CHECKING:
+    from image_updater.config.templates import MessageTemplates
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +109,22 @@ class LimitSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TemplateSettings:
+    """Jinja2 templates for commit messages and pull requests (README: Templates). Each is
+    set inline or as a file (``…_file``), not both; unset keeps the built-in text. The
+    trailers are always appended after the rendered text."""
+
+    commit_subject: str | None = None       #: one line; longer output is joined into one
+    commit_subject_file: str | None = None
+    commit_body: str | None = None          #: the paragraphs between subject and trailers
+    commit_body_file: str | None = None
+    pull_request_title: str | None = None   #: one line
+    pull_request_title_file: str | None = None
+    pull_request_body: str | None = None    #: Markdown, before the trailer block
+    pull_request_body_file: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     interval: float = 120.0            #: seconds between polls
     jitter: float = 10.0               #: up to this many seconds added to each interval
@@ -122,6 +141,7 @@ class Settings:
     forges: tuple[ForgeSettings, ...] = ()
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    templates: TemplateSettings = field(default_factory=TemplateSettings)
 
     def registry(self, host: str) -> RegistrySettings:
         for reg in self.registries:
@@ -182,7 +202,53 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
         if not isinstance(raw, dict):
             raise ConfigError(f"settings file {where} must be a mapping at the top level.")
     settings = _build(Settings, raw, where, "")
+    # compiled and rendered once now, so a template's error stops the start, not a commit
+    message_templates(settings, origins=_template_origins(raw, where),
+                      block_starts=_template_block_starts(raw, where))
     return _apply_env(settings, os.environ if environ is None else environ)
+
+
+def message_templates(settings: Settings, *, origins: Mapping[str, str] | None = None,
+                      block_starts: Mapping[str, tuple[str, int]] | None = None
+                      ) -> MessageTemplates:
+    """The settings' templates, compiled and rendered once against a sample change."""
+    from dataclasses import asdict
+
+    # imported here: Jinja2 is loaded only by the settings that use templates
+    from image_updater.config.templates import NO_TEMPLATES, compile_templates
+
+    sources = asdict(settings.templates)
+    if not any(v is not None for v in sources.values()):
+        return NO_TEMPLATES
+    return compile_templates(sources, origins=origins, block_starts=block_starts)
+
+
+def _template_origins(raw: Mapping[str, Any], where: str) -> dict[str, str]:
+    """``file:line:column`` of each key of the ``templates`` block, for error messages."""
+    block = raw.get("templates")
+    if not isinstance(block, dict):
+        return {}
+    return {str(key): _at(where, block, key) for key in block}
+
+
+def _template_block_starts(raw: Mapping[str, Any], where: str) -> dict[str, tuple[str, int]]:
+    """(file, line) of the first line of each inline template written as a ``|`` block
+    scalar: the line after its key, so an error's template line maps to the file (a folded
+    ``>`` block joins lines, so its lines do not map)."""
+    from ruamel.yaml.scalarstring import LiteralScalarString
+
+    block = raw.get("templates")
+    if not isinstance(block, dict):
+        return {}
+    starts = {}
+    for key, value in block.items():
+        if isinstance(value, LiteralScalarString):
+            try:
+                line = block.lc.key(key)[0]  # type: ignore[attr-defined]  # ruamel, untyped
+            except (AttributeError, KeyError, TypeError):
+                continue
+            starts[str(key)] = (where, line + 2)  # 0-based key line; the text starts below
+    return starts
 
 
 def _apply_env(settings: Settings, environ: Mapping[str, str]) -> Settings:
@@ -210,7 +276,7 @@ def _apply_env(settings: Settings, environ: Mapping[str, str]) -> Settings:
 
 _NESTED: dict[str, Any] = {
     "credentials": CredentialsSettings, "ecr": EcrSettings, "git": GitSettings,
-    "webhooks": WebhookSettings, "limits": LimitSettings,
+    "webhooks": WebhookSettings, "limits": LimitSettings, "templates": TemplateSettings,
 }
 _LISTS: dict[str, Any] = {"registries": RegistrySettings, "forges": ForgeSettings}
 

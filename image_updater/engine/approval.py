@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 
 from image_updater.changes import Change, PullRequestAction, PullRequestVerb
 from image_updater.config.holds import Hold
+from image_updater.config.templates import NO_TEMPLATES, MessageTemplates, pull_request_context
 from image_updater.engine.plan import read_current
 from image_updater.errors import ImageUpdaterError
 from image_updater.forge.base import Forge, PullRequest, PullRequestRequest
-from image_updater.gitops.message import commit_message
+from image_updater.gitops.message import trailer_block
 from image_updater.gitops.repo import DeployRepo, PlanFn
 from image_updater.model import DEFAULT_FILE_BYTES, App, Environment
 
@@ -69,6 +70,8 @@ class Approvals:
     base_branch: str
     #: settings ``limits.values_file_bytes``, for the values files read as evidence
     values_file_bytes: int = DEFAULT_FILE_BYTES
+    #: settings ``templates``: the pull request's title and body (the trailers stay ours)
+    templates: MessageTemplates = NO_TEMPLATES
 
     def sync(self, app: App, env: Environment, change: Change | None, why: str,
              replan: PlanFn, *, dry_run: bool = False) -> Proposal:
@@ -126,8 +129,8 @@ class Approvals:
                     self.repo.restore_branch(branch, before)
 
             try:
-                pr = self.forge.update(open_pr, title=self._title(change, env),
-                                       body=self._body(app, env, change, supersedes=previous))
+                title, body = self._text(app, env, change, url=open_pr.url, supersedes=previous)
+                pr = self.forge.update(open_pr, title=title, body=body)
             except ImageUpdaterError:
                 put_back()  # until an update succeeds
                 raise
@@ -139,9 +142,10 @@ class Approvals:
             self._note(pr, _superseded_note(previous, change), app, env)
             action: PullRequestVerb = "updated"
         else:
+            title, body = self._text(app, env, change)
             pr = self.forge.create(PullRequestRequest(
-                head=branch, base=self.base_branch, title=self._title(change, env),
-                body=self._body(app, env, change), labels=env.pull_request.labels,
+                head=branch, base=self.base_branch, title=title,
+                body=body, labels=env.pull_request.labels,
                 reviewers=env.pull_request.reviewers, assignees=env.pull_request.assignees,
                 draft=env.pull_request.draft))
             action = "opened"
@@ -208,6 +212,19 @@ class Approvals:
                 return record.sha
         return None
 
+    def _text(self, app: App, env: Environment, change: Change, *, url: str | None = None,
+              supersedes: str | None = None) -> tuple[str, str]:
+        """Title and body: the settings' templates (or the built-in text), then the trailer
+        block, which a template can neither drop nor forge (declines are read from it)."""
+        found = evidence(app, env, change.digest, self.repo.read, self._since,
+                         max_bytes=self.values_file_bytes)
+        context = pull_request_context(
+            change, evidence=found, base_branch=self.base_branch, url=url,
+            supersedes=supersedes, default_title=self._title(change, env),
+            default_body=self._body(change, found, supersedes=supersedes))
+        return (self.templates.title(context), "\n".join(
+            [self.templates.body(context), "", "---", trailer_block([change]) + "\n"]))
+
     @staticmethod
     def _title(change: Change, env: Environment) -> str:
         short = change.digest[:19]  # sha256: and 12 hex digits, as registries show digests
@@ -216,8 +233,8 @@ class Approvals:
             return f"Promote {change.app} to {change.env}: {short}"
         return f"Promote {change.app} to {change.env}: {change.tag} ({short})"
 
-    def _body(self, app: App, env: Environment, change: Change, *,
-              supersedes: str | None = None) -> str:
+    def _body(self, change: Change, found: list[str], *, supersedes: str | None = None) -> str:
+        """The built-in body, before the trailer block."""
         lines = [f"image-updater proposes to update **{change.app}** in **{change.env}**.", ""]
         if supersedes is not None:
             lines += [f"> **Updated:** this pull request proposed `{supersedes or 'another image'}`"
@@ -229,12 +246,9 @@ class Approvals:
         lines += ["", f"Image: `{change.image}@{change.digest}`", f"Why: {change.why}", "",
                   "**Evidence** (other environments of this app at the head of "
                   f"`{self.base_branch}`):"]
-        lines += evidence(app, env, change.digest, self.repo.read, self._since,
-                          max_bytes=self.values_file_bytes) or [
-            "- no other environment runs this digest yet"]
+        lines += found or ["- no other environment runs this digest yet"]
         lines += ["", "Merging this pull request is the approval; the environment deploys "
-                  "when it reaches the branch.", "", "---",
-                  commit_message([change]).split("\n\n")[-1]]
+                  "when it reaches the branch."]
         return "\n".join(lines)
 
 

@@ -26,12 +26,12 @@ from image_updater.changes import (
     Waiting,
 )
 from image_updater.config.holds import HOLDS_FILE, Hold, Holds, parse_holds
+from image_updater.config.templates import NO_TEMPLATES, MessageTemplates
 from image_updater.engine.approval import Approvals
 from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolution, Resolved, group_by_repository, resolve
 from image_updater.engine.verify import VerifiedDigests, Verifier
 from image_updater.errors import ConfigError, ImageUpdaterError, ValuesError, as_image_updater_error
-from image_updater.gitops.message import commit_message
 from image_updater.gitops.repo import DeployRepo, Plan, PlanFn
 from image_updater.model import DEFAULT_FILE_BYTES, App, Environment, GitTarget
 from image_updater.registry.base import Registry
@@ -66,6 +66,8 @@ class Deps:
     values_file_bytes: int = DEFAULT_FILE_BYTES
     #: what started the cycle, for the commits' ``Image-Updater-Source`` trailer
     source: Source = "poll"
+    #: settings ``templates``: the commit subject and body (the trailers stay ours)
+    templates: MessageTemplates = NO_TEMPLATES
 
 
 @dataclass
@@ -282,7 +284,8 @@ def _commit_direct(target: GitTarget, repo: DeployRepo, items: list[Target], dep
             attempt.files[env.file] = new_text
             attempt.changes.append(change)
         changed = {f: t for f, t in attempt.files.items() if t != attempt.originals.get(f)}
-        return Plan(files=changed, message=commit_message(attempt.changes, source=deps.source)
+        return Plan(files=changed, message=deps.templates.commit_message(
+                        attempt.changes, source=deps.source)
                     if attempt.changes else "")
 
     result = outcome.result
@@ -373,7 +376,7 @@ def _replan(app: App, env: Environment, res: Resolved, deps: Deps) -> PlanFn:
         if change is None:  # the base already holds it: the branch is the base itself
             return Plan(files={}, message="")
         return Plan(files={env.file: new_text},
-                    message=commit_message([change], source=deps.source))
+                    message=deps.templates.commit_message([change], source=deps.source))
 
     return plan
 

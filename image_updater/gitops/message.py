@@ -48,11 +48,16 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 
 def commit_message(changes: Sequence[Change], *, repo_url: str | None = None,
                    action: Action = "update", source: Source = "poll",
-                   by: str | None = None, reason: str | None = None) -> str:
+                   by: str | None = None, reason: str | None = None,
+                   subject: str | None = None, body: str | None = None) -> str:
     """Subject, one body paragraph per change, then the trailer block.
 
     ``action`` and ``source`` say what kind of change this is and what started it; ``by``
     and ``reason`` (a person's commands) who and why. They go into every change's group.
+
+    ``subject`` and ``body`` replace the built-in text (a rendered template): the subject
+    becomes one line, and every line of the body that looks like one of our trailers is
+    dropped, so the trailer block is always exactly ours and always last.
 
     Tags and digests come from registries, so they are validated here once more: a tag with a
     newline in it must never be able to forge a trailer line.
@@ -61,14 +66,46 @@ def commit_message(changes: Sequence[Change], *, repo_url: str | None = None,
         raise ValueError("commit_message() needs at least one change; no change means no commit.")
     for change in changes:
         _check(change)
-    paragraphs = [_subject(changes, action), *(_describe(c) for c in changes)]
+    default_subject, default_body = commit_text(changes, repo_url=repo_url, action=action,
+                                                by=by, reason=reason)
+    head = _one_line(subject) if subject is not None else default_subject
+    text = strip_trailers(body) if body is not None else default_body
+    extra = {"action": action, "source": source, "by": by, "reason": reason}
+    trailers = "\n".join(line for c in changes for line in _trailers(c, extra))
+    return "\n\n".join(p for p in (head, text, trailers) if p) + "\n"
+
+
+def commit_text(changes: Sequence[Change], *, repo_url: str | None = None,
+                action: Action = "update", by: str | None = None,
+                reason: str | None = None) -> tuple[str, str]:
+    """The built-in subject and body (without trailers) of :func:`commit_message`."""
+    paragraphs = [_describe(c) for c in changes]
     if by or reason:
         paragraphs.append(_who(action, by, reason))
     if repo_url:
         paragraphs.append(f"Deploy repository: {_one_line(redact_url(repo_url))}")
-    extra = {"action": action, "source": source, "by": by, "reason": reason}
-    paragraphs.append("\n".join(line for c in changes for line in _trailers(c, extra)))
-    return "\n\n".join(paragraphs) + "\n"
+    return _subject(changes, action), "\n\n".join(paragraphs)
+
+
+#: a line a template wrote that git or image-updater could read as one of our trailers or
+#: markers (anywhere in the line: pull request bodies are searched for them as substrings)
+_FORGED_RE = re.compile(r"image-updater-[a-z0-9-]*\s*:|<!--\s*image-updater-", re.IGNORECASE)
+_CONTROL_BUT_NEWLINE_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]+")
+
+
+def strip_trailers(text: str) -> str:
+    """``text`` (a template's output) without the lines that look like our trailers or
+    markers, without control characters other than newlines and tabs, and trimmed."""
+    text = _CONTROL_BUT_NEWLINE_RE.sub(" ", text.replace("\r\n", "\n"))
+    return "\n".join(line.rstrip() for line in text.splitlines()
+                     if not _FORGED_RE.search(line)).strip("\n")
+
+
+def trailer_block(changes: Sequence[Change], *, action: Action = "update",
+                  source: Source = "poll") -> str:
+    """The trailer lines of ``changes``, as :func:`commit_message` ends with them."""
+    extra: dict[str, str | None] = {"action": action, "source": source}
+    return "\n".join(line for c in changes for line in _trailers(c, extra))
 
 
 def control_message(action: Action, app: str, env: str, *, by: str, reason: str,

@@ -11,7 +11,7 @@ import logging
 import threading
 from pathlib import Path
 
-from image_updater.config.settings import Settings
+from image_updater.config.settings import Settings, message_templates
 from image_updater.engine.approval import Approvals
 from image_updater.engine.reconcile import Deps
 from image_updater.engine.verify import VerifiedDigests
@@ -42,6 +42,8 @@ class Runtime:
         self._lock = threading.Lock()  # repos are created from worker threads
         #: kept for the life of the process: a digest is fetched and hashed once
         self.verified = VerifiedDigests()
+        #: compiled once (load_settings already checked them against a sample change)
+        self.templates = message_templates(settings)
 
     def registry_for(self, host: str) -> Registry:
         if host not in self._registries:
@@ -77,13 +79,15 @@ class Runtime:
                     app_installation_id=fs.app_installation_id), secrets=self.secrets)
             forge = self._forges[fs.url_prefix]
         return Approvals(forge=forge, repo=repo, base_branch=target.branch,
-                         values_file_bytes=self.settings.limits.values_file_bytes)
+                         values_file_bytes=self.settings.limits.values_file_bytes,
+                         templates=self.templates)
 
     def deps(self) -> Deps:
         return Deps(registry_for=self.registry_for, repo_for=self.repo_for,
                     approvals_for=self.approvals_for, verified=self.verified,
                     max_push_attempts=self.settings.git.max_push_attempts,
-                    values_file_bytes=self.settings.limits.values_file_bytes)
+                    values_file_bytes=self.settings.limits.values_file_bytes,
+                    templates=self.templates)
 
     @property
     def retry_hint(self) -> str:

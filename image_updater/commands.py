@@ -191,7 +191,11 @@ def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> ExitCode
     limits = LimitSettings()
     if args.config:  # the settings file too, so one command checks a whole ConfigMap
         try:
-            limits = load_settings(args.config).limits
+            settings = load_settings(args.config)
+            limits = settings.limits
+            from image_updater.wiring.runtime import commit_signer
+
+            commit_signer(settings, _secrets)  # a key that cannot sign is a settings problem
         except ConfigError as exc:
             settings_problem = str(exc)
             print(settings_problem)

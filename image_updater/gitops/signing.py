@@ -91,6 +91,7 @@ class CommitSigner:
         self._program = _find("ssh-keygen" if format == "ssh" else "gpg", setting)
         self._lock = threading.Lock()
         self._imported: tuple[str, str] | None = None  # (sha256 of the key text, fingerprint)
+        self._active = 0  # sessions in progress: the agent is stopped when the last one ends
 
     def describe(self) -> str:
         return f"the {self.format} key in {self.key_file} ({self.setting}.key_file)"
@@ -98,14 +99,14 @@ class CommitSigner:
     def check(self) -> None:
         """Sign a probe with the key as configured; raise ConfigError saying what is wrong."""
         with self.session() as session:
+            config = dict(session.config)
             if self.format == "ssh":
-                self._run([self._program, "-Y", "sign", "-n", "git", "-f",
-                           dict(session.config)["user.signingkey"]], env=session.env,
-                          what="signing a test message with")
-            else:
-                self._run([dict(session.config)["gpg.program"], "--detach-sign", "--local-user",
-                           dict(session.config)["user.signingkey"]], env=session.env,
-                          what="signing a test message with")
+                argv = [self._program, "-Y", "sign", "-n", "git", "-f",
+                        config["user.signingkey"]]
+            else:  # armored: the signature is read back as text
+                argv = [config["gpg.program"], "--armor", "--detach-sign", "--local-user",
+                        config["user.signingkey"]]
+            self._run(argv, env=session.env, what="signing a test message with")
 
     @contextmanager
     def session(self) -> Iterator[SigningSession]:
@@ -120,10 +121,8 @@ class CommitSigner:
             if self.format == "ssh":
                 yield self._ssh_session(key, private)
             else:
-                try:
+                with self._agent():
                     yield self._openpgp_session(key, private)
-                finally:
-                    self._stop_agent()
         finally:
             shutil.rmtree(private, ignore_errors=True)
 
@@ -149,7 +148,7 @@ class CommitSigner:
 
     def _openpgp_session(self, key: str, private: Path) -> SigningSession:
         fingerprint = self._import(key)
-        env = {"GNUPGHOME": str(self.gnupg_home)}
+        env = {"GNUPGHOME": str(self.gnupg_home), PASSPHRASE_VAR: ""}  # none inherited
         if self.passphrase_file is not None:
             passphrase = read_secret_file(self.passphrase_file,
                                           setting=f"{self.setting}.passphrase_file",
@@ -190,6 +189,20 @@ class CommitSigner:
             _write_private(path, text, mode=0o700)
         return path
 
+    @contextmanager
+    def _agent(self) -> Iterator[None]:
+        """Count a session that may start gpg-agent; stop the agent after the last one, so
+        no process outlives the commits (scheduler threads may sign at the same time)."""
+        with self._lock:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    self._stop_agent()
+
     def _stop_agent(self) -> None:
         gpgconf = shutil.which("gpgconf")
         if gpgconf and self.gnupg_home.is_dir():
@@ -225,12 +238,13 @@ class CommitSigner:
 
 
 def _fix(format: str, said: str, setting: str) -> str:
-    if "passphrase" in said.lower():
+    if "passphrase" in said.lower() or "batchmode" in said:  # batch: a passphrase was needed
         return (f"check that {setting}.passphrase_file holds the passphrase of this key "
                 "(and is set if the key has one)")
     if format == "ssh":
         return "it must be an SSH private key without a passphrase"
-    return f"{setting}.key_file must hold an ASCII-armored or binary OpenPGP secret key"
+    return (f"{setting}.key_file must hold an ASCII-armored OpenPGP secret key "
+            "(gpg --armor --export-secret-keys)")
 
 
 def _secret_key_fingerprint(listing: str) -> str | None:

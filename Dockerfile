@@ -25,9 +25,10 @@ RUN pip install -c requirements/test.lock .
 
 # --- runtime ---------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim
-# git for the deploy repository, openssh-client for ssh:// and scp-like remotes.
+# git for the deploy repository, openssh-client for ssh:// and scp-like remotes (and SSH
+# commit signatures), gnupg for OpenPGP commit signatures.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git openssh-client \
+ && apt-get install -y --no-install-recommends git openssh-client gnupg \
  && rm -rf /var/lib/apt/lists/*
 # 65532 is the conventional "nonroot" uid/gid (as in distroless images); the Deployment
 # sets the same ids so file ownership on volumes matches.

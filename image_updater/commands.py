@@ -193,6 +193,9 @@ def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> ExitCode
         try:
             settings = load_settings(args.config)  # renders its templates against a sample
             limits = settings.limits
+            from image_updater.wiring.runtime import commit_signer
+
+            commit_signer(settings, _secrets)  # a key that cannot sign is a settings problem
             _show_templates(settings)
         except ConfigError as exc:
             settings_problem = str(exc)

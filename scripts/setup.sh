@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Install everything image-updater's demo and tests need, idempotently.
 #   - Debian packages: git, the CNCF distribution registry, Prometheus, skopeo (bench),
-#     htpasswd (auth tests), iproute2 (bench netns). Not from Debian, only checked: kubectl
-#     (deploy-kit tests; Debian's is too old) and helm (optional; Debian has no package).
+#     htpasswd (auth tests), iproute2 (bench netns), gnupg and openssh-client (signed
+#     commits). Not from Debian, only checked: kubectl (deploy-kit tests; Debian's is too
+#     old) and helm (optional; Debian has no package).
 #   - a virtualenv in .venv with the project, its test and dev (linters) extras, all pinned.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 for pair in git:git docker-registry:docker-registry prometheus:prometheus promtool:prometheus \
-            skopeo:skopeo htpasswd:apache2-utils ip:iproute2 tc:iproute2; do
+            skopeo:skopeo htpasswd:apache2-utils ip:iproute2 tc:iproute2 \
+            gpg:gnupg gpgconf:gnupg ssh-keygen:openssh-client; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

@@ -67,6 +67,17 @@ class RegistrySettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SigningSettings:
+    """``git.signing``: sign every commit image-updater makes (README, "Signed commits")."""
+
+    format: str                        #: ssh | openpgp
+    key_file: str
+    """The private key: an SSH key without a passphrase, or an exported OpenPGP secret key
+    (``gpg --armor --export-secret-keys``). Read at each commit, so rotation needs no restart."""
+    passphrase_file: str | None = None  #: openpgp only: the file holding the key's passphrase
+
+
+@dataclass(frozen=True, kw_only=True)
 class GitSettings:
     author_name: str = "image-updater"
     author_email: str = "image-updater@localhost"
@@ -77,6 +88,7 @@ class GitSettings:
     username: str = "x-access-token"   #: HTTPS username sent with the token
     max_push_attempts: int = 5
     lock_timeout: float = 300.0        #: seconds to wait while another process uses a clone
+    signing: SigningSettings | None = None  #: unset: commits are not signed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -169,6 +181,9 @@ def secret_sources(settings: Settings) -> tuple[list[tuple[str, str]], list[tupl
                   (f"{where}.docker_config", reg.credentials.docker_config)]
     envs += [("git.token_env", settings.git.token_env),
              ("webhooks.secret_env", settings.webhooks.secret_env)]
+    if settings.git.signing is not None:
+        files += [("git.signing.key_file", settings.git.signing.key_file),
+                  ("git.signing.passphrase_file", settings.git.signing.passphrase_file)]
     files += [("git.token_file", settings.git.token_file),
               ("webhooks.secret_file", settings.webhooks.secret_file)]
     for forge in settings.forges:
@@ -271,11 +286,25 @@ def _apply_env(settings: Settings, environ: Mapping[str, str]) -> Settings:
     settings = replace(settings, git=git)
     if settings.log_format not in ("text", "json"):
         raise ConfigError(f"log_format {settings.log_format!r} is not supported; use text or json.")
+    _check_signing(settings.git.signing)
     return settings
+
+
+def _check_signing(signing: SigningSettings | None) -> None:
+    """The choices in ``git.signing``; the key itself is checked when the runtime starts."""
+    if signing is None:
+        return
+    if signing.format not in ("ssh", "openpgp"):
+        raise ConfigError(f"git.signing.format {signing.format!r} is not supported; use ssh or "
+                          "openpgp.")
+    if signing.format == "ssh" and signing.passphrase_file:
+        raise ConfigError("git.signing.passphrase_file is set with format ssh; image-updater "
+                          "signs without an agent, so use an SSH key without a passphrase.")
 
 
 _NESTED: dict[str, Any] = {
     "credentials": CredentialsSettings, "ecr": EcrSettings, "git": GitSettings,
+    "signing": SigningSettings,
     "webhooks": WebhookSettings, "limits": LimitSettings, "templates": TemplateSettings,
 }
 _LISTS: dict[str, Any] = {"registries": RegistrySettings, "forges": ForgeSettings}

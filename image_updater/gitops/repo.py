@@ -44,6 +44,7 @@ from image_updater.errors import (
 from image_updater.gitops.clonelock import CloneLock
 from image_updater.gitops.credentials import GitAuth, redact_url, url_has_password
 from image_updater.gitops.message import parse_trailers
+from image_updater.gitops.signing import CommitSigner, SigningSession
 from image_updater.gitops.stderr import (
     classify,
     is_corrupt_cache,
@@ -111,6 +112,7 @@ class DeployRepo:
         backoff_cap: float = 30.0,
         jitter: Callable[[], float] | None = None,
         lock_timeout: float = 300.0,
+        signer: CommitSigner | None = None,
     ) -> None:
         """
         ``clock`` (if given) dates the commits, so tests get reproducible shas.
@@ -118,6 +120,7 @@ class DeployRepo:
         ``backoff_base``/``backoff_cap`` (seconds) shape the delay between push attempts after
         a race; ``jitter`` returns a number in [0, 1) that spreads competing writers apart.
         ``lock_timeout`` (seconds) bounds the wait while another process uses the clone.
+        ``signer`` (if given) signs every commit this clone makes (see :mod:`.signing`).
         """
         if not url:
             raise ConfigError("The deploy repository URL is empty; set git.url in the policy.")
@@ -136,6 +139,7 @@ class DeployRepo:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.jitter = jitter or random.Random().random
+        self.signer = signer
         self.path = Path(cache_dir) / _cache_name(url, branch)
         self._repo: git.Repo | None = None
         self._head: str | None = None
@@ -444,8 +448,23 @@ class DeployRepo:
         for rel, text in changed.items():
             self._write(rel, text)
         self._local("add", "--", *changed)
-        self._local("commit", "-q", "--no-verify", "--cleanup=whitespace", "-m", plan.message)
+        self._commit(plan.message)
         return self._local("rev-parse", "HEAD")
+
+    def _commit(self, message: str) -> None:
+        """The one place image-updater makes a commit: signed when a signer is configured."""
+        args = ("-q", "--no-verify", "--cleanup=whitespace", "-m", message)
+        if self.signer is None:
+            self._local("commit", *args)
+            return
+        with self.signer.session() as signing:
+            try:
+                self._open().git.commit("-S", *args, env=self._env(signing=signing))
+            except GitCommandError as exc:
+                said = truncate(redact(output_of(exc), self.auth.secrets))
+                raise ConfigError(
+                    f"Signing a commit for {self.shown_url} with {self.signer.describe()} "
+                    f"failed: {said}; check git.signing in the settings.") from exc
 
     def _write(self, rel: str, text: str) -> None:
         root = self.path.resolve()
@@ -501,7 +520,8 @@ class DeployRepo:
 
     # ---- running git -----------------------------------------------------------------------
 
-    def _env(self, *, network: bool = False) -> dict[str, str]:
+    def _env(self, *, network: bool = False,
+             signing: SigningSession | None = None) -> dict[str, str]:
         env = {
             "GIT_TERMINAL_PROMPT": "0",  # never wait for a human at a prompt
             "GIT_ASKPASS": "",           # nor ask a GUI helper inherited from the environment
@@ -513,9 +533,13 @@ class DeployRepo:
             now = self.clock()
             now = now if now.tzinfo else now.replace(tzinfo=UTC)
             env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = f"{int(now.timestamp())} +0000"
-        # Bytes in = bytes out, and no signing prompt or hook from the user's own config.
+        # Bytes in = bytes out, and no signing prompt or hook from the user's own config:
+        # a commit is signed only with image-updater's own key (later pairs override).
         config = [("core.autocrlf", "false"), ("core.safecrlf", "false"),
                   ("commit.gpgsign", "false"), ("core.hooksPath", "/dev/null")]
+        if signing is not None:
+            config += signing.config
+            env.update(signing.env)
         if network:
             config += self.auth.config()
             env.update(self.auth.environment())  # the token only ever lives here

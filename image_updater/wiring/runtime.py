@@ -18,6 +18,7 @@ from image_updater.engine.verify import VerifiedDigests
 from image_updater.forge.base import Forge
 from image_updater.gitops.credentials import GitAuth
 from image_updater.gitops.repo import DeployRepo
+from image_updater.gitops.signing import CommitSigner
 from image_updater.model import GitTarget
 from image_updater.observability.metrics import Metrics
 from image_updater.registry.base import Registry
@@ -44,6 +45,8 @@ class Runtime:
         self.verified = VerifiedDigests()
         #: compiled once (load_settings already checked them against a sample change)
         self.templates = message_templates(settings)
+        #: checked now: a key that cannot sign stops the start, not a push at night
+        self.signer = commit_signer(settings, secrets)
 
     def registry_for(self, host: str) -> Registry:
         if host not in self._registries:
@@ -59,7 +62,8 @@ class Runtime:
                     url=target.url, branch=target.branch,
                     cache_dir=Path(self.settings.cache_dir) / "repos",
                     auth=_git_auth(self.settings, self.secrets), author_name=git.author_name,
-                    author_email=git.author_email, lock_timeout=git.lock_timeout)
+                    author_email=git.author_email, lock_timeout=git.lock_timeout,
+                    signer=self.signer)
             return self._repos[target]
 
     def approvals_for(self, target: GitTarget, repo: DeployRepo) -> Approvals | None:
@@ -106,6 +110,24 @@ class Runtime:
                 results.append(exc)
         for failed in (r for r in results if isinstance(r, BaseException)):
             log.warning("closing a client failed during shutdown: %s", failed)
+
+
+def commit_signer(settings: Settings, secrets: SecretRegistry) -> CommitSigner | None:
+    """The signer ``git.signing`` asks for, after a probe signature (None: no signing).
+
+    Raises ConfigError when the key is missing, unreadable, not a key, or locked by a
+    passphrase that is missing or wrong.
+    """
+    signing = settings.git.signing
+    if signing is None:
+        return None
+    signer = CommitSigner(
+        format=signing.format,  # type: ignore[arg-type]  # checked by load_settings
+        key_file=signing.key_file, passphrase_file=signing.passphrase_file,
+        home=Path(settings.cache_dir) / "signing", secrets=secrets)
+    signer.check()
+    log.info("Commits are signed with %s.", signer.describe())
+    return signer
 
 
 def _git_auth(settings: Settings, secrets: SecretRegistry) -> GitAuth:

@@ -165,7 +165,8 @@ def test_writable_paths_are_emptydir_volumes(pod: dict[str, Any],
 
 def test_secrets_are_referenced_by_name(pod: dict[str, Any]) -> None:
     names = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
-    assert names == {"image-updater-git", "image-updater-forge", "image-updater-registry"}
+    assert names == {"image-updater-git", "image-updater-forge", "image-updater-registry",
+                     "image-updater-signing"}
     example = {s["metadata"]["name"] for s in _example("examples/secrets.yaml")}
     assert example == names  # the documented prerequisites are exactly what is mounted
 

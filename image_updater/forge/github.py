@@ -167,9 +167,7 @@ class GitHubAppToken:
         self._expires = 0.0
 
     def describe(self) -> str:
-        o = self._options
-        return (f"GitHub App {o.app_id} (installation {o.app_installation_id}, key file "
-                f"{o.app_private_key_file})")
+        return _app_description(self._options)
 
     def token(self) -> str:
         with self._lock:
@@ -225,17 +223,18 @@ def open_app_token(options: ForgeOptions, *, secrets: SecretRegistry, key_settin
     if options.app_id is None:
         raise ConfigError(f"{key_setting}: a GitHub App token source needs app_id, "
                           "app_installation_id and app_private_key_file.")
-    source: GitHubAppToken | None = None
-
-    def describe() -> str:
-        return source.describe() if source is not None else "a GitHub App"
-
     # The mint call passes its own Authorization header; nothing else is sent with this client.
-    http = ForgeHttp(options, site=SITE, auth=lambda: {}, describe_auth=describe, headers=HEADERS,
+    http = ForgeHttp(options, site=SITE, auth=lambda: {},
+                     describe_auth=lambda: _app_description(options), headers=HEADERS,
                      sleep=sleep, clock=clock, transport=transport)
-    source = GitHubAppToken(options, http=http, clock=clock, secrets=secrets,
-                            key_setting=key_setting)
-    return source
+    return GitHubAppToken(options, http=http, clock=clock, secrets=secrets,
+                          key_setting=key_setting)
+
+
+def _app_description(o: ForgeOptions) -> str:
+    """Which App, installation and key file: for messages (never the key itself)."""
+    return (f"GitHub App {o.app_id} (installation {o.app_installation_id}, key file "
+            f"{o.app_private_key_file})")
 
 
 def _epoch(stamp: str) -> float:

@@ -188,7 +188,6 @@ class GitAuth:
             )
         return token
 
-
     def _minted_token(self) -> str:
         assert self.mint is not None and self.secrets is not None  # GitAuth.minted() checks
         token = self.mint()

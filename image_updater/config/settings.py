@@ -13,6 +13,7 @@ Environment overrides (useful in containers): ``IMAGE_UPDATER_INTERVAL`` (second
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -78,6 +79,20 @@ class SigningSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GitHubAppGitSettings:
+    """``git.github_app``: push and fetch over HTTPS with a GitHub App installation token.
+
+    The token is minted from the App's private key (read at each mint), renewed before it
+    expires, and handed to git through the environment of each git command.
+    """
+
+    app_id: str                        #: the App's numeric id (its settings page)
+    installation_id: str               #: the installation on the deploy repositories' owner
+    private_key_file: str              #: the App's PEM private key (a mounted secret)
+    api_url: str = "https://api.github.com"  #: GitHub Enterprise: https://HOST/api/v3
+
+
+@dataclass(frozen=True, kw_only=True)
 class GitSettings:
     author_name: str = "image-updater"
     author_email: str = "image-updater@localhost"
@@ -86,6 +101,8 @@ class GitSettings:
     token_file: str | None = None      #: HTTPS token (never placed in URLs)
     token_env: str | None = None
     username: str = "x-access-token"   #: HTTPS username sent with the token
+    github_app: GitHubAppGitSettings | None = None
+    """A GitHub App's installation token for HTTPS git, instead of ssh_key_file or a token."""
     max_push_attempts: int = 5
     lock_timeout: float = 300.0        #: seconds to wait while another process uses a clone
     signing: SigningSettings | None = None  #: unset: commits are not signed
@@ -184,6 +201,9 @@ def secret_sources(settings: Settings) -> tuple[list[tuple[str, str]], list[tupl
     if settings.git.signing is not None:
         files += [("git.signing.key_file", settings.git.signing.key_file),
                   ("git.signing.passphrase_file", settings.git.signing.passphrase_file)]
+    if settings.git.github_app is not None:
+        files.append(("git.github_app.private_key_file",
+                      settings.git.github_app.private_key_file))
     files += [("git.token_file", settings.git.token_file),
               ("webhooks.secret_file", settings.webhooks.secret_file)]
     for forge in settings.forges:
@@ -220,6 +240,7 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
     # compiled and rendered once now, so a template's error stops the start, not a commit
     message_templates(settings, origins=_template_origins(raw, where),
                       block_starts=_template_block_starts(raw, where))
+    _check_git_auth(settings.git, where)
     return _apply_env(settings, os.environ if environ is None else environ)
 
 
@@ -266,6 +287,29 @@ def _template_block_starts(raw: Mapping[str, Any], where: str) -> dict[str, tupl
     return starts
 
 
+def _check_git_auth(git: GitSettings, where: str) -> None:
+    """One way to authenticate git, and a GitHub App whose ids and API URL can be used."""
+    app = git.github_app
+    if app is None:
+        return
+    others = [name for name in ("ssh_key_file", "token_file", "token_env")
+              if getattr(git, name)]
+    if others:
+        raise ConfigError(
+            f"settings file {where}: git.github_app cannot be combined with git."
+            f"{', git.'.join(others)}; keep one way for git to authenticate.")
+    for name in ("app_id", "installation_id"):
+        value = getattr(app, name)
+        if not value.isdigit():
+            raise ConfigError(
+                f"settings file {where}: git.github_app.{name} must be the number shown on "
+                f"the App's pages, not {value[:40]!r}.")
+    if not re.fullmatch(r"https?://[^\s/@?#]+(/[^\s?#@]*)?", app.api_url):
+        raise ConfigError(
+            f"settings file {where}: git.github_app.api_url must be an http(s) URL without "
+            "credentials, e.g. https://api.github.com or https://HOST/api/v3 (Enterprise).")
+
+
 def _apply_env(settings: Settings, environ: Mapping[str, str]) -> Settings:
     for var, (name, kind) in _ENV.items():
         if var in environ:
@@ -304,7 +348,7 @@ def _check_signing(signing: SigningSettings | None) -> None:
 
 _NESTED: dict[str, Any] = {
     "credentials": CredentialsSettings, "ecr": EcrSettings, "git": GitSettings,
-    "signing": SigningSettings,
+    "signing": SigningSettings, "github_app": GitHubAppGitSettings,
     "webhooks": WebhookSettings, "limits": LimitSettings, "templates": TemplateSettings,
 }
 _LISTS: dict[str, Any] = {"registries": RegistrySettings, "forges": ForgeSettings}

@@ -7,6 +7,7 @@ issues endpoints while reviewers go through the pulls endpoint.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -154,8 +155,10 @@ class GitHubAppToken:
     """
 
     def __init__(self, options: ForgeOptions, *, http: ForgeHttp, clock: WallClock,
-                 secrets: SecretRegistry) -> None:
+                 secrets: SecretRegistry, key_setting: str | None = None) -> None:
         self._options = options
+        #: the setting that names the key file, for messages
+        self._key_setting = key_setting or f"forges[{options.repository}].app_private_key_file"
         self._secrets = secrets
         self._http = http
         self._clock = clock
@@ -164,15 +167,17 @@ class GitHubAppToken:
         self._expires = 0.0
 
     def describe(self) -> str:
-        o = self._options
-        return (f"GitHub App {o.app_id} (installation {o.app_installation_id}, key file "
-                f"{o.app_private_key_file})")
+        return _app_description(self._options)
 
     def token(self) -> str:
         with self._lock:
             if self._token is None or self._clock() >= self._expires - TOKEN_REFRESH_MARGIN:
                 self._token, self._expires = self._mint()
             return self._token
+
+    def close(self) -> None:
+        """Release the HTTP connections (only for a source from :func:`open_app_token`)."""
+        self._http.close()
 
     def _mint(self) -> tuple[str, float]:
         path = f"app/installations/{self._options.app_installation_id}/access_tokens"
@@ -192,9 +197,7 @@ class GitHubAppToken:
         import jwt  # lazy: PyJWT is needed only for GitHub App authentication
 
         key_file = str(self._options.app_private_key_file)
-        key = read_secret_file(
-            key_file, setting=f"forges[{self._options.repository}].app_private_key_file",
-            secrets=self._secrets)
+        key = read_secret_file(key_file, setting=self._key_setting, secrets=self._secrets)
         now = int(self._clock())
         # iat is backdated a minute because GitHub rejects JWTs "issued in the future"
         # when our clock runs slightly ahead of theirs.
@@ -207,6 +210,31 @@ class GitHubAppToken:
                 "key; download a new key from the app's settings page."
             ) from exc
 
+
+def open_app_token(options: ForgeOptions, *, secrets: SecretRegistry, key_setting: str,
+                   sleep: Sleep = time.sleep, clock: WallClock = time.time,
+                   transport: httpx.BaseTransport | None = None) -> GitHubAppToken:
+    """An installation token source with its own HTTP client, for git over HTTPS.
+
+    ``options`` must carry the app fields; ``key_setting`` names the key file's setting in
+    messages. Call ``token()`` for a token valid for at least ``TOKEN_REFRESH_MARGIN``
+    seconds, and ``close()`` when done. No request is sent here.
+    """
+    if options.app_id is None:
+        raise ConfigError(f"{key_setting}: a GitHub App token source needs app_id, "
+                          "app_installation_id and app_private_key_file.")
+    # The mint call passes its own Authorization header; nothing else is sent with this client.
+    http = ForgeHttp(options, site=SITE, auth=lambda: {},
+                     describe_auth=lambda: _app_description(options), headers=HEADERS,
+                     sleep=sleep, clock=clock, transport=transport)
+    return GitHubAppToken(options, http=http, clock=clock, secrets=secrets,
+                          key_setting=key_setting)
+
+
+def _app_description(o: ForgeOptions) -> str:
+    """Which App, installation and key file: for messages (never the key itself)."""
+    return (f"GitHub App {o.app_id} (installation {o.app_installation_id}, key file "
+            f"{o.app_private_key_file})")
 
 
 def _epoch(stamp: str) -> float:

@@ -9,14 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from image_updater.clocks import WallClock
 from image_updater.config.settings import Settings, message_templates
 from image_updater.engine.approval import Approvals
 from image_updater.engine.reconcile import Deps
 from image_updater.engine.verify import VerifiedDigests
+from image_updater.errors import ConfigError
 from image_updater.forge.base import Forge
-from image_updater.gitops.credentials import GitAuth
+from image_updater.gitops.credentials import GitAuth, redact_url
 from image_updater.gitops.repo import DeployRepo
 from image_updater.gitops.signing import CommitSigner
 from image_updater.model import GitTarget
@@ -33,13 +38,15 @@ class Runtime:
     every credential source (registries, git, forges, webhooks) adds what it reads to it."""
 
     def __init__(self, settings: Settings, *, secrets: SecretRegistry,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, clock: WallClock = time.time) -> None:
         self.settings = settings
+        self.clock = clock  #: epoch seconds, for token expiry; tests pass their own
         self.secrets = secrets
         self.metrics = metrics or Metrics()
         self._registries: dict[str, Registry] = {}
         self._repos: dict[GitTarget, DeployRepo] = {}
         self._forges: dict[str, Forge] = {}
+        self._closers: list[Callable[[], None]] = []  # token sources owned by git auth
         self._lock = threading.Lock()  # repos are created from worker threads
         #: kept for the life of the process: a digest is fetched and hashed once
         self.verified = VerifiedDigests()
@@ -61,10 +68,28 @@ class Runtime:
                 self._repos[target] = DeployRepo(
                     url=target.url, branch=target.branch,
                     cache_dir=Path(self.settings.cache_dir) / "repos",
-                    auth=_git_auth(self.settings, self.secrets), author_name=git.author_name,
+                    auth=self._git_auth(target), author_name=git.author_name,
                     author_email=git.author_email, lock_timeout=git.lock_timeout,
                     signer=self.signer)
             return self._repos[target]
+
+    def _git_auth(self, target: GitTarget) -> GitAuth:
+        app = self.settings.git.github_app
+        if app is None:
+            return _git_auth(self.settings, self.secrets)
+        from image_updater.forge.base import ForgeOptions
+        from image_updater.forge.github import open_app_token
+
+        # One token source per deploy repository: its messages name the repository.
+        source = open_app_token(ForgeOptions(
+            kind="github", api_url=app.api_url, repository=_github_repository(target.url),
+            app_id=app.app_id, app_installation_id=app.installation_id,
+            app_private_key_file=app.private_key_file),
+            secrets=self.secrets, key_setting="git.github_app.private_key_file",
+            clock=self.clock)
+        self._closers.append(source.close)
+        return GitAuth.minted(mint=source.token, source=source.describe(), secrets=self.secrets,
+                              username=self.settings.git.username)
 
     def approvals_for(self, target: GitTarget, repo: DeployRepo) -> Approvals | None:
         fs = self.settings.forge_for(target.url)
@@ -102,10 +127,11 @@ class Runtime:
         """Close every client, even when closing one fails (it is logged, not raised)."""
         registries, self._registries = list(self._registries.values()), {}
         forges, self._forges = list(self._forges.values()), {}
+        closers, self._closers = self._closers, []
         results = await asyncio.gather(*(r.aclose() for r in registries), return_exceptions=True)
-        for forge in forges:
+        for close in [f.disconnect for f in forges] + closers:
             try:
-                forge.disconnect()
+                close()
             except Exception as exc:  # shutting down: report, and close the rest
                 results.append(exc)
         for failed in (r for r in results if isinstance(r, BaseException)):
@@ -128,6 +154,18 @@ def commit_signer(settings: Settings, secrets: SecretRegistry) -> CommitSigner |
     signer.check()
     log.info("Commits are signed with %s.", signer.describe())
     return signer
+
+
+def _github_repository(url: str) -> str:
+    """``owner/name`` of an HTTPS deploy repository URL, which a GitHub App token needs."""
+    parts = urlsplit(url) if "://" in url else None
+    path = parts.path.strip("/").removesuffix(".git") if parts else ""
+    if parts is None or parts.scheme not in ("https", "http") or path.count("/") != 1:
+        raise ConfigError(
+            f"git.github_app is set, but the deploy repository {redact_url(url)} is not an "
+            "HTTPS URL of the form https://HOST/OWNER/NAME(.git); a GitHub App token is "
+            "sent over HTTPS only, so give the repository's HTTPS clone URL.")
+    return path
 
 
 def _git_auth(settings: Settings, secrets: SecretRegistry) -> GitAuth:

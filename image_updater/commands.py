@@ -27,6 +27,8 @@ from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_f
 if TYPE_CHECKING:
     from image_updater.engine.holds import Outcome
     from image_updater.engine.promote import RetagResult
+    from image_updater.notify.events import CommandEvent, EventKind
+    from image_updater.observability.metrics import Metrics
     from image_updater.wiring.runtime import Runtime
 
 
@@ -335,17 +337,66 @@ def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, s
                 return repo.read(path)
 
         try:
-            result = await promote(chosen, src_env, dst_env, digest=digest, registry_for=pool,
-                                   read_file=read_head, count_requests=pool.requests,
-                                   values_file_bytes=limits.values_file_bytes, force=force)
+            try:
+                result = await promote(chosen, src_env, dst_env, digest=digest,
+                                       registry_for=pool, read_file=read_head,
+                                       count_requests=pool.requests,
+                                       values_file_bytes=limits.values_file_bytes, force=force)
+            except ImageUpdaterError as exc:
+                await tell(settings, secrets, runtime.metrics,
+                           _promotion_refused(app, source, target, exc, secrets))
+                raise
             if force and any(n.startswith("FORCED") for n in result.notes):
                 result = await _audit_forced(runtime, chosen, dst_env, result)
+            if result.status == "promoted":
+                await tell(settings, secrets, runtime.metrics,
+                           _promotion_done(app, source, target, result, secrets))
             return result
         finally:
             await pool.aclose()
             await runtime.aclose()
 
     return _report(run, secrets)
+
+
+def _promotion_done(app: str, source: str, target: str, result: RetagResult,
+                    secrets: SecretRegistry) -> CommandEvent:
+    from image_updater.notify.events import CommandEvent
+
+    return CommandEvent("promotion.done", app, target,
+                        scrub(f"{app} promoted from {source} to {target}: {result.line()}",
+                              secrets),
+                        {"digest": result.digest, "previous": result.previous or "",
+                         "tag": result.destination})
+
+
+def _promotion_refused(app: str, source: str, target: str, exc: ImageUpdaterError,
+                       secrets: SecretRegistry) -> CommandEvent:
+    from image_updater.notify.events import CommandEvent
+
+    return CommandEvent("promotion.refused", app, target,
+                        scrub(f"Promoting {app} from {source} to {target} was refused: {exc}",
+                              secrets), {"reason": exc.reason})
+
+
+async def tell(settings: Settings, secrets: SecretRegistry, metrics: Metrics,
+               told: CommandEvent) -> None:
+    """Hand a command's outcome to the notification sinks and wait for its delivery, at most
+    ``notifications.flush_timeout`` seconds: the command's own result never depends on it."""
+    from image_updater.notify.events import told as as_event
+    from image_updater.notify.factory import build_dispatcher
+
+    log = logging.getLogger("image_updater.commands")
+    try:
+        dispatcher = build_dispatcher(settings.notifications, secrets=secrets, metrics=metrics)
+    except ConfigError as exc:
+        log.warning("nobody is notified of %s on %s/%s: %s", told.kind, told.app, told.env, exc)
+        return
+    if dispatcher is None:
+        return
+    dispatcher.start()
+    dispatcher.publish([as_event(told, now=_now())])
+    await dispatcher.aclose(grace=settings.notifications.flush_timeout)
 
 
 async def _audit_forced(runtime: Runtime, app: App, env: Environment, result: RetagResult
@@ -537,7 +588,9 @@ def _control(args: argparse.Namespace, secrets: SecretRegistry,
     async def run() -> Outcome:
         runtime = Runtime(settings, secrets=secrets)
         try:
-            return await act(runtime, app, env)
+            outcome = await act(runtime, app, env)
+            await tell(settings, secrets, runtime.metrics, _control_event(outcome, secrets))
+            return outcome
         finally:
             await runtime.aclose()
 
@@ -548,6 +601,19 @@ def _control(args: argparse.Namespace, secrets: SecretRegistry,
         return exit_code_for(exc)
     print(scrub(outcome.line(), secrets))
     return ExitCode.OK
+
+
+def _control_event(outcome: Outcome, secrets: SecretRegistry) -> CommandEvent:
+    from image_updater.notify.events import CommandEvent
+
+    kinds: dict[str, EventKind] = {"hold": "hold.placed", "release": "hold.released",
+                                   "rollback": "rollback.done"}
+    hold = outcome.hold
+    return CommandEvent(kinds[outcome.action], hold.app, hold.env,
+                        scrub(outcome.line(), secrets),
+                        {"by": hold.by, "reason": hold.reason, "digest": outcome.digest or "",
+                         "previous": outcome.previous or "", "commit": outcome.sha or ""},
+                        link=outcome.pull_request)
 
 
 def _only_env(app: App, env: str) -> App:

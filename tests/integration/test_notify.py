@@ -255,3 +255,51 @@ def test_a_hanging_receiver_delays_no_cycle_and_is_retried(
                                  result="ok") == 1, timeout=20, what="the delivery")
     texts = [json.loads(r.body)["text"] for r in receiver.requests]
     assert texts[0] == texts[1] and texts[0].startswith("application-x/dev updated to dev")
+
+
+def test_commands_tell_what_a_person_did(
+        registry: RegistryServer, receiver: HttpStub, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """hold, a promotion refused by it, release and the promotion: each told once, before
+    the command exits."""
+    from image_updater.cli import main
+
+    receiver.add("POST", TOKENS["slack"], Reply(200))
+    repo = "notify/commands"
+    deploy = make_bare_repo(tmp_path / "remotes")
+    policies = tmp_path / "policies.yaml"
+    policies.write_text(
+        f"app: shop\nimage: {registry.host}/{repo}\n"
+        f"git: {{url: \"file://{deploy.path}\", branch: master}}\n"
+        "defaults: {strategy: digest, write: {digest: image.digest}}\n"
+        "environments:\n  dev: {file: application-x/values-dev.yaml, tag: dev}\n"
+        "  prod: {file: application-x/values-staging.yaml, tag: prod}\n")
+    url_file = tmp_path / "slack.url"
+    url_file.write_text(receiver.url + TOKENS["slack"])
+    config = tmp_path / "config.yaml"
+    config.write_text(json.dumps({
+        "registries": [{"host": registry.host, "insecure": True}],
+        "cache_dir": str(tmp_path / "cache"),
+        "notifications": {"sinks": [{"name": "team", "kind": "slack",
+                                     "url_file": str(url_file)}]}}))
+    digest = push_image(registry.url, repo, "dev", seed="c1")
+    push_image(registry.url, repo, "prod", seed="c0")
+    assert main(["once", "--config", str(config), "--policies", str(policies)]) == 0
+
+    def cli(*args: str) -> int:
+        return main([*args, "--by", "ana", "--config", str(config), "--policies",
+                     str(policies)])
+
+    promote = ["promote", "shop", "--from", "dev", "--to", "prod", "--digest", digest,
+               "--config", str(config), "--policies", str(policies)]
+    assert cli("hold", "shop", "prod", "--reason", "freeze") == 0
+    assert main(promote) != 0
+    assert cli("release", "shop", "prod") == 0
+    assert main(promote) == 0
+    capsys.readouterr()
+
+    sent = [json.loads(r.body) for r in receiver.requests_to("POST", TOKENS["slack"])]
+    headers = [b["blocks"][0]["text"]["text"] for b in sent]
+    assert headers == ["shop/prod: hold.placed", "shop/prod: promotion.refused",
+                       "shop/prod: hold.released", "shop/prod: promotion.done"]
+    assert "held by ana" in sent[1]["text"] and digest in sent[3]["text"]

@@ -1,6 +1,7 @@
 """What each CLI command does, in terms of library calls. No argument parsing here.
 
-Over 450 lines: one short glue function per command (ten of them), each a few library calls.
+Over 450 lines: one short glue function per command (ten of them), each a few library calls,
+and the notification that promote, hold, release and rollback each send.
 """
 
 from __future__ import annotations
@@ -381,22 +382,13 @@ def _promotion_refused(app: str, source: str, target: str, exc: ImageUpdaterErro
 
 async def tell(settings: Settings, secrets: SecretRegistry, metrics: Metrics,
                told: CommandEvent) -> None:
-    """Hand a command's outcome to the notification sinks and wait for its delivery, at most
-    ``notifications.flush_timeout`` seconds: the command's own result never depends on it."""
+    """Hand a command's outcome to the notification sinks, waiting at most
+    ``notifications.flush_timeout`` s: the command's own result never depends on it."""
     from image_updater.notify.events import told as as_event
-    from image_updater.notify.factory import build_dispatcher
+    from image_updater.notify.factory import deliver_now
 
-    log = logging.getLogger("image_updater.commands")
-    try:
-        dispatcher = build_dispatcher(settings.notifications, secrets=secrets, metrics=metrics)
-    except ConfigError as exc:
-        log.warning("nobody is notified of %s on %s/%s: %s", told.kind, told.app, told.env, exc)
-        return
-    if dispatcher is None:
-        return
-    dispatcher.start()
-    dispatcher.publish([as_event(told, now=_now())])
-    await dispatcher.aclose(grace=settings.notifications.flush_timeout)
+    await deliver_now(settings.notifications, [as_event(told, now=_now())], secrets=secrets,
+                      metrics=metrics)
 
 
 async def _audit_forced(runtime: Runtime, app: App, env: Environment, result: RetagResult

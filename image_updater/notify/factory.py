@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import httpx
 
 from image_updater.config.settings import NotificationSettings, NotificationSinkSettings
+from image_updater.errors import ConfigError
 from image_updater.notify.dispatcher import Dispatcher
-from image_updater.notify.events import Route
+from image_updater.notify.events import Event, Route
 from image_updater.notify.sinks import (
     Delivery,
     Render,
@@ -23,6 +25,8 @@ from image_updater.notify.sinks import (
 from image_updater.observability.metrics import Metrics
 from image_updater.retry import AsyncSleep, Backoff
 from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_file
+
+log = logging.getLogger("image_updater.notify")
 
 _KIND_LABEL = {"slack": "Slack", "teams": "Microsoft Teams", "cloudevents": "CloudEvents"}
 
@@ -57,6 +61,22 @@ def build_dispatcher(settings: NotificationSettings, *, secrets: SecretRegistry,
         [Route(sink=name) for name in sinks]
     return Dispatcher(sinks=sinks, routes=routes, metrics=metrics,
                       queue_size=settings.queue_size, on_close=client.aclose)
+
+
+async def deliver_now(settings: NotificationSettings, events: Sequence[Event], *,
+                      secrets: SecretRegistry, metrics: Metrics) -> None:
+    """Deliver ``events`` before a command exits, waiting at most ``flush_timeout`` s; a
+    sink that cannot be set up is a warning: the command has done its work already."""
+    try:
+        dispatcher = build_dispatcher(settings, secrets=secrets, metrics=metrics)
+    except ConfigError as exc:
+        log.warning("nobody is notified of %s: %s", ", ".join(e.kind for e in events), exc)
+        return
+    if dispatcher is None:
+        return
+    dispatcher.start()
+    dispatcher.publish(events)
+    await dispatcher.aclose(grace=settings.flush_timeout)
 
 
 def _renderer(sink: NotificationSinkSettings, secrets: SecretRegistry) -> Render:

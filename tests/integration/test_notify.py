@@ -35,8 +35,14 @@ from image_updater.notify.events import Event
 from image_updater.notify.factory import build_dispatcher
 from image_updater.observability.metrics import Metrics
 from image_updater.secrets import SecretRegistry
-from tests.fixtures.daemon import InProcessDaemon, daemon_settings, wait_until, write_policy
-from tests.fixtures.gitrepo import make_bare_repo
+from tests.fixtures.daemon import (
+    InProcessDaemon,
+    ManualTime,
+    daemon_settings,
+    wait_until,
+    write_policy,
+)
+from tests.fixtures.gitrepo import VALUES_FILES, make_bare_repo, push_other_commit
 from tests.fixtures.http_stub import HttpStub, Recorded, Reply
 from tests.fixtures.registry import RegistryServer, free_port, push_image
 
@@ -303,3 +309,40 @@ def test_commands_tell_what_a_person_did(
     assert headers == ["shop/prod: hold.placed", "shop/prod: promotion.refused",
                        "shop/prod: hold.released", "shop/prod: promotion.done"]
     assert "held by ana" in sent[1]["text"] and digest in sent[3]["text"]
+
+
+def test_an_environment_failing_past_the_threshold_is_told_once_and_so_is_its_recovery(
+        registry: RegistryServer, receiver: HttpStub, tmp_path: Path) -> None:
+    """The daemon keeps the first failure's time in memory and reads its own clock."""
+    receiver.add("POST", TOKENS["slack"], Reply(200))
+    deploy = make_bare_repo(tmp_path, files={"README.md": "no values yet\n"})
+    push_image(registry.url, "notify/failing", "dev", seed="f")
+    policies = tmp_path / "policies"
+    write_policy(policies, "application-x", f"{registry.host}/notify/failing",
+                 f"file://{deploy.path}")
+    settings = replace(daemon_settings(tmp_path, registry.host), notifications=(
+        NotificationSettings(failing_after=5400, sinks=(
+            sink(tmp_path, "team", "slack", receiver.url + TOKENS["slack"]),))))
+    time_ = ManualTime()
+    with InProcessDaemon(settings, [policies], clock=time_, schedule=time_) as running:
+        running.wait_cycles(1)
+        time_.advance(3600)
+        running.wait_cycles(2)
+        quiet = sent_texts(receiver)  # failing for 3600 s: under the threshold
+        time_.advance(3600)
+        running.wait_cycles(3)
+        wait_until(lambda: sent_texts(receiver), timeout=20, what="the failing event")
+        push_other_commit(f"file://{deploy.path}", tmp_path, VALUES_FILES, "the values file")
+        time_.advance(3600)
+        running.wait_cycles(4)
+        wait_until(lambda: len(sent_texts(receiver)) == 3, timeout=20, what="two more events")
+        texts = sent_texts(receiver)
+    assert quiet == []
+    assert texts[0] == "application-x/dev has been failing for 120 min (values)."
+    assert texts[1].startswith("application-x/dev updated to dev")
+    assert texts[2] == ("application-x/dev works again (it failed since "
+                        f"{datetime.fromtimestamp(1_000_000.0, UTC).isoformat()}).")
+
+
+def sent_texts(stub: HttpStub) -> list[str]:
+    return [json.loads(r.body)["text"] for r in stub.requests_to("POST", TOKENS["slack"])]

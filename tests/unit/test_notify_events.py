@@ -229,3 +229,15 @@ def test_notification_mistakes_are_settings_errors(tmp_path: Path) -> None:
                  "environment.exploded not known"):
         assert part in text
     assert len(EVENT_KINDS) == 13
+
+
+def test_webhook_urls_and_keys_are_secrets_masked_from_the_first_log_line(
+        tmp_path: Path) -> None:
+    from image_updater.config.settings import secret_sources
+
+    path = tmp_path / "settings.yaml"
+    path.write_text(SINKS)
+    envs, files = secret_sources(load_settings(path, environ={}))
+    assert ("notifications.sinks[audit].url_env", "AUDIT_URL") in envs
+    assert ("notifications.sinks[audit].secret_env", "AUDIT_KEY") in envs
+    assert ("notifications.sinks[team].url_file", "/run/secrets/slack") in files

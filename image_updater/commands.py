@@ -1,6 +1,7 @@
 """What each CLI command does, in terms of library calls. No argument parsing here.
 
-Over 450 lines: one short glue function per command (ten of them), each a few library calls.
+Over 450 lines: one short glue function per command (ten of them), each a few library calls,
+and the notification that promote, hold, release and rollback each send.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from image_updater.secrets import SecretRegistry, read_secret_env, read_secret_f
 if TYPE_CHECKING:
     from image_updater.engine.holds import Outcome
     from image_updater.engine.promote import RetagResult
+    from image_updater.notify.events import CommandEvent, EventKind
+    from image_updater.observability.metrics import Metrics
     from image_updater.wiring.runtime import Runtime
 
 
@@ -350,17 +353,57 @@ def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, s
                 return repo.read(path)
 
         try:
-            result = await promote(chosen, src_env, dst_env, digest=digest, registry_for=pool,
-                                   read_file=read_head, count_requests=pool.requests,
-                                   values_file_bytes=limits.values_file_bytes, force=force)
+            try:
+                result = await promote(chosen, src_env, dst_env, digest=digest,
+                                       registry_for=pool, read_file=read_head,
+                                       count_requests=pool.requests,
+                                       values_file_bytes=limits.values_file_bytes, force=force)
+            except ImageUpdaterError as exc:
+                await tell(settings, secrets, runtime.metrics,
+                           _promotion_refused(app, source, target, exc, secrets))
+                raise
             if force and any(n.startswith("FORCED") for n in result.notes):
                 result = await _audit_forced(runtime, chosen, dst_env, result)
+            if result.status == "promoted":
+                await tell(settings, secrets, runtime.metrics,
+                           _promotion_done(app, source, target, result, secrets))
             return result
         finally:
             await pool.aclose()
             await runtime.aclose()
 
     return _report(run, secrets)
+
+
+def _promotion_done(app: str, source: str, target: str, result: RetagResult,
+                    secrets: SecretRegistry) -> CommandEvent:
+    from image_updater.notify.events import CommandEvent
+
+    return CommandEvent("promotion.done", app, target,
+                        scrub(f"{app} promoted from {source} to {target}: {result.line()}",
+                              secrets),
+                        {"digest": result.digest, "previous": result.previous or "",
+                         "tag": result.destination})
+
+
+def _promotion_refused(app: str, source: str, target: str, exc: ImageUpdaterError,
+                       secrets: SecretRegistry) -> CommandEvent:
+    from image_updater.notify.events import CommandEvent
+
+    return CommandEvent("promotion.refused", app, target,
+                        scrub(f"Promoting {app} from {source} to {target} was refused: {exc}",
+                              secrets), {"reason": exc.reason})
+
+
+async def tell(settings: Settings, secrets: SecretRegistry, metrics: Metrics,
+               told: CommandEvent) -> None:
+    """Hand a command's outcome to the notification sinks, waiting at most
+    ``notifications.flush_timeout`` s: the command's own result never depends on it."""
+    from image_updater.notify.events import told as as_event
+    from image_updater.notify.factory import deliver_now
+
+    await deliver_now(settings.notifications, [as_event(told, now=_now())], secrets=secrets,
+                      metrics=metrics)
 
 
 async def _audit_forced(runtime: Runtime, app: App, env: Environment, result: RetagResult
@@ -552,7 +595,9 @@ def _control(args: argparse.Namespace, secrets: SecretRegistry,
     async def run() -> Outcome:
         runtime = Runtime(settings, secrets=secrets)
         try:
-            return await act(runtime, app, env)
+            outcome = await act(runtime, app, env)
+            await tell(settings, secrets, runtime.metrics, _control_event(outcome, secrets))
+            return outcome
         finally:
             await runtime.aclose()
 
@@ -563,6 +608,19 @@ def _control(args: argparse.Namespace, secrets: SecretRegistry,
         return exit_code_for(exc)
     print(scrub(outcome.line(), secrets))
     return ExitCode.OK
+
+
+def _control_event(outcome: Outcome, secrets: SecretRegistry) -> CommandEvent:
+    from image_updater.notify.events import CommandEvent
+
+    kinds: dict[str, EventKind] = {"hold": "hold.placed", "release": "hold.released",
+                                   "rollback": "rollback.done"}
+    hold = outcome.hold
+    return CommandEvent(kinds[outcome.action], hold.app, hold.env,
+                        scrub(outcome.line(), secrets),
+                        {"by": hold.by, "reason": hold.reason, "digest": outcome.digest or "",
+                         "previous": outcome.previous or "", "commit": outcome.sha or ""},
+                        link=outcome.pull_request)
 
 
 def _only_env(app: App, env: str) -> App:

@@ -24,6 +24,7 @@ truncated with :func:`truncate` before they are quoted.
     │   ├── ForgeAuthError           permanent: 401/403, missing scope
     │   ├── ForgeRateLimitedError    temporary: carries ``retry_after`` seconds
     │   └── ForgeUnavailableError    temporary: connection failure or 5xx after retries
+    ├── NotifyError                  a notification could not be delivered (never fails a cycle)
     ├── ConflictError                permanent: compare-and-swap refused (tag points elsewhere)
     └── HeldError                    permanent until released: the environment is held
 """
@@ -161,6 +162,13 @@ class ForgeRateLimitedError(ForgeError):
 class ForgeUnavailableError(ForgeError):
     temporary = True
     reason = "forge_unavailable"
+
+
+class NotifyError(ImageUpdaterError):
+    """A notification sink refused an event or stayed unreachable; names the sink, never its
+    URL (a webhook URL is a secret)."""
+
+    reason = "notify"
 
 
 class ConflictError(ImageUpdaterError):

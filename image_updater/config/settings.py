@@ -137,6 +137,46 @@ class LimitSettings:
     values_file_bytes: int = DEFAULT_FILE_BYTES  #: largest values file read or written
 
 
+SINK_KINDS = ("slack", "teams", "cloudevents")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotificationSinkSettings:
+    """``notifications.sinks[]``: one receiver. Its URL is a secret (anyone holding it can
+    post to the channel): name the file or variable that holds it, exactly one of them."""
+
+    name: str                          #: what routes, logs and metrics call it
+    kind: str                          #: slack | teams | cloudevents
+    url_file: str | None = None        #: file holding the webhook URL (k8s secret mount)
+    url_env: str | None = None         #: env var holding the webhook URL
+    secret_file: str | None = None     #: cloudevents: HMAC-SHA256 key (required for it)
+    secret_env: str | None = None
+    source: str = "image-updater"      #: cloudevents: the events' ``source`` (a URI-reference)
+    timeout: float = 10.0              #: seconds per request
+    max_attempts: int = 5              #: attempts per event (connection errors, 408/429/5xx)
+    backoff: float = 2.0               #: seconds before the first retry; doubles, up to 60
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotificationRouteSettings:
+    """``notifications.routes[]``: which events go to ``sink``; an empty list means all."""
+
+    sink: str                          #: a sink's name
+    apps: tuple[str, ...] = ()
+    envs: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()       #: event kinds, e.g. environment.updated (README)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotificationSettings:
+    sinks: tuple[NotificationSinkSettings, ...] = ()
+    #: no routes: every event goes to every sink
+    routes: tuple[NotificationRouteSettings, ...] = ()
+    failing_after: float = 3600.0      #: seconds an environment fails before people are told
+    queue_size: int = 100              #: events waiting per sink; more are dropped (counted)
+    flush_timeout: float = 5.0         #: seconds a command (promote, hold…) waits to deliver
+
+
 @dataclass(frozen=True, kw_only=True)
 class TemplateSettings:
     """Jinja2 templates for commit messages and pull requests (README: Templates). Each is
@@ -171,6 +211,7 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     templates: TemplateSettings = field(default_factory=TemplateSettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
 
     def registry(self, host: str) -> RegistrySettings:
         for reg in self.registries:
@@ -211,6 +252,11 @@ def secret_sources(settings: Settings) -> tuple[list[tuple[str, str]], list[tupl
         envs.append((f"{where}.token_env", forge.token_env))
         files += [(f"{where}.token_file", forge.token_file),
                   (f"{where}.app_private_key_file", forge.app_private_key_file)]
+    for sink in settings.notifications.sinks:
+        where = f"notifications.sinks[{sink.name}]"
+        envs += [(f"{where}.url_env", sink.url_env), (f"{where}.secret_env", sink.secret_env)]
+        files += [(f"{where}.url_file", sink.url_file),
+                  (f"{where}.secret_file", sink.secret_file)]
     return [(k, v) for k, v in envs if v], [(k, v) for k, v in files if v]
 
 
@@ -241,6 +287,7 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
     message_templates(settings, origins=_template_origins(raw, where),
                       block_starts=_template_block_starts(raw, where))
     _check_git_auth(settings.git, where)
+    _check_notifications(settings.notifications, where)
     return _apply_env(settings, os.environ if environ is None else environ)
 
 
@@ -350,8 +397,44 @@ _NESTED: dict[str, Any] = {
     "credentials": CredentialsSettings, "ecr": EcrSettings, "git": GitSettings,
     "signing": SigningSettings, "github_app": GitHubAppGitSettings,
     "webhooks": WebhookSettings, "limits": LimitSettings, "templates": TemplateSettings,
+    "notifications": NotificationSettings,
 }
-_LISTS: dict[str, Any] = {"registries": RegistrySettings, "forges": ForgeSettings}
+_LISTS: dict[str, Any] = {"registries": RegistrySettings, "forges": ForgeSettings,
+                          "sinks": NotificationSinkSettings,
+                          "routes": NotificationRouteSettings}
+
+
+def _check_notifications(notifications: NotificationSettings, where: str) -> None:
+    """What the key-by-key check cannot see: kinds, secret sources, and names that refer
+    to each other. A mistake here is found at start, not when the first event is lost."""
+    from image_updater.notify.events import EVENT_KINDS
+
+    problems: list[str] = []
+    names = [s.name for s in notifications.sinks]
+    for sink in notifications.sinks:
+        at = f"notifications.sinks[{sink.name}]"
+        if sink.kind not in SINK_KINDS:
+            problems.append(f"{at}.kind: {sink.kind!r} is not known; use one of "
+                            f"{', '.join(SINK_KINDS)}")
+        if (sink.url_file is None) == (sink.url_env is None):
+            problems.append(f"{at}: set exactly one of url_file and url_env (the webhook URL "
+                            "is a secret, so it is never written in the settings)")
+        if sink.kind == "cloudevents" and sink.secret_file is None and sink.secret_env is None:
+            problems.append(f"{at}: a cloudevents sink signs its events; set secret_file or "
+                            "secret_env to the HMAC key")
+        if names.count(sink.name) > 1:
+            problems.append(f"{at}.name: {sink.name!r} names two sinks; give each its own name")
+    for i, route in enumerate(notifications.routes):
+        if route.sink not in names:
+            problems.append(f"notifications.routes[{i}].sink: no sink is named {route.sink!r}; "
+                            f"known sinks: {', '.join(names) or 'none'}")
+        unknown = sorted(set(route.events) - set(EVENT_KINDS))
+        if unknown:
+            problems.append(f"notifications.routes[{i}].events: {', '.join(unknown)} not known; "
+                            f"use some of {', '.join(EVENT_KINDS)}")
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) in settings file {where}:\n"
+                          + "\n".join(f"  {where}: {p}" for p in dict.fromkeys(problems)))
 
 
 #: numeric settings and the smallest value that makes sense for each
@@ -361,6 +444,8 @@ _MINIMUM: dict[str, tuple[float, bool]] = {  # name -> (bound, bound itself allo
     "max_attempts": (1, True), "max_push_attempts": (1, True), "max_body_bytes": (1, True),
     "lock_timeout": (0, True),
     "policy_file_bytes": (1, True), "values_file_bytes": (1, True),
+    "failing_after": (0, True), "queue_size": (1, True), "flush_timeout": (0, True),
+    "backoff": (0, True),
 }
 
 
@@ -455,6 +540,10 @@ def _checked_value(name: str, value: Any, hint: Any) -> Any:
     optional = hint in (str | None, int | None, float | None, bool | None)
     if value is None:
         return None if optional else _Wrong("must have a value (it is empty)")
+    if hint == tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return _Wrong(f"must be a list of strings, not {repr(value)[:60]}")
+        return tuple(str(v) for v in value)
     base = {str | None: str, int | None: int, float | None: float,
             bool | None: bool}.get(hint, hint)
     shown = repr(value)[:60]

@@ -5,7 +5,9 @@
   updates, no restart needed);
 - the ``worker`` task runs cycles one at a time, as the request queue
   (:mod:`~image_updater.daemon.requests`) asks for them;
-- each cycle's result is reported by :func:`~image_updater.observability.report.report`.
+- each cycle's result is reported by :func:`~image_updater.observability.report.report`
+  and, as events, handed to the notification dispatcher (:mod:`image_updater.notify`),
+  whose tasks (``notify:<sink>``) deliver in the background: a cycle never waits for them.
 
 SIGTERM/SIGINT stop the schedule, let a running cycle finish for up to ``grace`` seconds
 (a push is atomic: it either lands or not), then cancel it. The entry point, the signals
@@ -20,6 +22,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from image_updater.changes import CycleResult
@@ -31,6 +34,9 @@ from image_updater.engine.reconcile import Deps, Source, reconcile
 from image_updater.errors import ConfigError
 from image_updater.gitops.repo import DeployRepo
 from image_updater.model import App, GitTarget, known_envs
+from image_updater.notify.dispatcher import Dispatcher
+from image_updater.notify.events import CycleWatch
+from image_updater.notify.factory import build_dispatcher
 from image_updater.observability.metrics import Metrics
 from image_updater.observability.report import report
 from image_updater.registry.reference import normalize_host, parse_reference
@@ -78,6 +84,10 @@ class Daemon:
         self._policy_hash = _hash_policies(self.policy_paths)
         self.last_result: CycleResult | None = None
         self._open_prs: dict[tuple[str, str], str] = {}
+        #: built from the settings when the daemon starts (None: no sink configured)
+        self.notifier: Dispatcher | None = None
+        self._watch = CycleWatch(failing_after=timedelta(
+            seconds=settings.notifications.failing_after))
 
     @property
     def metrics(self) -> Metrics:
@@ -206,6 +216,7 @@ class Daemon:
         if _succeeded(apps, result, git_failed):
             metrics.last_success.set(self.clock())
         self._track_pull_requests(apps, result)
+        self._notify(apps, result)
         for preview in result.previews:  # dry_run: what would have been written
             log.info("dry run, not written:\n%s", preview)
         scope = "all apps" if len(apps) == len(self.apps) else \
@@ -215,6 +226,18 @@ class Daemon:
                  len(result.changes), len(result.failures), len(result.unchanged),
                  int(self.settings.interval + self.settings.jitter))
         return result
+
+    def _notify(self, apps: Sequence[App], result: CycleResult) -> None:
+        """Queue the cycle's events for the sinks; never waits, never fails the cycle."""
+        if self.notifier is None:
+            return
+        try:
+            covered = [(a.name, e.name) for a in apps for e in a.environments]
+            now = datetime.fromtimestamp(self.clock(), UTC)
+            self.notifier.publish(self._watch.events(result, now=now, covered=covered))
+        except Exception:
+            log.exception("the cycle's notifications could not be queued (a bug; please "
+                          "report it); the cycle itself is unaffected")
 
     def _track_pull_requests(self, apps: Sequence[App], result: CycleResult) -> None:
         """Open pull requests across cycles: a webhook cycle covers a few apps only, and an
@@ -246,6 +269,10 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> bool:
         """Serve until ``stop`` is set; False when the worker died (the process exits 1)."""
         self.metrics.images_watched.set(sum(len(a.environments) for a in self.apps))
+        self.notifier = build_dispatcher(self.settings.notifications, secrets=self.secrets,
+                                         metrics=self.metrics)
+        if self.notifier is not None:
+            self.notifier.start()
         self.schedule.start(self.jobs())
         self.request_full()  # first cycle now, not after one interval
         worker = asyncio.create_task(self.worker(stop), name="worker")
@@ -259,6 +286,9 @@ class Daemon:
         await self._stop_worker(worker)
         stopper.cancel()
         await asyncio.gather(stopper, return_exceptions=True)  # only waits for the cancel
+        if self.notifier is not None:  # the last cycle's events get a short while to go out
+            await self.notifier.aclose(grace=min(self.grace,
+                                                 self.settings.notifications.flush_timeout))
         return not crashed
 
     async def _stop_worker(self, worker: asyncio.Task[None]) -> None:

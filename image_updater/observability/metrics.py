@@ -74,6 +74,12 @@ class Metrics:
             f"{PREFIX}_environment_held_since_timestamp_seconds",
             "Unix time at which the hold on an app's environment was placed.",
             ["app", "env"], registry=r)
+        self.notification_deliveries = Counter(
+            f"{PREFIX}_notification_deliveries", "Notifications handled by sink and result "
+            "(ok, failed: given up after retries or refused).", ["sink", "result"], registry=r)
+        self.notifications_dropped = Counter(
+            f"{PREFIX}_notifications_dropped", "Notifications dropped because the sink's queue "
+            "was full (its receiver is down or slow).", ["sink"], registry=r)
         self._held_now: dict[tuple[str, str], str] = {}  # (app, env) -> kind exported
         self._deployed_now: dict[tuple[str, str], tuple[str, str]] = {}
         self._deployed_lock = threading.Lock()  # cycles publish from worker threads

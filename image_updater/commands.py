@@ -196,9 +196,12 @@ def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> ExitCode
         try:
             settings = load_settings(args.config)  # renders its templates against a sample
             limits = settings.limits
-            from image_updater.wiring.runtime import commit_signer
+            from image_updater.notify.factory import check_sinks
+            from image_updater.wiring.runtime import check_github_app, commit_signer
 
             commit_signer(settings, _secrets)  # a key that cannot sign is a settings problem
+            check_github_app(settings, _secrets)
+            check_sinks(settings.notifications, secrets=_secrets)
             _show_templates(settings)
         except ConfigError as exc:
             settings_problem = str(exc)

@@ -355,6 +355,12 @@ def _check_git_auth(git: GitSettings, where: str) -> None:
         raise ConfigError(
             f"settings file {where}: git.github_app.api_url must be an http(s) URL without "
             "credentials, e.g. https://api.github.com or https://HOST/api/v3 (Enterprise).")
+    if app.api_url.startswith("http://") and not re.match(
+            r"http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?(/|$)", app.api_url):
+        raise ConfigError(
+            f"settings file {where}: git.github_app.api_url {app.api_url[:80]!r} is plain "
+            "http: the App's signed JWT would mint installation tokens for anyone on the "
+            "path. Use https:// (http:// only to this machine, for tests).")
 
 
 def _apply_env(settings: Settings, environ: Mapping[str, str]) -> Settings:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from image_updater.changes import Change, KeyChange
@@ -48,6 +49,11 @@ PULL_REQUEST_VARIABLES = ("app", "env", "change", "changes", "evidence", "base_b
                           "supersedes", "default_title", "default_body")
 
 
+#: a template is a few lines of text; a larger file is refused before it is compiled
+MAX_TEMPLATE_CHARS = 64 * 1024
+#: what one rendering may produce (forges cap pull request bodies at 65,536 characters)
+MAX_RENDERED_CHARS = 60_000
+
 @dataclass(frozen=True)
 class Template:
     """One compiled template and where it came from (for error messages)."""
@@ -64,12 +70,17 @@ class Template:
     def render(self, context: Mapping[str, Any]) -> str:
         """The rendered text; a failure is a :class:`ConfigError` naming file and line."""
         try:
-            return self.compiled.render(context)
+            text = self.compiled.render(context)
         # A template is code a person wrote: whatever it raises is their configuration's
         # error (undefined variable, sandbox refusal, a bad filter argument, 1/0).
         except Exception as exc:
             raise ConfigError(self._located(_template_line(exc, self.compiled.name), exc)) \
                 from exc
+        if len(text) > MAX_RENDERED_CHARS:  # a commit message, not a payload
+            raise ConfigError(f"{self.origin}: {self.setting} rendered {len(text)} characters, "
+                              f"more than the {MAX_RENDERED_CHARS} a commit message or pull "
+                              "request may carry; shorten the template.")
+        return text
 
     def _located(self, line: int | None, exc: BaseException) -> str:
         what = (str(exc) or type(exc).__name__).rstrip(".")
@@ -146,7 +157,8 @@ NO_TEMPLATES = MessageTemplates()
 
 
 def _subject_line(template: Template, context: Mapping[str, Any]) -> str:
-    text = " ".join(template.render(context).split())
+    # a subject is a line like any other: one that looks like a trailer is not ours to write
+    text = " ".join(strip_trailers(template.render(context)).split())
     if not text:
         raise ConfigError(f"{template.origin}: {template.setting} rendered an empty line; a "
                           "commit subject or pull request title needs text.")
@@ -248,6 +260,10 @@ def compile_templates(sources: Mapping[str, str | None], *,
             raise ConfigError(f"{origins.get(name, 'settings')}: templates.{name} and "
                               f"templates.{name}_file are both set; keep one of them.")
         if inline is not None:
+            if len(inline) > MAX_TEMPLATE_CHARS:
+                raise ConfigError(f"{origins.get(name, 'settings')}: templates.{name} is longer "
+                                  f"than {MAX_TEMPLATE_CHARS} characters; a message template "
+                                  "is a few lines.")
             texts[name] = inline
             found[name] = (f"templates.{name}", origins.get(name, "settings"), True)
         elif path is not None:
@@ -271,10 +287,25 @@ def compile_templates(sources: Mapping[str, str | None], *,
     return MessageTemplates(**compiled)
 
 
+class _BoundedEnvironment(SandboxedEnvironment):
+    """The sandbox, with ``*`` and ``**`` unable to build huge values (``'x' * 10**9``)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        sizes = [len(v) for v in (left, right) if isinstance(v, str | list | tuple)]
+        counts = [v for v in (left, right) if isinstance(v, int) and not isinstance(v, bool)]
+        if operator == "*" and sizes and counts and sizes[0] * max(counts) > MAX_RENDERED_CHARS:
+            raise SecurityError(f"a repetition of more than {MAX_RENDERED_CHARS} characters")
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise SecurityError("a power with an exponent over 64")
+        return super().call_binop(context, operator, left, right)
+
+
 def _environment(texts: Mapping[str, str]) -> SandboxedEnvironment:
     # The loader names each template after itself, so Jinja's rewritten traceback frames
     # carry that name and the template's line (see _template_line).
-    return SandboxedEnvironment(
+    return _BoundedEnvironment(
         loader=jinja2.FunctionLoader(lambda name: (texts[name], name, lambda: True)),
         undefined=jinja2.StrictUndefined, autoescape=False, trim_blocks=True,
         lstrip_blocks=True, keep_trailing_newline=False)
@@ -282,8 +313,13 @@ def _environment(texts: Mapping[str, str]) -> SandboxedEnvironment:
 
 def _read_file(path: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with Path(path).open(encoding="utf-8") as f:
+            text = f.read(MAX_TEMPLATE_CHARS + 1)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read template file {path}: {exc}. Check the path in the "
                           "settings' templates block (relative paths are from the working "
                           "directory).") from exc
+    if len(text) > MAX_TEMPLATE_CHARS:
+        raise ConfigError(f"template file {path} is larger than {MAX_TEMPLATE_CHARS} characters; "
+                          "a message template is a few lines, so it is not read.")
+    return text

@@ -29,7 +29,10 @@ def run_daemon(settings: Settings, policy_paths: Sequence[str], *,
 
     ``secrets`` is the registry the log handler masks with; credential sources add to it.
     """
+    from image_updater.notify.factory import check_sinks
+
     apps = load_policies(policy_paths, max_file_bytes=settings.limits.policy_file_bytes)
+    check_sinks(settings.notifications, secrets=secrets)  # before the port opens
     return asyncio.run(_main(settings, policy_paths, apps, secrets))
 
 

@@ -193,6 +193,11 @@ class GitHubAppToken:
                                        str(exc)[:80]) from exc
         return token, expires
 
+    def check_key(self) -> None:
+        """Sign an app JWT now (no request): a missing or wrong key is a ConfigError at
+        start, not a failed push at night."""
+        self._app_jwt()
+
     def _app_jwt(self) -> str:
         import jwt  # lazy: PyJWT is needed only for GitHub App authentication
 
@@ -206,8 +211,8 @@ class GitHubAppToken:
             return str(jwt.encode(claims, key, algorithm="RS256"))
         except (ValueError, TypeError, jwt.PyJWTError) as exc:
             raise ConfigError(
-                f"the GitHub App private key file {key_file} does not hold a PEM RSA private "
-                "key; download a new key from the app's settings page."
+                f"the GitHub App private key file {key_file} ({self._key_setting}) does not "
+                "hold a PEM RSA private key; download a new key from the app's settings page."
             ) from exc
 
 

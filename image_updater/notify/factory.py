@@ -46,10 +46,10 @@ def build_dispatcher(settings: NotificationSettings, *, secrets: SecretRegistry,
         timeout=max(s.timeout for s in settings.sinks), transport=transport,
         headers={"User-Agent": "image-updater"},
         follow_redirects=False)  # a redirect would post the event somewhere not configured
+    check_sinks(settings, secrets=secrets)  # fail at start, and register values for masking
     sinks: dict[str, Sink] = {}
     for sink in settings.sinks:
-        url = _secret(sink, "url", secrets)
-        url()  # fail at start, and register the value for masking
+        url = _checked_url(sink, _secret(sink, "url", secrets))
         sinks[sink.name] = WebhookSink(
             name=sink.name, kind=_KIND_LABEL[sink.kind], url=url,
             render=_renderer(sink, secrets), client=client,
@@ -79,13 +79,45 @@ async def deliver_now(settings: NotificationSettings, events: Sequence[Event], *
     await dispatcher.aclose(grace=settings.flush_timeout)
 
 
+def check_sinks(settings: NotificationSettings, *, secrets: SecretRegistry) -> None:
+    """Read every sink's URL (and signing key) now: an unreadable one, or a URL that is not
+    ``https://`` (``http://`` only to this machine), is a ConfigError before anything starts.
+    ``validate --config`` and the daemon call it before the port opens."""
+    for sink in settings.sinks:
+        _checked_url(sink, _secret(sink, "url", secrets))()
+        if sink.kind == "cloudevents":
+            _secret(sink, "secret", secrets)()
+
+
+def _checked_url(sink: NotificationSinkSettings, read: Callable[[], str]
+                 ) -> Callable[[], str]:
+    """``read``, refusing what is not a web address we may post events to; checked at each
+    read, as the file may be rotated."""
+    def url() -> str:
+        value = read()
+        try:
+            parsed = httpx.URL(value)
+        except (httpx.InvalidURL, TypeError, ValueError):
+            parsed = None
+        local = parsed is not None and parsed.host in ("127.0.0.1", "localhost", "::1")
+        if parsed is None or not parsed.host or parsed.scheme not in ("https", "http") or (
+                parsed.scheme == "http" and not local):
+            where = f"notifications.sinks[{sink.name}]"
+            raise ConfigError(
+                f"{where}: the URL read from {sink.url_file or '$' + str(sink.url_env)} is not "
+                "an https:// address (http:// is allowed only to this machine); events are "
+                "posted only to web receivers. Fix the secret's content.")
+        return value
+
+    return url
+
+
 def _renderer(sink: NotificationSinkSettings, secrets: SecretRegistry) -> Render:
     if sink.kind == "slack":
         return render_slack
     if sink.kind == "teams":
         return render_teams
     key = _secret(sink, "secret", secrets)
-    key()
     return cloudevents_renderer(source=sink.source, key=key)
 
 

@@ -54,6 +54,7 @@ class Runtime:
         self.templates = message_templates(settings)
         #: checked now: a key that cannot sign stops the start, not a push at night
         self.signer = commit_signer(settings, secrets)
+        check_github_app(settings, secrets)  # the same for the App key git pushes with
 
     def registry_for(self, host: str) -> Registry:
         if host not in self._registries:
@@ -154,6 +155,26 @@ def commit_signer(settings: Settings, secrets: SecretRegistry) -> CommitSigner |
     signer.check()
     log.info("Commits are signed with %s.", signer.describe())
     return signer
+
+
+def check_github_app(settings: Settings, secrets: SecretRegistry) -> None:
+    """With ``git.github_app`` set, its private key must sign an app JWT now (ConfigError
+    naming the setting otherwise); nothing is sent to GitHub."""
+    app = settings.git.github_app
+    if app is None:
+        return
+    from image_updater.forge.base import ForgeOptions
+    from image_updater.forge.github import open_app_token
+
+    source = open_app_token(ForgeOptions(
+        kind="github", api_url=app.api_url, repository="check/key",
+        app_id=app.app_id, app_installation_id=app.installation_id,
+        app_private_key_file=app.private_key_file),
+        secrets=secrets, key_setting="git.github_app.private_key_file")
+    try:
+        source.check_key()
+    finally:
+        source.close()
 
 
 def _github_repository(url: str) -> str:

@@ -179,18 +179,15 @@ def test_a_token_expiring_between_commands_is_reminted_and_git_gets_the_new_one(
         asyncio.run(runtime.aclose())
 
 
-def test_a_bad_app_key_fails_the_git_command_naming_the_setting_not_the_key(
+def test_a_bad_app_key_is_a_settings_error_at_start_naming_the_setting_not_the_key(
         bare: BareRepo, github: ForgeServer, http_remote: GitHttpServer, tmp_path: Path,
         clock: Clock) -> None:
+    """Checked when the runtime starts (and by validate), not at the first push at night."""
     bad = tmp_path / "bad.pem"
     bad.write_text("not a key at all\n")
-    runtime = Runtime(app_settings(tmp_path, bad, github), secrets=SecretRegistry(), clock=clock)
-    repo = runtime.repo_for(GitTarget(url=http_remote.url("org/deploys.git"), branch=BRANCH))
-    try:
-        with pytest.raises(ConfigError, match=re.escape(str(bad))) as info:
-            repo.sync()
-    finally:
-        asyncio.run(runtime.aclose())
+    with pytest.raises(ConfigError, match=re.escape(str(bad))) as info:
+        Runtime(app_settings(tmp_path, bad, github), secrets=SecretRegistry(), clock=clock)
+    assert "git.github_app.private_key_file" in str(info.value)
     assert "not a key at all" not in str(info.value)
     assert github.issued_app_tokens == [] and http_remote.passwords == []
 

@@ -115,6 +115,7 @@ class CommitSigner:
                                secrets=self.secrets)
         for line in key.splitlines():  # a multi-line key may be quoted one line at a time
             self.secrets.add(line)
+        _refuse_public_key(key, self.format, f"{self.setting}.key_file", str(self.key_file))
         self._private(self.home)
         private = Path(tempfile.mkdtemp(prefix="session-", dir=self.home))  # mode 0700
         try:
@@ -280,3 +281,17 @@ def _find(program: str, setting: str) -> str:
         raise ConfigError(f"{setting} needs {program}, which is not installed; install the "
                           f"{package} package (scripts/setup.sh does on Debian).")
     return found
+
+
+def _refuse_public_key(key: str, fmt: str, setting: str, path: str) -> None:
+    """A public key is the most common mistake (``id_ed25519.pub``, ``gpg --export``): say
+    so, instead of the signer's error about a temporary copy."""
+    head = key.lstrip()[:80]
+    public = head.startswith(("ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")) or \
+        "PUBLIC KEY" in head
+    if public:
+        raise ConfigError(
+            f"{path} ({setting}) holds a public key; signing needs the private key "
+            + ("(e.g. id_ed25519, not id_ed25519.pub)." if fmt == "ssh" else
+               "(gpg --armor --export-secret-keys KEYID).")
+            + " Mount the private key there.")

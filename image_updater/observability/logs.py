@@ -49,7 +49,8 @@ FIELD_ORDER: tuple[str, ...] = (
 
 #: libraries that log every HTTP request at INFO; one line per registry call is noise in a
 #: daemon that polls, so they are raised to WARNING unless DEBUG was asked for
-NOISY_LOGGERS: tuple[str, ...] = ("httpx", "httpcore", "botocore", "boto3", "urllib3", "git")
+NOISY_LOGGERS: tuple[str, ...] = ("httpx", "httpcore", "botocore", "boto3", "urllib3", "git",
+                                  "apscheduler")  # apscheduler: a line per job run
 
 # Every attribute a plain LogRecord has; anything else on a record came from ``extra=``.
 _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {

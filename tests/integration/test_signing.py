@@ -325,6 +325,8 @@ def test_bad_keys_are_settings_errors_when_the_runtime_starts(keys: Keys, tmp_pa
         ({"format": "ssh", "key_file": str(tmp_path)}, r"cannot be read"),
         ({"format": "ssh", "key_file": str(not_a_key)}, r"not-a-key.*without a passphrase"),
         ({"format": "ssh", "key_file": str(keys.ssh_encrypted)}, r"id_encrypted"),
+        ({"format": "ssh", "key_file": str(keys.ssh_key) + ".pub"},
+         r"holds a public key; signing needs the private key \(e\.g\. id_ed25519, not"),
         ({"format": "openpgp", "key_file": str(not_a_key)}, r"not-a-key"),
         ({"format": "openpgp", "key_file": str(keys.gpg_key)}, r"passphrase_file"),
         ({"format": "openpgp", "key_file": str(keys.gpg_key), "passphrase_file": str(wrong)},

@@ -1,5 +1,9 @@
 """Global settings: registries, git, forges, schedule, server. One YAML file + env overrides.
 
+Over 450 lines: one dataclass per settings block (registries, git and its signing and GitHub
+App, forges, webhooks, limits, templates, notifications), each beside the load-time checks
+of its fields, so a reader finds a setting and its rule in one place.
+
 Every field has a named default, so an empty file (or none) is a valid configuration for
 anonymous registries and a local deploy repository. Secrets are never values here: the
 settings name the *file* or *environment variable* that holds each secret.

@@ -44,6 +44,8 @@ class Failure:
     message: str
     temporary: bool
     image: str = ""   # the app's image, for the log line's context
+    #: the signature gate refused the digest: why (unsigned, wrong-key, …), else ""
+    unverified: str = ""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,20 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class SignatureCheck:
+    """A digest bound for an environment that requires signatures had them fetched and
+    verified (once per digest, key set and identity per process)."""
+
+    app: str
+    env: str
+    digest: str
+    ok: bool
+    key: str | None       # the key that made the valid signature
+    reason: str | None    # why not (unsigned, wrong-key, …)
+    requests: int         # registry requests the fetch cost
+
+
+@dataclass(frozen=True)
 class Deployed:
     """What an environment runs according to git at the end of the cycle."""
 
@@ -142,6 +158,8 @@ class CycleResult:
     pushes: list[PushAttempt] = field(default_factory=list)
     pull_request_actions: list[PullRequestAction] = field(default_factory=list)
     verifications: list[Verification] = field(default_factory=list)
+    #: signature gates run this cycle (cached verdicts are not repeated here)
+    signatures: list[SignatureCheck] = field(default_factory=list)
     deployed: list[Deployed] = field(default_factory=list)
     #: environments left alone because they are held (see :class:`HeldEnv`)
     held: list[HeldEnv] = field(default_factory=list)

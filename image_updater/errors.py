@@ -26,7 +26,8 @@ truncated with :func:`truncate` before they are quoted.
     │   └── ForgeUnavailableError    temporary: connection failure or 5xx after retries
     ├── NotifyError                  a notification could not be delivered (never fails a cycle)
     ├── ConflictError                permanent: compare-and-swap refused (tag points elsewhere)
-    └── HeldError                    permanent until released: the environment is held
+    ├── HeldError                    permanent until released: the environment is held
+    └── UnverifiedError              permanent until re-signed: the signature gate refused
 """
 
 from __future__ import annotations
@@ -180,6 +181,18 @@ class HeldError(ImageUpdaterError):
     into it refuses unless forced."""
 
     reason = "held"
+
+
+class UnverifiedError(ImageUpdaterError):
+    """An environment requires cosign signatures (policy ``verify``) and the digest has no
+    valid one; ``verdict`` says why (unsigned, wrong-key, wrong-digest, wrong-identity,
+    tampered, malformed): the ``reason`` label of image_updater_verification_failures_total."""
+
+    reason = "unverified"
+
+    def __init__(self, message: str, *, verdict: str):
+        super().__init__(message)
+        self.verdict = verdict
 
 
 class InternalError(ImageUpdaterError):

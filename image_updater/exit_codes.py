@@ -22,6 +22,7 @@ from image_updater.errors import (
     InvalidReferenceError,
     NotFoundError,
     RegistryAuthError,
+    UnverifiedError,
 )
 
 
@@ -39,6 +40,7 @@ class ExitCode(IntEnum):
     INTERNAL = 8
     INTEGRITY = 9
     HELD = 10
+    UNVERIFIED = 11
     INTERRUPTED = 130
 
     @property
@@ -65,6 +67,9 @@ _MEANINGS: dict[ExitCode, str] = {
     ExitCode.HELD: ("held: `promote` refused because the target environment is held or "
                     "rolled back (`image-updater release APP ENV` ends it; `--force` promotes "
                     "anyway)"),
+    ExitCode.UNVERIFIED: ("unverified: the target environment requires cosign signatures "
+                          "(policy `verify`) and the digest has no valid one by a listed key; "
+                          "nothing was promoted or written"),
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
@@ -73,6 +78,7 @@ _MEANINGS: dict[ExitCode, str] = {
 # this table exit TEMPORARY when a retry may help (``temporary``) and CONFIG otherwise.
 _BY_ERROR: tuple[tuple[type[ImageUpdaterError], ExitCode], ...] = (
     (HeldError, ExitCode.HELD),
+    (UnverifiedError, ExitCode.UNVERIFIED),
     (ConflictError, ExitCode.CONFLICT),
     (DigestMismatchError, ExitCode.INTEGRITY),
     (NotFoundError, ExitCode.NOT_FOUND),

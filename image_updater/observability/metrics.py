@@ -63,6 +63,10 @@ class Metrics:
         self.verifications = Counter(
             f"{PREFIX}_verifications", "Digests fetched and hashed again before they are "
             "written or proposed, by result (ok, mismatch, failed).", ["result"], registry=r)
+        self.verification_failures = Counter(
+            f"{PREFIX}_verification_failures", "Digests refused by an environment's signature "
+            "gate (policy verify), by app, env and reason (unsigned, wrong-key, wrong-digest, "
+            "wrong-identity, tampered, malformed).", ["app", "env", "reason"], registry=r)
         self.webhooks = Counter(
             f"{PREFIX}_webhook_requests", "Webhook requests by source and result.",
             ["source", "result"], registry=r)

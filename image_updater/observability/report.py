@@ -40,6 +40,9 @@ def report(result: CycleResult, metrics: Metrics, log: logging.Logger = RECONCIL
     say_pr: logging.Logger | None = pr_log if log_outcomes else None
     for failure in result.failures:
         metrics.errors.labels(app=failure.app, env=failure.env, reason=failure.reason).inc()
+        if failure.unverified:
+            metrics.verification_failures.labels(app=failure.app, env=failure.env,
+                                                 reason=failure.unverified).inc()
         if say:
             _log_failure(say, failure, retry_hint)
     for waiting in result.waiting if say else ():

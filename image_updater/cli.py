@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--order", choices=("asc", "desc"), default="asc")
     chk.add_argument("--strict", action="store_true", help="semver: no coercion of 1.2 to 1.2.0")
     chk.add_argument("--platform", help="e.g. linux/amd64")
+    chk.add_argument("--key", action="append", metavar="PEM",
+                     help="cosign public key: show whether each candidate is signed by it "
+                          "(repeatable)")
+    chk.add_argument("--identity", metavar="REPOSITORY",
+                     help="with --key: the repository signed claims must name (default: IMAGE)")
 
     ret = sub.add_parser("retag", help="point DST at exactly the image SRC names (by digest)")
     _common(ret)
@@ -78,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     ret.add_argument("--digest", help="promote exactly this digest (must exist in SRC's repo)")
     ret.add_argument("--expect-current", metavar="DIGEST|none",
                      help="compare-and-swap: refuse unless DST currently points here")
+    _policies(ret)  # a DST tag a gated environment follows needs a signed digest
 
     pro = sub.add_parser("promote", help="retag the digest an environment runs to the next one")
     _common(pro)

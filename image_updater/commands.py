@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from image_updater.engine.promote import RetagResult
     from image_updater.notify.events import CommandEvent, EventKind
     from image_updater.observability.metrics import Metrics
+    from image_updater.signatures import PublicKey
     from image_updater.wiring.runtime import Runtime
 
 
@@ -255,16 +256,26 @@ def cmd_check(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
                               strict=args.strict, order=args.order, platform=args.platform,
                               allow=args.allow, ignore=args.ignore, extract=args.extract)
 
+    keys = _public_keys(args.key or [])
+
     async def run() -> CheckReport:
         pool = RegistryPool(settings, secrets=secrets)
         try:
-            return await check_image(pool, args.image, strategy)
+            return await check_image(pool, args.image, strategy, keys=keys,
+                                     identity=args.identity)
         finally:
             await pool.aclose()
 
     report = asyncio.run(run())
     print(report.text)
     return ExitCode.OK if report.found else ExitCode.NOT_FOUND
+
+
+def _public_keys(paths: Sequence[str]) -> tuple[PublicKey, ...]:
+    """``check --key``: each file read and parsed as the policy loader does."""
+    from image_updater.config.verify import read_public_key
+
+    return tuple(read_public_key(Path(path), name=path) for path in paths)
 
 
 def cmd_run(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
@@ -284,7 +295,8 @@ def cmd_retag(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
     settings = _settings(args)
     _start_logging(settings, secrets)
     return retag_command(settings, args.src, args.dst, digest=args.digest,
-                         expect_current=args.expect_current, secrets=secrets)
+                         expect_current=args.expect_current, secrets=secrets,
+                         policy_paths=args.policies)
 
 
 def cmd_promote(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
@@ -310,24 +322,42 @@ def cmd_promote(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
 
 
 def retag_command(settings: Settings, src: str, dst: str, *, secrets: SecretRegistry,
-                  digest: str | None = None, expect_current: str | None = None) -> ExitCode:
+                  digest: str | None = None, expect_current: str | None = None,
+                  policy_paths: Sequence[str] | None = None) -> ExitCode:
     """``image-updater retag``: one line of output, and the exit code.
 
     Built on registry clients alone (not the daemon's Runtime), so a PostSync job imports
-    neither git nor boto3 unless an ECR host is involved.
+    neither git nor boto3 unless an ECR host is involved. With ``policy_paths`` (``--policies``),
+    a destination tag that a gated environment follows gets only a digest its keys signed.
     """
     from image_updater.engine.promote import retag
+    from image_updater.engine.verify import retag_gate
     from image_updater.wiring.registries import RegistryPool
+
+    apps = _retag_policies(settings, policy_paths)
 
     async def run() -> RetagResult:
         pool = RegistryPool(settings, secrets=secrets)
         try:
             return await retag(src, dst, digest=digest, expect_current=expect_current,
-                               registry_for=pool, count_requests=pool.requests)
+                               registry_for=pool, count_requests=pool.requests,
+                               gate=retag_gate(apps, dst, pool))
         finally:
             await pool.aclose()
 
     return _report(run, secrets)
+
+
+def _retag_policies(settings: Settings, paths: Sequence[str] | None) -> list[App]:
+    """The policies ``retag`` checks its destination against: ``--policies``, else
+    $IMAGE_UPDATER_POLICIES; neither: nothing is gated (retag knows no environments)."""
+    from image_updater.config.policies import load_policies
+
+    if not paths and os.environ.get("IMAGE_UPDATER_POLICIES"):
+        paths = [os.environ["IMAGE_UPDATER_POLICIES"]]
+    if not paths:
+        return []
+    return load_policies(paths, max_file_bytes=settings.limits.policy_file_bytes)
 
 
 def promote_command(settings: Settings, policy_paths: Sequence[str], app: str, source: str,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from image_updater.errors import ConfigError
+from image_updater.signatures import PublicKey
 
 StrategyKind = Literal["digest", "semver", "alphabetical", "numerical", "newest-build"]
 #: The one list of strategy names: the loader, the strategy factory, ``check --strategy``
@@ -74,6 +75,24 @@ class PullRequestSpec:
 
 
 @dataclass(frozen=True)
+class CosignVerify:
+    """``verify: cosign:`` of an environment: a digest is eligible only when one of ``keys``
+    made a valid signature over exactly that digest whose signed claim names
+    ``docker_reference`` (None: the app's image)."""
+
+    keys: tuple[PublicKey, ...]
+    docker_reference: str | None = None
+
+    def identity(self, image: str) -> str:
+        """The repository the signed claims must name, for an app of ``image``."""
+        return self.docker_reference or image
+
+    def cache_key(self, image: str) -> tuple[tuple[str, ...], str]:
+        """(key fingerprints, identity): with the digest, what a verdict depends on."""
+        return tuple(sorted(k.fingerprint for k in self.keys)), self.identity(image)
+
+
+@dataclass(frozen=True)
 class Environment:
     name: str
     file: str                         # path of the values file inside the deploy repository
@@ -82,6 +101,8 @@ class Environment:
     approval: Approval = "none"
     pull_request: PullRequestSpec = field(default_factory=PullRequestSpec)
     line: int = 0                     # where it was declared, for messages
+    #: the signature gate (policy ``verify``); None: no signature is required
+    verify: CosignVerify | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from image_updater.errors import Problem
 from image_updater.model import App
+from image_updater.signatures import PublicKey
 
 
 @dataclass
@@ -26,6 +27,8 @@ class _Ctx:
     #: (app name, line) of every document that names a valid app, built or not
     names: list[tuple[str, int]] = field(default_factory=list)
     apps: list[App] = field(default_factory=list)
+    #: public key file -> the key, or what is wrong with it (read once per file)
+    keys: dict[str, PublicKey | str] = field(default_factory=dict)
 
     def add(self, node: Any, key: Any, fld: str, message: str, hint: str = "") -> None:
         line, col = _position(node, key)

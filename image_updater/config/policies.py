@@ -32,6 +32,7 @@ from image_updater.config.fields import (
     _position,
     _req_str,
 )
+from image_updater.config.verify import verify_block
 from image_updater.errors import ImageUpdaterError, PolicyError, Problem
 from image_updater.model import (
     DEFAULT_FILE_BYTES,
@@ -53,7 +54,7 @@ APP_KEYS = ("app", "image", "git", "defaults", "environments")
 GIT_KEYS = ("url", "branch")
 ENV_KEYS = (
     "file", "strategy", "tag", "constraint", "strict", "order", "allow", "ignore", "extract",
-    "platform", "write", "approval", "pull_request",
+    "platform", "write", "approval", "pull_request", "verify",
 )
 WRITE_KEYS = ("tag", "digest", "reference")
 PR_KEYS = ("labels", "reviewers", "assignees", "draft", "branch_prefix")
@@ -210,6 +211,7 @@ def _check_defaults(ctx: _Ctx, defaults: CommentedMap) -> None:
                      order=_layer_str(ctx, layer, "order") or "asc",  # type: ignore[arg-type]
                      filter=_filter(ctx, layer))
     _compile(ctx, layer, probe)
+    verify_block(ctx, layer)  # its keys are read and parsed now, used or not
 
 
 #: strategy-specific keys, and the strategies that read them
@@ -301,11 +303,12 @@ def _environment(ctx: _Ctx, name: str, node: CommentedMap, defaults: CommentedMa
         ctx.add(parent, "approval", fld, f"unknown approval '{approval}'",
                 _did_you_mean(approval, APPROVALS).replace("allowed keys", "allowed"))
     pr = _pull_request(ctx, layer)
+    verify = verify_block(ctx, layer)
     if len(ctx.problems) > before or file is None or strategy is None or write is None:
         return None
     return Environment(name=name, file=file, strategy=strategy, write=write,
                        approval=approval,  # type: ignore[arg-type]
-                       pull_request=pr, line=_position(node)[0])
+                       pull_request=pr, line=_position(node)[0], verify=verify)
 
 
 def _strategy(ctx: _Ctx, layer: _Layer, env_name: str) -> Strategy | None:

@@ -173,12 +173,14 @@ async def rollback(app: App, env: Environment, req: RollbackRequest, deps: Rollb
     A digest the environment ran before (per its values file's git history) is a
     known-good, already approved state: it is committed directly even where the
     environment needs pull requests. Any other digest follows the environment's approval
-    rule. The digest must exist in the registry: its manifest is fetched and hashed.
+    rule. The digest must exist in the registry: its manifest is fetched and hashed; where
+    the environment requires signatures (policy ``verify``), they are checked too.
     """
     ran = await asyncio.to_thread(ran_before, deps.repo, env, deps.values_file_bytes)
     current = ran[0] if ran else Current(tag=None, digest=None)
     target = _target(app, env, req, ran)
     await _verify(app, target.digest or "", deps.registry_for)
+    await _signature_gate(app, env, target.digest or "", deps.registry_for)
     known = any(r.digest == target.digest for r in ran[1:])
     res = Resolved(tag=target.tag or "", digest=target.digest or "",
                    reason=f"rollback by {req.by}" + (f": {req.reason}" if req.reason else ""))
@@ -265,6 +267,16 @@ async def _verify(app: App, digest: str, registry_for: Callable[[str], Registry]
         raise DigestMismatchError(
             f"{app.image} served a manifest hashing to {manifest.digest} when asked for "
             f"{digest}; it is not trusted. Nothing was written.", registry=image.registry)
+
+
+async def _signature_gate(app: App, env: Environment, digest: str,
+                          registry_for: Callable[[str], Registry]) -> None:
+    """An environment that requires signatures is rolled back only to a digest its keys
+    signed, checked now (UnverifiedError otherwise): a digest it ran before may have been
+    signed only by a key the policy has since removed."""
+    from image_updater.engine.verify import require_signed
+
+    await require_signed(app, env, digest, registry_for)
 
 
 def _rollback_plan(app: App, env: Environment, res: Resolved, hold: Hold,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -84,7 +84,8 @@ class _Request:
 
 async def retag(src_ref: str, dst_ref: str, *, digest: str | None = None,
                 expect_current: str | None = None, registry_for: RegistryFor,
-                count_requests: Callable[[], int] | None = None) -> RetagResult:
+                count_requests: Callable[[], int] | None = None,
+                gate: Callable[[str], Awaitable[object]] | None = None) -> RetagResult:
     """Point ``dst_ref`` (which names a tag) at exactly the image ``src_ref`` names.
 
     ``src_ref`` is ``repo:tag`` or ``repo@sha256:…``. ``digest`` promotes that digest, which
@@ -93,7 +94,8 @@ async def retag(src_ref: str, dst_ref: str, *, digest: str | None = None,
     refuses with ConflictError when the destination tag points elsewhere, before the PUT or,
     when a concurrent writer replaced ours, after it (:class:`_Swap`). A destination already
     at the digest is success (``status="already"``), whatever ``expect_current`` says, so a
-    job that is retried after it promoted succeeds again.
+    job that is retried after it promoted succeeds again. ``gate(digest)`` runs before
+    anything is written and refuses by raising (the signature gate of a gated environment).
     """
     before = count_requests() if count_requests else 0
     req = _validate(src_ref, dst_ref, digest, expect_current)
@@ -104,6 +106,8 @@ async def retag(src_ref: str, dst_ref: str, *, digest: str | None = None,
                          destination=str(req.dst), previous=previous)
     if previous != manifest.digest:
         _compare(req, previous, manifest.digest)
+        if gate is not None:
+            await gate(manifest.digest)
         swap = _Swap(req, dst_reg, manifest.digest, read_at) if req.expect is not None else None
         await copy_image(manifest, src=src_reg, src_repository=req.src.repository, dst=dst_reg,
                          dst_repository=req.dst.repository, tag=req.dst_tag,
@@ -282,6 +286,7 @@ async def promote(app: App, source: Environment, target: Environment, *,
             f"The job tested {digest}, but {source.file} in git says {app.name}/{source.name} "
             f"runs {deployed}; nothing was promoted. A newer sync replaced what was tested, "
             "and that sync's own PostSync job will test and promote its image.")
+    await _signature_gate(app, target, deployed, registry_for)
     src_ref = (f"{app.image}:{source.strategy.tag}" if source.strategy.tag
                else f"{app.image}@{deployed}")
     result = await retag(src_ref, f"{app.image}:{tag}", digest=deployed,
@@ -323,6 +328,15 @@ async def _held_check(app: App, target: Environment, read_file: Callable[[str], 
             f"{release}")
 
 
+
+
+async def _signature_gate(app: App, target: Environment, digest: str,
+                          registry_for: RegistryFor) -> None:
+    """A target environment that requires signatures gets only a digest its keys signed
+    (UnverifiedError otherwise; ``--force`` does not pass it)."""
+    from image_updater.engine.verify import require_signed
+
+    await require_signed(app, target, digest, registry_for)
 
 
 def _target_tag(app: App, env: Environment) -> str:

@@ -30,8 +30,19 @@ from image_updater.config.templates import NO_TEMPLATES, MessageTemplates
 from image_updater.engine.approval import Approvals
 from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolution, Resolved, group_by_repository, resolve
-from image_updater.engine.verify import VerifiedDigests, Verifier
-from image_updater.errors import ConfigError, ImageUpdaterError, ValuesError, as_image_updater_error
+from image_updater.engine.verify import (
+    SignatureCheckFn,
+    VerifiedDigests,
+    Verifier,
+    check_signatures,
+)
+from image_updater.errors import (
+    ConfigError,
+    ImageUpdaterError,
+    UnverifiedError,
+    ValuesError,
+    as_image_updater_error,
+)
 from image_updater.gitops.repo import DeployRepo, Plan, PlanFn
 from image_updater.model import DEFAULT_FILE_BYTES, App, Environment, GitTarget
 from image_updater.registry.base import Registry
@@ -68,6 +79,8 @@ class Deps:
     source: Source = "poll"
     #: settings ``templates``: the commit subject and body (the trailers stay ours)
     templates: MessageTemplates = NO_TEMPLATES
+    #: fetches and verifies a digest's cosign signatures, for environments with ``verify``
+    signatures: SignatureCheckFn = check_signatures
 
 
 @dataclass
@@ -102,7 +115,8 @@ async def reconcile(apps: Sequence[App], deps: Deps, *, dry_run: bool = False) -
             res = resolution.resolved.get((app.name, env.name))
             if res is not None:
                 by_repo.setdefault(app.git, []).append((app, env, res))
-    verifier = Verifier(deps.registry_for, deps.verified, asyncio.get_running_loop())
+    verifier = Verifier(deps.registry_for, deps.verified, asyncio.get_running_loop(),
+                        deps.signatures)
     async with asyncio.TaskGroup() as tasks:  # each repository confines its own faults
         running = [tasks.create_task(asyncio.to_thread(
             _apply_repo_guarded, target, items, deps, verifier, dry_run))
@@ -122,6 +136,7 @@ def _absorb(into: CycleResult, part: CycleResult) -> None:
     into.pushes += part.pushes
     into.pull_request_actions += part.pull_request_actions
     into.verifications += part.verifications
+    into.signatures += part.signatures
     into.deployed += part.deployed
     into.held += part.held
 
@@ -151,8 +166,10 @@ def _record_resolution_errors(apps: Sequence[App], resolution: Resolution,
 
 
 def _fail(result: CycleResult, app: App, env: Environment, exc: ImageUpdaterError) -> None:
-    result.failures.append(Failure(app=app.name, env=env.name, reason=exc.reason,
-                                   message=str(exc), temporary=exc.temporary, image=app.image))
+    result.failures.append(Failure(
+        app=app.name, env=env.name, reason=exc.reason, message=str(exc),
+        temporary=exc.temporary, image=app.image,
+        unverified=exc.verdict if isinstance(exc, UnverifiedError) else ""))
 
 
 def _apply_repo_guarded(target: GitTarget, items: list[Target], deps: Deps, verifier: Verifier,
@@ -252,7 +269,7 @@ def _leave_held(target: GitTarget, repo: DeployRepo, items: list[Target], holds:
 def _commit_direct(target: GitTarget, repo: DeployRepo, items: list[Target], deps: Deps,
                    verifier: Verifier, dry_run: bool, outcome: _RepoOutcome) -> None:
     attempts: list[_Attempt] = []
-    verifications = outcome.result.verifications
+    verifications, signed = outcome.result.verifications, outcome.result.signatures
 
     def plan(read: Callable[[str], str | None]) -> Plan:
         # Re-run from scratch on every push attempt, against the new head: edits are
@@ -272,7 +289,7 @@ def _commit_direct(target: GitTarget, repo: DeployRepo, items: list[Target], dep
                 new_text, change, why = plan_edit(app, env, res, text,
                                                   max_bytes=deps.values_file_bytes)
                 if change is not None:  # a new digest: check it before it is written
-                    verifier.check(app, env, change, verifications)
+                    verifier.check(app, env, change, verifications, signed)
             except ImageUpdaterError as exc:
                 attempt.failures.append((app, env, exc))
                 continue
@@ -342,7 +359,7 @@ def _propose_gated(target: GitTarget, repo: DeployRepo, items: list[Target], dep
                 raise _no_forge_error(app, env, target)
             outcome.texts[env.file] = text  # a pull request leaves the branch as it is
             if change is not None:  # about to be proposed: check it first
-                verifier.check(app, env, change, result.verifications)
+                verifier.check(app, env, change, result.verifications, result.signatures)
             replan = _replan(app, env, res, deps)
             proposal = approvals.sync(app, env, change, why, replan, dry_run=dry_run)
         except Exception as exc:  # one environment's proposal never costs the others theirs

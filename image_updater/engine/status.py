@@ -11,6 +11,8 @@ States, first match wins (a person's decision outranks everything the tools obse
 ``failing``                 the registry or git failed in this run (the error is shown)
 ``waiting``                 the followed tag does not exist yet: nothing promoted so far
 ``in-sync``                 git holds the digest the policy chooses now
+``unverified``              the registry moved to a digest the environment's signature gate
+                            (policy ``verify``) refuses; nothing is written until it is signed
 ``drifted``                 git was edited by hand to another digest, and no hold explains it
 ``pending``                 the registry moved; the next cycle writes it
 """
@@ -26,14 +28,15 @@ from image_updater.config.holds import HOLDS_FILE, Hold, Holds, parse_holds
 from image_updater.engine.approval import Approvals, branch_name
 from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolution, Resolved, resolve
-from image_updater.errors import ImageUpdaterError, ValuesError
+from image_updater.engine.verify import SignatureCheckFn, check_signatures, require_signed
+from image_updater.errors import ImageUpdaterError, UnverifiedError, ValuesError
 from image_updater.gitops.history import HistoryEntry, newest_per_env, read_history
 from image_updater.gitops.repo import DeployRepo
 from image_updater.model import DEFAULT_FILE_BYTES, App, Environment, GitTarget
 from image_updater.registry.base import Registry
 
 State = Literal["in-sync", "pending", "awaiting-approval", "held", "rolled-back", "drifted",
-                "waiting", "failing"]
+                "waiting", "failing", "unverified"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,6 +57,8 @@ class EnvStatus:
     pull_request: str | None = None   # awaiting-approval: its URL (or branch)
     hold: Hold | None = None
     error: str | None = None          # failing: this run's error
+    #: unverified: why the signature gate refuses the wanted digest, and what to do
+    unverified: str | None = None
 
     def as_json(self) -> dict[str, object]:
         hold = None if self.hold is None else {
@@ -63,7 +68,8 @@ class EnvStatus:
                 "git": {"digest": self.git_digest, "tag": self.git_tag, "commit": self.commit,
                         "since": self.since, "by": self.by, "how": self.how},
                 "wanted": {"digest": self.wanted_digest, "tag": self.wanted_tag},
-                "pull_request": self.pull_request, "hold": hold, "error": self.error}
+                "pull_request": self.pull_request, "hold": hold, "error": self.error,
+                "unverified": self.unverified}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,18 +84,21 @@ class Observed:
     resolved: Resolved | None = None
     waiting_for: str | None = None   # the absent tag
     error: str | None = None
+    unverified: str | None = None    # the signature gate's refusal of the wanted digest
 
 
 def derive(app: str, env: str, seen: Observed) -> EnvStatus:
     """The state of one environment (pure)."""
     newest = seen.newest
+    state = _state(seen)
     row = EnvStatus(
-        app=app, env=env, state=_state(seen), git_digest=seen.git_digest, git_tag=seen.git_tag,
+        app=app, env=env, state=state, git_digest=seen.git_digest, git_tag=seen.git_tag,
         commit=newest.commit if newest else None, since=newest.when if newest else None,
         by=newest.by if newest else None, how=newest.how if newest else None,
         wanted_digest=seen.resolved.digest if seen.resolved else None,
         wanted_tag=seen.resolved.tag if seen.resolved else seen.waiting_for,
-        pull_request=seen.pull_request, hold=seen.hold, error=seen.error)
+        pull_request=seen.pull_request, hold=seen.hold, error=seen.error,
+        unverified=seen.unverified if state == "unverified" else None)
     return row
 
 
@@ -104,6 +113,8 @@ def _state(seen: Observed) -> State:
         return "waiting"
     if seen.resolved.digest == seen.git_digest:
         return "in-sync"
+    if seen.unverified is not None:
+        return "unverified"
     newest = seen.newest
     # a person changed the digest (not the first commit that created the file)
     hand_edited = (newest is not None and newest.action == "hand-edit"
@@ -119,18 +130,45 @@ class StatusDeps:
     repo_for: Callable[[GitTarget], DeployRepo]
     approvals_for: Callable[[GitTarget, DeployRepo], Approvals | None]
     values_file_bytes: int = DEFAULT_FILE_BYTES
+    signatures: SignatureCheckFn = check_signatures
+
+
+#: (app, env) -> the signature gate's refusal of the digest the policy chooses now
+Refusals = dict[tuple[str, str], str]
 
 
 async def gather(apps: Sequence[App], deps: StatusDeps) -> list[EnvStatus]:
     """The status of every environment of ``apps``, in policy order. Writes nothing."""
     resolution = await resolve(apps, deps.registry_for)
+    refused = await _signature_refusals(apps, resolution, deps)
     rows: list[EnvStatus] = []
     for app in apps:
-        rows += await asyncio.to_thread(_app_status, app, resolution, deps)
+        rows += await asyncio.to_thread(_app_status, app, resolution, deps, refused)
     return rows
 
 
-def _app_status(app: App, resolution: Resolution, deps: StatusDeps) -> list[EnvStatus]:
+async def _signature_refusals(apps: Sequence[App], resolution: Resolution, deps: StatusDeps
+                              ) -> Refusals:
+    """Ask each gated environment's gate about the digest its policy chooses now (shown
+    only when git does not hold it yet: ``unverified`` instead of ``pending``)."""
+    refused: Refusals = {}
+    for app in apps:
+        for env in app.environments:
+            resolved = resolution.resolved.get((app.name, env.name))
+            if env.verify is None or resolved is None:
+                continue
+            try:
+                await require_signed(app, env, resolved.digest, deps.registry_for,
+                                     deps.signatures)
+            except UnverifiedError as exc:
+                refused[(app.name, env.name)] = str(exc)
+            except ImageUpdaterError as exc:  # not a verdict: the signatures were not read
+                refused[(app.name, env.name)] = f"the signatures could not be read: {exc}"
+    return refused
+
+
+def _app_status(app: App, resolution: Resolution, deps: StatusDeps, refused: Refusals
+                ) -> list[EnvStatus]:
     repo = deps.repo_for(app.git)
     try:
         with repo.locked("the status read"):
@@ -141,7 +179,8 @@ def _app_status(app: App, resolution: Resolution, deps: StatusDeps) -> list[EnvS
                 holds, broken = Holds.empty(), exc
             newest = newest_per_env(repo.path, head, app)
             return [_env_status(app, env, repo, holds, newest.get(env.name), resolution, deps,
-                                broken) for env in app.environments]
+                                broken, refused.get((app.name, env.name)))
+                    for env in app.environments]
     except ImageUpdaterError as exc:  # git itself failed: every environment is failing
         return [EnvStatus(app=app.name, env=e.name, state="failing", git_digest=None,
                           git_tag=None, error=str(exc)) for e in app.environments]
@@ -149,7 +188,8 @@ def _app_status(app: App, resolution: Resolution, deps: StatusDeps) -> list[EnvS
 
 def _env_status(app: App, env: Environment, repo: DeployRepo, holds: Holds,
                 newest: HistoryEntry | None, resolution: Resolution, deps: StatusDeps,
-                broken_holds: ImageUpdaterError | None = None) -> EnvStatus:
+                broken_holds: ImageUpdaterError | None = None,
+                unverified: str | None = None) -> EnvStatus:
     key = (app.name, env.name)
     error: ImageUpdaterError | None = resolution.errors.get(key) or broken_holds
     tag = digest = None
@@ -171,7 +211,8 @@ def _env_status(app: App, env: Environment, repo: DeployRepo, holds: Holds,
     return derive(app.name, env.name, Observed(
         git_digest=digest, git_tag=tag, newest=newest, hold=holds.get(app.name, env.name),
         pull_request=pr, resolved=resolution.resolved.get(key),
-        waiting_for=resolution.waiting.get(key), error=str(error) if error else None))
+        waiting_for=resolution.waiting.get(key), error=str(error) if error else None,
+        unverified=unverified))
 
 
 def _open_pull_request(app: App, env: Environment, repo: DeployRepo, deps: StatusDeps,
@@ -217,6 +258,8 @@ def _details(r: EnvStatus) -> list[str]:
         out.append(f"tag {r.wanted_tag} now: {_short(r.wanted_digest)}")
     if r.error:
         out.append(f"error: {r.error}")
+    if r.unverified:
+        out.append(f"unverified: {r.unverified}")
     return out
 
 

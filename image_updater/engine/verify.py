@@ -11,36 +11,75 @@ Each (registry, repository, tag, platform, digest) is verified once per process:
 whose digest git already holds is never verified, and a pending pull request is not verified
 every cycle. The tag is part of the key, so a digest verified through one tag is not taken on
 trust when another tag's header claims it.
+
+Then the signature gate, for environments whose policy says ``verify``: the digest's cosign
+signatures are fetched (``sha256-<hex>.sig`` and OCI 1.1 referrers) and one of the listed keys
+must have signed exactly that digest with a claim naming the expected repository. A verdict
+is kept for the process by (digest, key set, identity): the steady state asks the registry
+nothing more. A refusal is not kept: a signature pushed after its image is found next cycle.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from image_updater.changes import Change, Verification, VerificationOutcome
-from image_updater.errors import DigestMismatchError, ImageUpdaterError, as_image_updater_error
-from image_updater.model import App, Environment
+from image_updater.changes import Change, SignatureCheck, Verification, VerificationOutcome
+from image_updater.errors import (
+    DigestMismatchError,
+    ImageUpdaterError,
+    UnverifiedError,
+    as_image_updater_error,
+)
+from image_updater.model import App, CosignVerify, Environment
 from image_updater.registry.base import Registry, platform_child
 from image_updater.registry.reference import parse_reference
+from image_updater.signatures import PublicKey, SignatureVerdict, verify_signatures
 
 #: (registry host, repository, tag, platform or "", digest)
 DigestKey = tuple[str, str, str, str, str]
+#: (digest, key fingerprints, identity): what a signature verdict depends on
+SignedKey = tuple[str, tuple[str, ...], str]
+
+
+@dataclass(frozen=True)
+class Signed:
+    """A signature verdict, and the registry requests fetching the signatures cost."""
+
+    verdict: SignatureVerdict
+    requests: int
+
+
+#: (registry, repository, digest, identity, keys) -> the verdict: the gate's one seam
+SignatureCheckFn = Callable[[Registry, str, str, str, tuple[PublicKey, ...]],
+                            Coroutine[Any, Any, Signed]]
+
+
+async def check_signatures(registry: Registry, repository: str, digest: str, identity: str,
+                           keys: tuple[PublicKey, ...]) -> Signed:
+    """Fetch ``digest``'s signatures from ``registry`` and verify them against ``keys``."""
+    from image_updater.registry.signatures import fetch_signatures  # only gated envs need it
+
+    artifacts = await fetch_signatures(registry, repository, digest)
+    verdict = verify_signatures(artifacts, digest=digest, docker_reference=identity, keys=keys)
+    return Signed(verdict=verdict, requests=artifacts.requests)
 
 
 class VerifiedDigests:
     """The digests verified so far in this process; shared by the worker threads."""
 
     def __init__(self) -> None:
-        self._seen: set[DigestKey] = set()
+        self._seen: set[Hashable] = set()  # DigestKey, and SignedKey for the signature gate
         self._lock = threading.Lock()
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
             return key in self._seen
 
-    def add(self, key: DigestKey) -> None:
+    def add(self, key: DigestKey | SignedKey) -> None:
         with self._lock:
             self._seen.add(key)
 
@@ -54,16 +93,26 @@ class Verifier:
     """
 
     def __init__(self, registry_for: Callable[[str], Registry], verified: VerifiedDigests,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop,
+                 signatures: SignatureCheckFn = check_signatures) -> None:
         self._registry_for = registry_for
         self._verified = verified
         self._loop = loop
-        self._failed: dict[DigestKey, ImageUpdaterError] = {}
+        self._signatures = signatures
+        self._failed: dict[Hashable, ImageUpdaterError] = {}
         self._lock = threading.Lock()
 
-    def check(self, app: App, env: Environment, change: Change,
-              record: list[Verification]) -> None:
-        """Raise when ``change``'s digest is not what its tag's manifest bytes hash to."""
+    def check(self, app: App, env: Environment, change: Change, record: list[Verification],
+              signed: list[SignatureCheck]) -> None:
+        """Raise when ``change``'s digest is not what its tag's manifest bytes hash to, or
+        (UnverifiedError) when ``env`` requires signatures and the digest has no valid one.
+        """
+        self._check_digest(app, env, change, record)
+        if env.verify is not None:
+            self._check_signed(app, env, env.verify, change.digest, signed)
+
+    def _check_digest(self, app: App, env: Environment, change: Change,
+                      record: list[Verification]) -> None:
         ref = parse_reference(app.image)
         tag, platform = change.tag or "", env.strategy.platform or ""
         key = (ref.registry, ref.repository, tag, platform, change.digest)
@@ -92,6 +141,88 @@ class Verifier:
             record.append(Verification(registry=ref.registry, repository=ref.repository,
                                        digest=change.digest, result=outcome))
         self._verified.add(key)
+
+    def _check_signed(self, app: App, env: Environment, spec: CosignVerify, digest: str,
+                      record: list[SignatureCheck]) -> None:
+        fingerprints, identity = spec.cache_key(app.image)
+        key: SignedKey = (digest, fingerprints, identity)
+        with self._lock:
+            failed = self._failed.get(key)
+        if failed is not None:  # a re-plan after a push race asks no second time
+            raise failed
+        if key in self._verified:
+            return
+        ref = parse_reference(app.image)
+        try:
+            outcome = asyncio.run_coroutine_threadsafe(self._signatures(
+                self._registry_for(ref.registry), ref.repository, digest, identity, spec.keys),
+                self._loop).result()
+        except Exception as exc:  # the signatures could not be fetched: not a verdict
+            error = as_image_updater_error(exc, f"fetching the signatures of {app.image}@"
+                                                f"{digest}")
+            with self._lock:
+                self._failed[key] = error
+            raise error from (None if error is exc else exc)
+        verdict = outcome.verdict
+        record.append(SignatureCheck(app=app.name, env=env.name, digest=digest, ok=verdict.ok,
+                                     key=verdict.key, reason=verdict.reason and str(
+                                         verdict.reason), requests=outcome.requests))
+        if not verdict.ok:
+            error = unverified_error(app, env, digest, verdict)
+            with self._lock:
+                self._failed[key] = error
+            raise error
+        self._verified.add(key)
+
+
+def unverified_error(app: App, env: Environment, digest: str,
+                     verdict: SignatureVerdict) -> UnverifiedError:
+    """The refusal for ``digest`` in ``env``: which check failed, and what to do."""
+    reason = str(verdict.reason or "unsigned")
+    where = f"{app.source}:{env.line}" if app.source else "its policy"
+    return UnverifiedError(
+        f"{app.name}/{env.name} requires a cosign signature (verify in {where}) and refuses "
+        f"{digest} ({reason}): {verdict.message.rstrip('.')}. Nothing was written for "
+        f"{env.name}; the digest is checked again when it comes up next.", verdict=reason)
+
+
+async def require_signed(app: App, env: Environment, digest: str,
+                         registry_for: Callable[[str], Registry],
+                         signatures: SignatureCheckFn = check_signatures) -> Signed | None:
+    """For a person's command (promote, retag, rollback): UnverifiedError unless ``digest``
+    passes ``env``'s signature gate; None when ``env`` requires no signature. Not cached: a
+    command runs once, and a key removed from the policy since must count."""
+    if env.verify is None:
+        return None
+    ref = parse_reference(app.image)
+    outcome = await signatures(registry_for(ref.registry), ref.repository, digest,
+                               env.verify.identity(app.image), env.verify.keys)
+    if not outcome.verdict.ok:
+        raise unverified_error(app, env, digest, outcome.verdict)
+    return outcome
+
+
+def retag_gate(apps: Sequence[App], dst: str, registry_for: Callable[[str], Registry]
+               ) -> Callable[[str], Awaitable[object]] | None:
+    """``retag``'s gate: every environment (of ``apps``) that follows ``dst``'s tag of its
+    repository with ``verify`` must accept the digest; None when none does."""
+    ref = parse_reference(dst)
+    gated = [(app, env) for app in apps for env in app.environments
+             if env.verify is not None and env.strategy.kind == "digest"
+             and env.strategy.tag == ref.tag and _same_repository(app.image, dst)]
+    if not gated:
+        return None
+
+    async def gate(digest: str) -> None:
+        for app, env in gated:
+            await require_signed(app, env, digest, registry_for)
+
+    return gate
+
+
+def _same_repository(image: str, reference: str) -> bool:
+    a, b = parse_reference(image), parse_reference(reference)
+    return (a.registry, a.repository) == (b.registry, b.repository)
 
 
 async def verify_digest(registry: Registry, repository: str, tag: str, platform: str,

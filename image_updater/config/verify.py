@@ -1,0 +1,135 @@
+"""The policy's ``verify`` block: which cosign keys must have signed a digest, per environment.
+
+::
+
+    verify:
+      cosign:
+        keys: [keys/ci.pub, keys/release.pub]   # PEM public keys
+        identity: {docker_reference: registry.example.com/team/app}  # default: the image
+
+``verify: false`` on an environment turns off a ``verify`` given in ``defaults``. Key paths
+are relative to the directory of the policy file that names them (absolute paths are taken as
+they are: the deploy kit mounts keys at ``/etc/image-updater/keys``). Every key is read and
+parsed here, with the parser the gate uses: a missing, unreadable or malformed key is a
+located policy problem at load and in ``validate``, never a refusal at night.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml.comments import CommentedMap
+
+from image_updater.config.fields import _check_keys, _Ctx, _Layer, _type_name
+from image_updater.errors import ConfigError, ImageUpdaterError
+from image_updater.model import CosignVerify
+from image_updater.signatures import PublicKey, load_public_key
+
+VERIFY_KEYS = ("cosign",)
+COSIGN_KEYS = ("keys", "identity")
+IDENTITY_KEYS = ("docker_reference",)
+#: a PEM public key is well under 4 KiB (RSA 4096: 800 bytes); anything bigger is not one
+MAX_KEY_BYTES = 64 * 1024
+_EXAMPLE = "e.g. verify: {cosign: {keys: [keys/ci.pub]}}"
+
+
+def verify_block(ctx: _Ctx, layer: _Layer) -> CosignVerify | None:
+    """The environment's (or the defaults') ``verify``, or None when it requires nothing."""
+    raw, parent, fld = layer.get("verify")
+    if raw is None or raw is False:
+        return None
+    if not isinstance(raw, CommentedMap) or "cosign" not in raw:
+        ctx.add(parent, "verify", fld, f"must be a mapping with 'cosign' (or false), not "
+                f"{_type_name(raw) if not isinstance(raw, CommentedMap) else 'without it'}",
+                _EXAMPLE)
+        return None
+    _check_keys(ctx, raw, VERIFY_KEYS, fld)
+    cosign = raw["cosign"]
+    where = f"{fld}.cosign"
+    if not isinstance(cosign, CommentedMap):
+        ctx.add(raw, "cosign", where, "must be a mapping with 'keys'", _EXAMPLE)
+        return None
+    _check_keys(ctx, cosign, COSIGN_KEYS, where)
+    keys = _keys(ctx, cosign, where)
+    reference = _identity(ctx, cosign, where)
+    if not keys:
+        return None
+    return CosignVerify(keys=keys, docker_reference=reference)
+
+
+def _keys(ctx: _Ctx, cosign: CommentedMap, where: str) -> tuple[PublicKey, ...]:
+    raw = cosign.get("keys")
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw or not all(isinstance(k, str) and k for k in raw):
+        ctx.add(cosign, "keys" if "keys" in cosign else None, f"{where}.keys",
+                "must be a non-empty list of public key files",
+                "e.g. keys: [keys/ci.pub]; paths are relative to this policy file")
+        return ()
+    keys = []
+    for index, path in enumerate(raw):
+        key = _key(ctx, path)
+        if isinstance(key, str):
+            ctx.add(raw, index, f"{where}.keys", key,
+                    "give a PEM public key file (ECDSA P-256/P-384, Ed25519 or RSA), relative "
+                    "to this policy file or absolute, e.g. /etc/image-updater/keys/ci.pub")
+        else:
+            keys.append(key)
+    return tuple(keys) if len(keys) == len(raw) else ()
+
+
+def _key(ctx: _Ctx, path: str) -> PublicKey | str:
+    """The key at ``path`` (relative to the policy file), or what is wrong with it; each file
+    is read once per load, however many environments name it."""
+    file = (Path(ctx.file).parent / path) if not Path(path).is_absolute() else Path(path)
+    cached = ctx.keys.get(str(file))
+    if cached is not None:
+        return cached
+    found: PublicKey | str
+    try:
+        found = read_public_key(file, name=path)
+    except ImageUpdaterError as exc:
+        found = str(exc)
+    ctx.keys[str(file)] = found
+    return found
+
+
+def read_public_key(file: Path, *, name: str) -> PublicKey:
+    """The PEM public key in ``file``; ConfigError (SignatureKeyError) when it cannot be
+    read or is no key the gate can verify with."""
+    try:
+        with file.open("rb") as stream:
+            data = stream.read(MAX_KEY_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the public key {file}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_KEY_BYTES:
+        raise ConfigError(f"{file} is larger than {MAX_KEY_BYTES} bytes, so it is no public key")
+    return load_public_key(data, name=name)
+
+
+def _identity(ctx: _Ctx, cosign: CommentedMap, where: str) -> str | None:
+    raw: Any = cosign.get("identity")
+    if raw is None:
+        return None
+    fld = f"{where}.identity"
+    if not isinstance(raw, CommentedMap) or not isinstance(raw.get("docker_reference"), str):
+        ctx.add(cosign, "identity", fld, "must be a mapping with 'docker_reference'",
+                "e.g. identity: {docker_reference: registry.example.com/team/app}")
+        return None
+    _check_keys(ctx, raw, IDENTITY_KEYS, fld)
+    reference = str(raw["docker_reference"])
+    from image_updater.registry.reference import parse_reference
+
+    try:
+        ref = parse_reference(reference)
+    except ImageUpdaterError as exc:
+        ctx.add(raw, "docker_reference", f"{fld}.docker_reference", str(exc),
+                "write the repository the signatures name: host/path/name")
+        return None
+    if ref.digest or ref.tag:
+        ctx.add(raw, "docker_reference", f"{fld}.docker_reference",
+                f"'{reference}' carries a tag or digest",
+                "name the repository only; the digest is checked on its own")
+        return None
+    return reference

@@ -21,7 +21,7 @@ from typing import Any
 
 from ruamel.yaml.comments import CommentedMap
 
-from image_updater.config.fields import _check_keys, _Ctx, _Layer, _type_name
+from image_updater.config.fields import _check_keys, _Ctx, _Layer
 from image_updater.errors import ConfigError, ImageUpdaterError
 from image_updater.model import CosignVerify
 from image_updater.signatures import PublicKey, load_public_key
@@ -40,9 +40,10 @@ def verify_block(ctx: _Ctx, layer: _Layer) -> CosignVerify | None:
     if raw is None or raw is False:
         return None
     if not isinstance(raw, CommentedMap) or "cosign" not in raw:
-        ctx.add(parent, "verify", fld, f"must be a mapping with 'cosign' (or false), not "
-                f"{_type_name(raw) if not isinstance(raw, CommentedMap) else 'without it'}",
-                _EXAMPLE)
+        ctx.add(parent, "verify", fld, "must be a mapping with 'cosign' (or false to "
+                "require no signature)", _EXAMPLE)
+        if isinstance(raw, CommentedMap):
+            _check_keys(ctx, raw, VERIFY_KEYS, fld)
         return None
     _check_keys(ctx, raw, VERIFY_KEYS, fld)
     cosign = raw["cosign"]

@@ -155,4 +155,19 @@ class Registry(Protocol):
         """Creation time of the image (config ``created``); cached by digest."""
         ...
 
+    async def find_manifest(self, repository: str, reference: str, *,
+                            max_bytes: int = ...) -> Manifest | None:
+        """The manifest under ``reference`` or None (404); its digest checked, its shape not
+        (cosign artefacts are read by :mod:`image_updater.registry.signatures`)."""
+        ...
+
+    async def get_blob(self, repository: str, digest: str, max_bytes: int) -> bytes:
+        """A small blob of at most ``max_bytes``, checked against ``digest``."""
+        ...
+
+    async def referrers(self, repository: str, digest: str, *,
+                        max_bytes: int = ...) -> Manifest | None:
+        """The OCI 1.1 referrers index of ``digest``, or None without a referrers API."""
+        ...
+
     async def aclose(self) -> None: ...

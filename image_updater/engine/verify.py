@@ -37,6 +37,7 @@ from image_updater.errors import (
 from image_updater.model import App, CosignVerify, Environment
 from image_updater.registry.base import Registry, platform_child
 from image_updater.registry.reference import parse_reference
+from image_updater.registry.signatures import fetch_signatures
 from image_updater.signatures import PublicKey, SignatureVerdict, verify_signatures
 
 #: (registry host, repository, tag, platform or "", digest)
@@ -61,8 +62,6 @@ SignatureCheckFn = Callable[[Registry, str, str, str, tuple[PublicKey, ...]],
 async def check_signatures(registry: Registry, repository: str, digest: str, identity: str,
                            keys: tuple[PublicKey, ...]) -> Signed:
     """Fetch ``digest``'s signatures from ``registry`` and verify them against ``keys``."""
-    from image_updater.registry.signatures import fetch_signatures  # only gated envs need it
-
     artifacts = await fetch_signatures(registry, repository, digest)
     verdict = verify_signatures(artifacts, digest=digest, docker_reference=identity, keys=keys)
     return Signed(verdict=verdict, requests=artifacts.requests)

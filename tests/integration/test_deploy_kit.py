@@ -115,7 +115,8 @@ def test_deployment_mounts_the_generated_configmaps() -> None:
         objects = render(k)
         maps = {o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"}
         volumes = _one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
-        used = {v["configMap"]["name"] for v in volumes if "configMap" in v}
+        used = {v["configMap"]["name"] for v in volumes
+                if "configMap" in v and not v["configMap"].get("optional")}
         assert used == maps and len(used) == 2, k
 
 

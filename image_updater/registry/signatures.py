@@ -148,8 +148,10 @@ class _Reader:
         try:
             return await self.registry.find_manifest(
                 self.repository, reference, max_bytes=MAX_SIGNATURE_MANIFEST_BYTES)
-        except DigestMismatchError as exc:
-            self._problem(fmt, Reason.TAMPERED, where, f"a manifest that {_why(exc)}")
+        except DigestMismatchError:
+            self._problem(fmt, Reason.TAMPERED, where,
+                          f"a manifest ({reference}) whose content does not hash to the "
+                          "digest the registry gives for it")
             return None
 
     def _list(self, manifest: Manifest | None, name: str, where: str, fmt: str,
@@ -184,8 +186,9 @@ class _Reader:
         try:
             body = await self.registry.get_blob(self.repository, digest,
                                                 MAX_SIGNATURE_BLOB_BYTES)
-        except DigestMismatchError as exc:
-            self._problem(fmt, Reason.TAMPERED, where, f"a blob that {_why(exc)}")
+        except DigestMismatchError:
+            self._problem(fmt, Reason.TAMPERED, where,
+                          f"a blob whose content does not hash to its digest {digest}")
             return None
         except NotFoundError:
             self._problem(fmt, Reason.MALFORMED, where, f"a descriptor of a missing blob {digest}")

@@ -20,8 +20,10 @@ from image_updater.errors import ConfigError
 
 #: What cosign and containers/image sign with. RSA below 2048 bits is refused as too weak.
 SUPPORTED = "ECDSA P-256/P-384, Ed25519 or RSA (2048 bits or more)"
-_CURVE_HASHES: dict[str, hashes.HashAlgorithm] = {
-    "secp256r1": hashes.SHA256(), "secp384r1": hashes.SHA384(),
+#: The hashes an ECDSA signature may use, per curve: sigstore's default for P-384 is SHA-384,
+#: while older cosign releases signed with SHA-256 whatever the curve.
+_CURVE_HASHES: dict[str, tuple[type[hashes.HashAlgorithm], ...]] = {
+    "secp256r1": (hashes.SHA256,), "secp384r1": (hashes.SHA384, hashes.SHA256),
 }
 _MIN_RSA_BITS = 2048
 
@@ -78,7 +80,14 @@ class PublicKey:
         if isinstance(self.key, ed25519.Ed25519PublicKey):
             self.key.verify(signature, message)
         elif isinstance(self.key, ec.EllipticCurvePublicKey):
-            self.key.verify(signature, message, ec.ECDSA(_CURVE_HASHES[self.key.curve.name]))
+            *first, last = _CURVE_HASHES[self.key.curve.name]
+            for algorithm in first:
+                try:
+                    self.key.verify(signature, message, ec.ECDSA(algorithm()))
+                    return
+                except InvalidSignature:
+                    continue
+            self.key.verify(signature, message, ec.ECDSA(last()))
         else:
             _verify_rsa(self.key, signature, message, hashes.SHA256())
 

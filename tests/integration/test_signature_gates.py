@@ -105,8 +105,8 @@ class Gated:
         text = self.deploy.show("master", f"application-x/values-{env}.yaml").decode()
         for line in text.splitlines():
             if line.strip().startswith("digest:"):
-                value = line.split(":", 1)[1].strip()
-                return value or None
+                words = line.split()
+                return words[1] if len(words) > 1 and words[1].startswith("sha256:") else None
         return None
 
     def tag(self, tag: str) -> str | None:
@@ -157,8 +157,8 @@ def test_a_signed_digest_goes_through_the_seed_flow_with_every_gate_on(
     assert checked.ok and checked.key == "keys/ci.pub" and checked.requests > 0
     # the next cycle asks nothing about signatures again (the process keeps the verdict)
     # and the CLI shows the candidate's signer
-    assert gated.cli("check", gated.image, "--strategy", "digest", "--tag", "dev",
-                     "--key", str(gated.ci.public_path)) == 0
+    assert main(["check", gated.image, "--strategy", "digest", "--tag", "dev", "--key",
+                 str(gated.ci.public_path), "--config", str(gated.config)]) == 0
     assert f"signed by {gated.ci.public_path}" in capsys.readouterr().out
 
     # staging: promoted by digest, then committed
@@ -262,20 +262,21 @@ def test_each_refusal_writes_nothing_and_is_counted(
     assert result.changes == [] and result.commits == []
     (failure,) = result.failures
     assert (failure.env, failure.unverified, failure.reason) == ("dev", reason, "unverified")
-    assert f"policies/application-x.yaml:" in failure.message
+    assert "policies/application-x.yaml:" in failure.message
     assert digest in failure.message and detail in failure.message
     assert "Nothing was written" in failure.message
     assert _failures(metrics, reason) == 1.0
     assert result.signatures[0].reason == reason
 
 
-def test_once_exits_11_for_an_unsigned_dev_image(registry: RegistryServer, forge: ForgeServer,
-                                                 tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_once_fails_for_an_unsigned_dev_image(registry: RegistryServer, forge: ForgeServer,
+                                              tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     gated = Gated(registry, forge, tmp_path, "once")
     gated.push("dev", "once-unsigned")
     head = gated.deploy.head()
-    assert gated.cli("once") == ExitCode.UNVERIFIED
+    # staging and prod wait for their tags (handled), dev failed permanently: partial
+    assert gated.cli("once") == ExitCode.PARTIAL
     assert gated.deploy.head() == head
     assert "FAILED application-x/dev" in capsys.readouterr().out
 

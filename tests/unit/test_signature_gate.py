@@ -220,3 +220,21 @@ def test_the_same_digest_for_two_apps_of_one_key_set_is_asked_once() -> None:
     _run(verified, fake, app, [_change()])
     _run(verified, fake, other, [replace(_change(), app="shop-copy")])
     assert len(fake.asked) == 1
+
+
+def test_check_shows_under_each_kept_candidate_whether_it_is_signed() -> None:
+    from image_updater.engine.check import render
+    from image_updater.policy.strategies import Selection, TagVerdict
+
+    selection = Selection("1.2.0", "highest of 2", (
+        TagVerdict("1.2.0", True, "matches ^1", "1.2.0"),
+        TagVerdict("1.1.0", True, "matches ^1", "1.1.0"),
+        TagVerdict("2.0.0", False, "outside ^1")))
+    text = render("r.io/shop", ["1.2.0", "1.1.0", "2.0.0"], selection, DIGEST,
+                  {"1.2.0": "signed by keys/ci.pub", "1.1.0": "NOT signed (unsigned): …"})
+    lines = text.splitlines()
+    assert lines[lines.index(next(x for x in lines if "1.2.0" in x)) + 1].strip() == \
+        "signed by keys/ci.pub"
+    assert "NOT signed (unsigned)" in text
+    assert sum("signed" in x for x in lines) == 2, "dropped tags are not checked"
+    assert "signed" not in render("r.io/shop", ["1.2.0"], selection, DIGEST)

@@ -278,3 +278,9 @@ def test_no_keys_accepts_nothing(pairs: dict[str, KeyPair]) -> None:
     verdict = verify_signatures(artifacts(simple(pairs["ecdsa-p256"])), digest=DIGEST,
                                 docker_reference=IMAGE, keys=[])
     assert (verdict.ok, verdict.reason) == (False, Reason.WRONG_KEY)
+
+
+def test_artifacts_of_one_digest_never_vouch_for_another(pairs: dict[str, KeyPair]) -> None:
+    with pytest.raises(ValueError, match="given to verify"):
+        verify_signatures(artifacts(simple(pairs["ecdsa-p256"], digest=OTHER)), digest=OTHER,
+                          docker_reference=IMAGE, keys=[public(pairs["ecdsa-p256"])])

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from botocore.stub import Stubber
 
-from image_updater.errors import DigestMismatchError, TransientRegistryError
+from image_updater.errors import DigestMismatchError, RegistryError, TransientRegistryError
 from image_updater.registry.base import OCI_INDEX, OCI_MANIFEST, Manifest
+from image_updater.registry.ecr import EcrRegistry
 from image_updater.registry.signatures import (
     MAX_BUNDLE_REFERRERS,
     MAX_SIGNATURE_BLOB_BYTES,
@@ -31,6 +33,8 @@ from image_updater.signatures import (
     Reason,
     SignatureArtifacts,
 )
+from tests.fixtures.moto import ECR_HOST, fake_session
+from tests.fixtures.registry import free_port
 
 DIGEST = "sha256:" + "c" * 64
 SIG_TAG = "sha256-" + "c" * 64 + ".sig"
@@ -208,3 +212,14 @@ def test_transport_errors_still_raise() -> None:
     registry = FakeRegistry(fail_with=TransientRegistryError("down", registry="registry.test"))
     with pytest.raises(TransientRegistryError):
         asyncio.run(fetch_signatures(registry, "team/app", DIGEST))  # type: ignore[arg-type]
+
+
+def test_ecr_refuses_signature_reads_with_an_error_that_says_what_to_do() -> None:
+    client = fake_session().client("ecr", endpoint_url=f"http://127.0.0.1:{free_port()}")
+    with Stubber(client):  # any call to AWS would fail the test: none may be made
+        registry = EcrRegistry(ECR_HOST, client=client)
+        with pytest.raises(RegistryError) as caught:
+            asyncio.run(fetch_signatures(registry, "team/app", DIGEST))
+    client.close()
+    assert f"{ECR_HOST}/team/app" in str(caught.value)
+    assert "not supported on ECR" in str(caught.value) and "Remove 'verify'" in str(caught.value)

@@ -23,11 +23,10 @@ import httpx
 
 from image_updater.clocks import MonotonicClock, WallClock
 from image_updater.errors import InvalidReferenceError, RegistryError, truncate
-from image_updater.registry import documents
+from image_updater.registry import artefacts, documents
 from image_updater.registry.auth import repository_scope
 from image_updater.registry.base import (
     MANIFEST_ACCEPT,
-    OCI_INDEX,
     Manifest,
     check_digest,
     check_tag,
@@ -313,67 +312,18 @@ class OciRegistry:
                                 url=shown(url))
         return data
 
-    # -- small artefacts (cosign signatures, referrers), read with their own size caps -----
+    # -- small artefacts (cosign signatures, referrers): registry/artefacts.py ------------
 
     async def find_manifest(self, repository: str, reference: str, *,
                             max_bytes: int = MAX_MANIFEST_BYTES) -> Manifest | None:
-        """The manifest under ``reference``, or None when there is none (404).
-
-        Unlike :meth:`get_manifest` the body's shape is not checked here: the reader of an
-        artefact checks what it needs, so a malformed one is reported, not raised. Its digest
-        is checked all the same.
-        """
-        url, response = await self._manifest_request("GET", repository, reference)
-        async with closing(response):
-            self.transport.from_origin(response, "manifest")
-            if response.status_code == 404:
-                return None
-            if response.status_code != 200:
-                await fail(self.transport, response, repository=repository, reference=reference)
-            body = await self.transport.read_capped(response, max_bytes, what="manifest")
-            reported = response.headers.get("Docker-Content-Digest")
-            content_type = _media_type(response.headers.get("Content-Type", ""))
-        digest = sha256_digest(body)
-        if reference.startswith("sha256:") and digest != reference:
-            raise self.transport.mismatch(
-                url, f"served a manifest hashing to {digest}, not {reference}")
-        if reported and reported.startswith("sha256:") and reported != digest:
-            raise self.transport.mismatch(
-                url, f"reports digest {truncate(reported, 80)} for a manifest hashing to {digest}")
-        declared = (json_object(body) or {}).get("mediaType")
-        media_type = content_type if content_type in MANIFEST_ACCEPT else (
-            declared if isinstance(declared, str) else content_type)
-        return Manifest(media_type=media_type, digest=digest, body=body)
+        return await artefacts.find_manifest(self.transport, repository, reference, max_bytes)
 
     async def get_blob(self, repository: str, digest: str, max_bytes: int) -> bytes:
-        """A small blob, at most ``max_bytes``, verified against its digest."""
-        response = await open_blob(self.transport, repository, digest)
-        url = str(response.request.url)
-        async with closing(response):
-            body = await self.transport.read_capped(response, max_bytes, what="blob")
-        if sha256_digest(body) != digest:
-            raise self.transport.mismatch(
-                url, f"served blob {digest} with content hashing to {sha256_digest(body)}")
-        return body
+        return await artefacts.get_blob(self.transport, repository, digest, max_bytes)
 
     async def referrers(self, repository: str, digest: str, *,
                         max_bytes: int = MAX_MANIFEST_BYTES) -> Manifest | None:
-        """The OCI 1.1 referrers index of ``digest`` (first page), or None when the registry
-        has no referrers API (it answers 404; the distribution spec's tag fallback applies)."""
-        check_repository(repository)
-        check_digest(digest)
-        url = f"{self._base}/v2/{repository}/referrers/{digest}"
-        response = await self.transport.request(
-            "GET", url, headers={"Accept": OCI_INDEX},
-            scopes=(repository_scope(repository, ("pull",)),))
-        async with closing(response):
-            self.transport.from_origin(response, "referrers index")
-            if response.status_code == 404:
-                return None
-            if response.status_code != 200:
-                await fail(self.transport, response, repository=repository, reference=digest)
-            body = await self.transport.read_capped(response, max_bytes, what="referrers index")
-        return Manifest(media_type=OCI_INDEX, digest=sha256_digest(body), body=body)
+        return await artefacts.referrers(self.transport, repository, digest, max_bytes)
 
     # -- helpers for the operations above --------------------------------------------------
 

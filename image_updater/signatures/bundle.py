@@ -59,10 +59,29 @@ def check_bundle(document: BundleDocument, *, digest: str, docker_reference: str
                        f"has a keyless (certificate) signature at {where}; only signatures "
                        "by a listed key are accepted")
     if isinstance(data.get("dsseEnvelope"), dict):
-        return _check_dsse(data["dsseEnvelope"], where, digest, docker_reference, keys)
-    if isinstance(data.get("messageSignature"), dict):
-        return _check_message(data["messageSignature"], where, digest, keys)
-    return _malformed(where, "has neither a dsseEnvelope nor a messageSignature")
+        found = _check_dsse(data["dsseEnvelope"], where, digest, docker_reference, keys)
+    elif isinstance(data.get("messageSignature"), dict):
+        found = _check_message(data["messageSignature"], where, digest, keys)
+    else:
+        return _malformed(where, "has neither a dsseEnvelope nor a messageSignature")
+    return _hinted(found, material, keys)
+
+
+def _hinted(found: Finding, material: dict[str, Any], keys: Sequence[PublicKey]) -> Finding:
+    """A bundle whose key hint (base64 SHA-256 of the key's DER) names one of our keys but
+    whose signature that key does not verify was altered after signing: tampered, not a
+    stranger's signature."""
+    if found.reason is not Reason.WRONG_KEY:
+        return found
+    public_key = material.get("publicKey")
+    hint = decode_base64(public_key.get("hint")) if isinstance(public_key, dict) else None
+    named = next((k for k in keys if hint is not None and k.fingerprint == "sha256:" + hint.hex()),
+                 None)
+    if named is None:
+        return found
+    return Finding(SIGSTORE_BUNDLE, found.where, Reason.TAMPERED,
+                   f"has a bundle at {found.where} that names {named.name} as its key, but "
+                   "that key does not verify it: it was altered after signing", named.name)
 
 
 def _check_dsse(envelope: dict[str, Any], where: str, digest: str, docker_reference: str,

@@ -30,7 +30,8 @@ def check_simple(signature: SimpleSignature, *, digest: str, docker_reference: s
     signer = next((k for k in keys if k.verify(raw, signature.payload)), None)
     if signer is None:
         return Finding(SIMPLE_SIGNING, where, Reason.WRONG_KEY,
-                       f"has a signature at {where} that none of the keys verifies")
+                       f"has a signature at {where} that none of the keys verifies (made by "
+                       "another key, or its payload was altered after signing)")
     claims = _claims(signature.payload)
     if isinstance(claims, str):
         return Finding(SIMPLE_SIGNING, where, Reason.MALFORMED,

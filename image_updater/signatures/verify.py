@@ -38,6 +38,9 @@ def verify_signatures(artifacts: SignatureArtifacts, *, digest: str, docker_refe
                       keys: Sequence[PublicKey]) -> SignatureVerdict:
     """Pure: ``ok`` if any of ``keys`` made a valid signature over exactly ``digest`` whose
     claims name ``docker_reference`` (compared by repository: tags are ignored)."""
+    if artifacts.digest and artifacts.digest != digest:
+        # A programming error, not a verdict: artefacts of one digest never vouch for another.
+        raise ValueError(f"signature artefacts of {artifacts.digest} given to verify {digest}")
     findings = _findings(artifacts, digest, docker_reference, keys)
     accepted = next((f for f in findings if f.reason is None), None)
     image = f"{artifacts.image}@{digest}"

@@ -16,9 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from image_updater.errors import RegistryError
 from image_updater.registry.oci import OciRegistry
 from image_updater.registry.options import RegistryOptions
-from image_updater.registry.signatures import REFERRERS_API, TAG_FALLBACK, fetch_signatures
+from image_updater.registry.signatures import (
+    MAX_SIGNATURE_MANIFEST_BYTES,
+    REFERRERS_API,
+    TAG_FALLBACK,
+    fetch_signatures,
+)
 from image_updater.signatures import (
     PublicKey,
     Reason,
@@ -42,6 +48,7 @@ from tests.fixtures.cosign import (
     skopeo_copy,
     skopeo_sign,
 )
+from tests.fixtures.fault_proxy import FaultProxy
 from tests.fixtures.registry import RegistryServer, push_image
 from tests.fixtures.tools import require_tool
 
@@ -223,3 +230,29 @@ def test_a_malformed_signature_layer_is_reported_not_raised(
 
     assert (verdict.ok, verdict.reason) == (False, Reason.MALFORMED), verdict.message
     assert "not base64" in verdict.message
+
+
+def test_a_signature_manifest_served_altered_is_tampered(registry: RegistryServer,
+                                                         keys: dict[str, KeyPair]) -> None:
+    """The registry reports the stored manifest's digest but serves other bytes."""
+    digest = sign_image(registry.url, "sig/served",
+                        push_image(registry.url, "sig/served", "dev", seed="served"), keys["ci"])
+    sig_path = f"/v2/sig/served/manifests/{digest.replace(':', '-')}.sig"
+    with FaultProxy(registry.url) as proxy:
+        proxy.replace_body("GET", sig_path, b'{"schemaVersion": 2, "layers": []}')
+        verdict, artifacts = check(proxy.host, "sig/served", digest, [keys["ci"]],
+                                   reference=f"{registry.host}/sig/served")
+
+    assert (verdict.ok, verdict.reason) == (False, Reason.TAMPERED), verdict.message
+    assert artifacts.problems[0].where.endswith(".sig")
+
+
+def test_an_oversized_signature_manifest_raises_rather_than_being_read(
+        registry: RegistryServer, keys: dict[str, KeyPair]) -> None:
+    digest = sign_image(registry.url, "sig/huge",
+                        push_image(registry.url, "sig/huge", "dev", seed="huge"), keys["ci"])
+    sig_path = f"/v2/sig/huge/manifests/{digest.replace(':', '-')}.sig"
+    with FaultProxy(registry.url) as proxy:
+        proxy.replace_body("GET", sig_path, b" " * (MAX_SIGNATURE_MANIFEST_BYTES + 1))
+        with pytest.raises(RegistryError, match="larger than"):
+            fetch(proxy.host, "sig/huge", digest)

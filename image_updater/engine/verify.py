@@ -161,11 +161,13 @@ class Verifier:
                                                 f"{digest}")
             with self._lock:
                 self._failed[key] = error
-            raise error from (None if error is exc else exc)
+            if error is exc:
+                raise
+            raise error from exc
         verdict = outcome.verdict
+        reason = str(verdict.reason) if verdict.reason is not None else None
         record.append(SignatureCheck(app=app.name, env=env.name, digest=digest, ok=verdict.ok,
-                                     key=verdict.key, reason=verdict.reason and str(
-                                         verdict.reason), requests=outcome.requests))
+                                     key=verdict.key, reason=reason, requests=outcome.requests))
         if not verdict.ok:
             error = unverified_error(app, env, digest, verdict)
             with self._lock:

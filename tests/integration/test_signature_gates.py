@@ -29,7 +29,9 @@ from image_updater.secrets import SecretRegistry
 from image_updater.wiring.runtime import Runtime
 from tests.fixtures.cosign import (
     KeyPair,
+    attach_bundle,
     attach_simple_signature,
+    make_bundle,
     make_key_pair,
     sign_image,
     simple_signing_payload,
@@ -197,6 +199,19 @@ def test_the_steady_state_asks_for_no_signature_again(registry: RegistryServer,
     first, second = asyncio.run(two_cycles())
     assert [c.env for c in first.changes] == ["dev"] and len(first.signatures) == 1
     assert second.changes == [] and second.signatures == []
+
+
+def test_a_cosign_3_bundle_attached_as_a_referrer_opens_the_gate(
+        registry: RegistryServer, forge: ForgeServer, tmp_path: Path) -> None:
+    gated = Gated(registry, forge, tmp_path, "bundle")
+    digest = gated.push("dev", "bundle-signed")
+    attach_bundle(registry.url, gated.repository, digest,
+                  make_bundle(gated.ci, digest, gated.image))
+    assert gated.tag(f"{digest.replace(':', '-')}.sig") is None, "no simple signature"
+    result, _ = gated.cycle()
+    assert [c.env for c in result.changes] == ["dev"], result.failures
+    assert gated.deployed("dev") == digest
+    assert [(s.ok, s.key) for s in result.signatures] == [(True, "keys/ci.pub")]
 
 
 # -- each refusal: nothing written, located, counted ------------------------------------------

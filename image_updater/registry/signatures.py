@@ -22,7 +22,6 @@ from image_updater.errors import DigestMismatchError, InvalidReferenceError, Not
 from image_updater.registry.base import Manifest, Registry, check_digest
 from image_updater.registry.documents import json_object
 from image_updater.signatures import (
-    BUNDLE_MEDIA_TYPES,
     SIGNATURE_ANNOTATION,
     SIGSTORE_BUNDLE,
     SIMPLE_SIGNING,
@@ -32,6 +31,7 @@ from image_updater.signatures import (
     Reason,
     SignatureArtifacts,
     SimpleSignature,
+    is_bundle_media_type,
 )
 
 MAX_SIGNATURE_MANIFEST_BYTES = 256 * 1024
@@ -111,7 +111,7 @@ class _Reader:
             index = await self._manifest(tag, where, SIGSTORE_BUNDLE)
         entries = self._list(index, "manifests", where, SIGSTORE_BUNDLE, None)
         wanted = [e for e in entries
-                  if isinstance(e, dict) and e.get("artifactType") in BUNDLE_MEDIA_TYPES]
+                  if isinstance(e, dict) and is_bundle_media_type(e.get("artifactType"))]
         if len(wanted) > MAX_BUNDLE_REFERRERS:
             self._problem(SIGSTORE_BUNDLE, Reason.MALFORMED, where,
                           f"{len(wanted)} bundle referrers; only the first "
@@ -131,7 +131,7 @@ class _Reader:
             return
         layers = self._list(manifest, "layers", where, SIGSTORE_BUNDLE, MAX_SIGNATURE_LAYERS)
         layer = next((x for x in layers if isinstance(x, dict)
-                      and x.get("mediaType") in BUNDLE_MEDIA_TYPES), None)
+                      and is_bundle_media_type(x.get("mediaType"))), None)
         if layer is None:
             self._problem(SIGSTORE_BUNDLE, Reason.MALFORMED, where,
                           "a bundle referrer without a sigstore bundle layer")

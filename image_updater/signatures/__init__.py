@@ -20,6 +20,7 @@ from image_updater.signatures.model import (
     SignatureArtifacts,
     SignatureVerdict,
     SimpleSignature,
+    is_bundle_media_type,
 )
 from image_updater.signatures.verify import verify_signatures
 
@@ -37,6 +38,7 @@ __all__ = [
     "SignatureKeyError",
     "SignatureVerdict",
     "SimpleSignature",
+    "is_bundle_media_type",
     "load_public_key",
     "repository_of",
     "same_repository",

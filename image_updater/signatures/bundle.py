@@ -22,11 +22,11 @@ from typing import Any
 
 from image_updater.signatures.keys import PublicKey
 from image_updater.signatures.model import (
-    BUNDLE_MEDIA_TYPES,
     SIGSTORE_BUNDLE,
     BundleDocument,
     Finding,
     Reason,
+    is_bundle_media_type,
 )
 from image_updater.signatures.simple import claim_finding, decode_base64
 
@@ -48,7 +48,7 @@ def check_bundle(document: BundleDocument, *, digest: str, docker_reference: str
     data = _json_object(document.body)
     if data is None:
         return _malformed(where, "is not a JSON object")
-    if data.get("mediaType") not in BUNDLE_MEDIA_TYPES:
+    if not is_bundle_media_type(data.get("mediaType")):
         return _malformed(where, f"has mediaType {str(data.get('mediaType'))[:80]!r}, not a "
                                  "sigstore bundle v0.1-v0.3")
     material = data.get("verificationMaterial")
@@ -100,7 +100,7 @@ def _check_dsse(envelope: dict[str, Any], where: str, digest: str, docker_refere
         return Finding(SIGSTORE_BUNDLE, where, Reason.WRONG_KEY,
                        f"has a bundle at {where} whose DSSE signatures none of the keys verifies")
     statement = _json_object(payload) if payload_type == IN_TOTO_PAYLOAD_TYPE else None
-    if statement is None or statement.get("_type") not in STATEMENT_TYPES:
+    if statement is None or not _one_of(statement.get("_type"), STATEMENT_TYPES):
         return _malformed(where, f"signed by {signer.name}, carries no in-toto statement",
                           signer.name)
     if statement.get("predicateType") != SIGN_PREDICATE:
@@ -114,7 +114,8 @@ def _check_dsse(envelope: dict[str, Any], where: str, digest: str, docker_refere
 
 def _statement_finding(statement: dict[str, Any], where: str, signer: PublicKey, digest: str,
                        docker_reference: str) -> Finding:
-    subjects = [s for s in statement.get("subject") or [] if isinstance(s, dict)]
+    listed = statement.get("subject")
+    subjects = [s for s in listed if isinstance(s, dict)] if isinstance(listed, list) else []
     named = [(_sha256(s), s.get("name")) for s in subjects]
     if not named:
         return _malformed(where, f"signed by {signer.name}, has a statement without subjects",
@@ -147,6 +148,10 @@ def _check_message(signature: dict[str, Any], where: str, digest: str,
                    f"has a message signature at {where} by {signer.name}; it binds the digest "
                    "but names no repository (sign with 'cosign sign', which writes an in-toto "
                    "statement naming it)", signer.name)
+
+
+def _one_of(value: object, choices: frozenset[str]) -> bool:
+    return isinstance(value, str) and value in choices
 
 
 def _sha256(subject: dict[str, Any]) -> str | None:

@@ -20,6 +20,13 @@ BUNDLE_MEDIA_TYPES = frozenset({
     "application/vnd.dev.sigstore.bundle+json;version=0.2",
     "application/vnd.dev.sigstore.bundle.v0.3+json",
 })
+
+
+def is_bundle_media_type(value: object) -> bool:
+    """Whether an untrusted JSON value names a sigstore bundle (it may be of any type)."""
+    return isinstance(value, str) and value in BUNDLE_MEDIA_TYPES
+
+
 #: The layer media type of a cosign simple-signing signature (cosign SIGNATURE_SPEC)
 SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 #: The layer annotation that carries the base64 signature over the layer's bytes

@@ -88,6 +88,8 @@ class HttpServer:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.settings = settings
         self._socket = _bind(settings.listen)
+        host, port = self._socket.getsockname()[:2]
+        self._address = f"{host!s}:{port}"  # kept: the socket is closed at stop
         limits = settings.server
         self._config = ServerConfig(
             app, request_timeout=limits.request_timeout, http=DeadlineProtocol, ws="none",
@@ -103,8 +105,7 @@ class HttpServer:
 
     @property
     def address(self) -> str:
-        host, port = self._socket.getsockname()[:2]
-        return f"{host!s}:{port}"
+        return self._address
 
     @property
     def connections(self) -> int:

@@ -29,7 +29,8 @@ from image_updater.daemon.server import HttpServer, build_app
 from image_updater.daemon.service import Daemon
 from image_updater.secrets import SecretRegistry
 from image_updater.wiring.runtime import Runtime
-from tests.fixtures.daemon import daemon_settings, wait_until
+from tests.fixtures.daemon import DaemonProcess, daemon_settings, wait_until, write_policy
+from tests.fixtures.registry import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -298,3 +299,41 @@ def test_shutdown_cancels_what_outlasts_the_grace_period(tmp_path: Path) -> None
     client.join(timeout=10)
     assert running.stopped_after is not None and running.stopped_after < 2.5
     assert outcome and outcome[0] != 200  # cut off: a 500 or a closed connection
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+def test_the_servers_own_logs_are_our_json_lines_and_never_show_a_request(
+        tmp_path: Path) -> None:
+    """uvicorn logs through our handler (JSON, masked); its access log stays off even at
+    debug, because a request line may carry a webhook's path token or a query secret."""
+    token = "path-token-9c1e77d2"
+    closed = f"127.0.0.1:{free_port()}"  # an app whose registry is down: cycles fail fast
+    policies = tmp_path / "policies"
+    write_policy(policies, "app", f"{closed}/team/app", f"file://{tmp_path / 'none.git'}")
+    config = tmp_path / "settings.yaml"
+    config.write_text(f"listen: '127.0.0.1:0'\nlog_level: debug\ncache_dir: '{tmp_path}'\n"
+                      f"registries: [{{host: '{closed}', insecure: true, max_retries: 0}}]\n"
+                      "server: {request_timeout: 1}\n")
+    with DaemonProcess(tmp_path, config, [policies], env={}) as proc:
+        port = int(proc.address.rpartition(":")[2])
+        with connect(port) as sock:
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            garbage = read_all(sock, timeout=5)
+        with connect(port) as sock:  # never finishes its request: cut off at the deadline
+            sock.sendall(f"GET /webhooks/dockerhub/{token}?token={token} HTTP/1.1\r\n".encode())
+            late = read_all(sock, timeout=5)
+        served = httpx.get(f"{proc.url}/metrics?token={token}", timeout=5)
+        proc.wait_for_record(lambda r: "did not arrive within" in r["msg"], timeout=10,
+                             what="the deadline's debug line")
+        code = proc.terminate()
+        records, output = proc.records(), proc.output()
+    assert code == 0
+    assert garbage.startswith(b"HTTP/1.1 400 ") and late.startswith(b"HTTP/1.1 408 ")
+    assert served.status_code == 200
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(records) == len(lines)  # every line printed is one of our JSON records
+    uvicorn = [r for r in records if r["logger"].startswith("uvicorn")]
+    assert [r["msg"] for r in uvicorn] == ["Invalid HTTP request received."]
+    assert all("color_message" not in r for r in records)
+    assert token not in output and "/metrics" not in output

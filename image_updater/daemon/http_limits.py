@@ -72,15 +72,25 @@ class DeadlineProtocol(H11Protocol):
     def handle_events(self) -> None:
         super().handle_events()
         state = self.conn.their_state
-        if state is h11.SEND_BODY or (state is h11.IDLE and self.conn.trailing_data[0]):
-            if self._deadline is None:  # a pipelined request, parsed after a response
+        if state is h11.SEND_BODY or state is h11.IDLE:
+            # a pipelined request, parsed after a response, gets its deadline here (the
+            # buffer is only copied when no deadline runs, never per trickled byte)
+            if self._deadline is None and (state is h11.SEND_BODY or self.conn.trailing_data[0]):
                 self._arm()
-        elif state is not h11.IDLE:
+        else:
             self._disarm()  # the whole request is in: the route has it
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """Close when idle, else after the response (uvicorn's); a connection whose protocol
+        state is broken (a refused request) is just closed."""
+        try:
+            super().shutdown()
+        except h11.LocalProtocolError:
+            self.transport.close()
 
     def _arm(self) -> None:
         self._disarm()

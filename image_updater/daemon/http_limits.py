@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -32,6 +33,8 @@ log = logging.getLogger("image_updater.server")
 #: after refusing an oversized body, read and drop at most this much of it (bytes), so the
 #: sender sees our 413 instead of a connection reset; anything larger is cut off
 DRAIN_LIMIT = 16 << 20
+#: seconds between two warnings about refused connections (one line per burst, with a count)
+LOG_EVERY = 10.0
 
 
 class ServerConfig(uvicorn.Config):
@@ -146,14 +149,21 @@ class ConnectionCap:
         self.state = state
         self.limit = limit
         self.exempt = frozenset(exempt)
+        self._refused = 0  # since the last warning: a flood is one line per LOG_EVERY s
+        self._logged_at = -LOG_EVERY
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         busy = max(len(self.state.connections), len(self.state.tasks))
         if scope["type"] != "http" or busy <= self.limit or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        log.warning("refused a request to %s: %d connections are open, more than "
-                    "server.max_connections (%d)", scope["path"][:40], busy, self.limit)
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY:
+            log.warning("refused %d request(s) with 503: %d connections are open, more than "
+                        "server.max_connections (%d); raise it if this is normal load",
+                        self._refused, busy, self.limit)
+            self._refused, self._logged_at = 0, now
         await send_text(send, 503, f"the server is busy ({busy} connections, more than "
                         f"server.max_connections); try again shortly", close=True,
                         headers=[(b"retry-after", b"1")])

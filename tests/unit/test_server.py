@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
+import httpx
 import pytest
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 from uvicorn.server import ServerState
 
+from image_updater.config.settings import Settings
 from image_updater.daemon.http_limits import (
     DRAIN_LIMIT,
     BodyLimit,
     ConnectionCap,
     plain_response,
 )
-from image_updater.daemon.server import parse_listen
+from image_updater.daemon.server import build_app, parse_listen
+from image_updater.daemon.service import Daemon
 from image_updater.errors import ConfigError
+from image_updater.secrets import SecretRegistry
+from image_updater.wiring.runtime import Runtime
 
 
 def scope(path: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> Scope:
@@ -164,3 +174,25 @@ def test_listen_addresses(listen: str, expected: tuple[str, int]) -> None:
 def test_a_listen_address_without_a_port_says_how_to_write_one() -> None:
     with pytest.raises(ConfigError, match="write host:port"):
         parse_listen("0.0.0.0")
+
+
+def test_unknown_paths_get_one_line_and_a_routes_own_404_keeps_its_message(
+        tmp_path: Path) -> None:
+    async def missing(_request: Request) -> Response:
+        raise HTTPException(404, "no app is named 'x'; see image-updater status")
+
+    settings = Settings(cache_dir=str(tmp_path))
+    daemon = Daemon(settings=settings, policy_paths=[], apps=[],
+                    runtime=Runtime(settings, secrets=SecretRegistry()))
+    app = build_app(daemon, settings, extra_routes=[Route("/api/x", missing)])
+
+    async def ask() -> tuple[httpx.Response, ...]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://port") as client:
+            return (await client.get("/nowhere"), await client.get("/api/x"),
+                    await client.post("/metrics"))
+
+    unknown, own, wrong_method = asyncio.run(ask())
+    assert (unknown.status_code, unknown.text) == (404, "not found\n")
+    assert (own.status_code, own.text) == (404, "no app is named 'x'; see image-updater status\n")
+    assert wrong_method.status_code == 405

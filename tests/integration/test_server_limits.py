@@ -29,7 +29,13 @@ from image_updater.daemon.server import HttpServer, build_app
 from image_updater.daemon.service import Daemon
 from image_updater.secrets import SecretRegistry
 from image_updater.wiring.runtime import Runtime
-from tests.fixtures.daemon import DaemonProcess, daemon_settings, wait_until, write_policy
+from tests.fixtures.daemon import (
+    DaemonProcess,
+    daemon_settings,
+    metric_value,
+    wait_until,
+    write_policy,
+)
 from tests.fixtures.registry import free_port
 
 pytestmark = pytest.mark.integration
@@ -181,6 +187,9 @@ def test_slow_senders_are_cut_off_at_the_deadline_while_healthz_keeps_answering(
     wait_until(lambda: serving.on_loop(lambda: (serving.server.connections,
                                                 serving.server.requests_in_flight)) == (0, 0),
                timeout=5, what="no connection and no request task left")
+    metrics = httpx.get(serving.url + "/metrics", timeout=5).text
+    assert metric_value(metrics, "image_updater_webhook_requests_total", source="registry",
+                        result="408") == len(body_senders)  # each cut-off webhook counted
 
 
 def test_an_idle_connection_is_closed_at_the_deadline(serving: Serving) -> None:

@@ -27,6 +27,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from image_updater.config.api import ApiSettings, api_secret_files, load_api
+from image_updater.config.server import ServerSettings, check_server
 from image_updater.errors import ConfigError
 from image_updater.model import DEFAULT_FILE_BYTES
 
@@ -218,6 +219,7 @@ class Settings:
     templates: TemplateSettings = field(default_factory=TemplateSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     api: ApiSettings = field(default_factory=ApiSettings)  #: parsed in config/api.py
+    server: ServerSettings = field(default_factory=ServerSettings)  #: the HTTP port's limits
 
     def registry(self, host: str) -> RegistrySettings:
         for reg in self.registries:
@@ -296,6 +298,7 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
                       block_starts=_template_block_starts(raw, where))
     _check_git_auth(settings.git, where)
     _check_notifications(settings.notifications, where)
+    check_server(settings.server, raw.get("server"), where)
     return _apply_env(settings, os.environ if environ is None else environ)
 
 
@@ -411,7 +414,7 @@ _NESTED: dict[str, Any] = {
     "credentials": CredentialsSettings, "ecr": EcrSettings, "git": GitSettings,
     "signing": SigningSettings, "github_app": GitHubAppGitSettings,
     "webhooks": WebhookSettings, "limits": LimitSettings, "templates": TemplateSettings,
-    "notifications": NotificationSettings,
+    "notifications": NotificationSettings, "server": ServerSettings,
 }
 _LISTS: dict[str, Any] = {"registries": RegistrySettings, "forges": ForgeSettings,
                           "sinks": NotificationSinkSettings,

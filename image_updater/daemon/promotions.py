@@ -34,12 +34,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from image_updater.changes import Change
 from image_updater.config.settings import Settings
+from image_updater.daemon.service import Daemon
 from image_updater.engine.promote import RetagResult, promote
 from image_updater.errors import ImageUpdaterError, InvalidReferenceError, NotFoundError
 from image_updater.exit_codes import ExitCode, exit_code_for
@@ -177,6 +178,14 @@ class PromotionService:
         self.evidence = evidence or EvidenceStore()
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
 
+    @classmethod
+    def for_daemon(cls, daemon: Daemon, settings: Settings) -> PromotionService:
+        """The daemon's service: its identities (token files are read now, so a missing one
+        stops the start) and its evidence, which the daemon's cycles consult."""
+        service = cls(daemon, Authenticator(settings.api, secrets=daemon.secrets))
+        daemon.evidence_for = service.evidence.for_change
+        return service
+
     @property
     def settings(self) -> Settings:
         return self.host.runtime.settings
@@ -271,6 +280,8 @@ async def handle(service: PromotionService, request: Request) -> Response:
         result = await service.promote(principal, req)
     except _TooLarge as exc:
         return _error(413, "too_large", ExitCode.USAGE, str(exc))
+    except ClientDisconnect:  # the caller left (or the request deadline cut it off)
+        return _error(400, "disconnected", ExitCode.USAGE, "The client disconnected.")
     except ImageUpdaterError as exc:
         code = exit_code_for(exc)
         if code is ExitCode.AUTH or exc.reason in ("unauthenticated", "permission_denied"):

@@ -10,7 +10,7 @@
 
 Use::
 
-    auth = Authenticator.from_settings(settings.api, secrets=secrets)
+    auth = Authenticator(settings.api, secrets=secrets)   # reads token files now
     principal = await auth.authenticate(request.headers.get("authorization"))
     principal.require(app, env)          # PermissionDeniedError unless granted
 """

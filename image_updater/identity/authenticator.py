@@ -20,7 +20,7 @@ _JWT_RE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 
 
 class Authenticator:
-    """Built once per daemon from ``settings.api``; :meth:`aclose` closes its HTTP clients."""
+    """Built once per daemon from ``settings.api``; it holds no open connection."""
 
     def __init__(self, api: ApiSettings, *, secrets: SecretRegistry,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -29,13 +29,6 @@ class Authenticator:
         self._verifier = ServiceAccountVerifier(
             api.issuers, refresh=api.jwks_refresh, min_refetch=api.jwks_min_refetch,
             timeout=api.timeout, clock=clock)
-
-    @classmethod
-    def from_settings(cls, api: ApiSettings, *, secrets: SecretRegistry) -> Authenticator:
-        return cls(api, secrets=secrets)
-
-    async def aclose(self) -> None:
-        await self._verifier.aclose()
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller named by an ``Authorization: Bearer …`` header.

@@ -41,11 +41,10 @@ _KTY = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 class IssuerKeys:
     """The signing keys of one issuer, fetched (or read) and cached."""
 
-    def __init__(self, settings: IssuerSettings, *, client: httpx.AsyncClient | None,
-                 refresh: float, min_refetch: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: IssuerSettings, *, timeout: float, refresh: float,
+                 min_refetch: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
-        self._client = client
+        self._timeout = timeout
         self._refresh = refresh
         self._min_refetch = min_refetch
         self._clock = clock
@@ -119,9 +118,11 @@ class IssuerKeys:
         return jwks_uri
 
     async def _get_json(self, url: str, what: str) -> dict[str, Any]:
-        assert self._client is not None
+        # A client per fetch: fetches are minutes apart, and nothing is left to close.
         try:
-            async with self._client.stream("GET", url) as response:
+            async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False,
+                                         verify=self.settings.ca_file or True) as client, \
+                    client.stream("GET", url) as response:
                 body = b""
                 async for chunk in response.aiter_bytes():
                     body += chunk
@@ -173,16 +174,9 @@ class ServiceAccountVerifier:
     def __init__(self, issuers: Sequence[IssuerSettings], *, refresh: float,
                  min_refetch: float, timeout: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._clients = {i.issuer: httpx.AsyncClient(
-            timeout=timeout, verify=i.ca_file or True, follow_redirects=False)
-            for i in issuers if i.jwks_file is None}
         self._issuers: Mapping[str, IssuerKeys] = {
-            i.issuer: IssuerKeys(i, client=self._clients.get(i.issuer), refresh=refresh,
-                                 min_refetch=min_refetch, clock=clock) for i in issuers}
-
-    async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
+            i.issuer: IssuerKeys(i, timeout=timeout, refresh=refresh, min_refetch=min_refetch,
+                                 clock=clock) for i in issuers}
 
     async def verify(self, token: str) -> dict[str, Any]:
         try:

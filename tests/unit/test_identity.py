@@ -60,11 +60,7 @@ def _api(tmp_path: Path, issuer: OidcIssuer | None = None, **issuer_extra: Any) 
 
 def _authenticate(api: ApiSettings, header: str | None) -> Principal:
     async def run() -> Principal:
-        auth = Authenticator(api, secrets=SecretRegistry())
-        try:
-            return await auth.authenticate(header)
-        finally:
-            await auth.aclose()
+        return await Authenticator(api, secrets=SecretRegistry()).authenticate(header)
 
     return asyncio.run(run())
 
@@ -183,7 +179,6 @@ def test_a_rotated_token_file_is_read_again(tmp_path: Path) -> None:
         second = (await auth.authenticate("Bearer a-new-token-0123456789abcdef")).name
         with pytest.raises(UnauthenticatedError):
             await auth.authenticate(f"Bearer {TOKEN}")
-        await auth.aclose()
         return first, second
 
     assert asyncio.run(run()) == ("token:ci", "token:ci")
@@ -271,23 +266,20 @@ def test_a_rotated_signing_key_is_picked_up_and_refetches_are_rate_limited(
             ApiSettings(tokens=api.tokens, issuers=api.issuers,
                         service_accounts=api.service_accounts, jwks_min_refetch=10),
             secrets=SecretRegistry(), clock=lambda: now[0])
-        try:
-            await auth.authenticate(f"Bearer {issuer.token()}")
-            assert issuer.jwks_fetches == 1
-            await auth.authenticate(f"Bearer {issuer.token()}")
-            assert issuer.jwks_fetches == 1  # cached
-            now[0] += 11
-            issuer.rotate()
-            principal = await auth.authenticate(f"Bearer {issuer.token()}")  # new kid
-            assert principal.name == "system:serviceaccount:shop:promoter"
-            assert issuer.jwks_fetches == 2
-            with OidcIssuer() as impostor:  # unknown kids within 10 s: no more fetches
-                for _ in range(5):
-                    with pytest.raises(UnauthenticatedError):
-                        await auth.authenticate(f"Bearer {impostor.token(issuer=issuer.url)}")
-            assert issuer.jwks_fetches == 2
-        finally:
-            await auth.aclose()
+        await auth.authenticate(f"Bearer {issuer.token()}")
+        assert issuer.jwks_fetches == 1
+        await auth.authenticate(f"Bearer {issuer.token()}")
+        assert issuer.jwks_fetches == 1  # cached
+        now[0] += 11
+        issuer.rotate()
+        principal = await auth.authenticate(f"Bearer {issuer.token()}")  # new kid
+        assert principal.name == "system:serviceaccount:shop:promoter"
+        assert issuer.jwks_fetches == 2
+        with OidcIssuer() as impostor:  # unknown kids within 10 s: no more fetches
+            for _ in range(5):
+                with pytest.raises(UnauthenticatedError):
+                    await auth.authenticate(f"Bearer {impostor.token(issuer=issuer.url)}")
+        assert issuer.jwks_fetches == 2
 
     asyncio.run(run())
 

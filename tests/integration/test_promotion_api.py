@@ -210,6 +210,17 @@ def test_twenty_racing_requests_for_one_tag_have_exactly_one_winner(site: Site) 
     assert site.tag("race") == site.staging["race"]
 
 
+def test_twenty_identical_requests_promote_once_and_replay_nineteen_times(site: Site) -> None:
+    """Serialized per target tag (the daemon's lock per tag, and the clone's lock around each
+    git read): one request moves the tag, the others find it moved and replay."""
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(lambda _: site.post(site.request("race")), range(20)))
+
+    assert [a.status_code for a in answers] == [200] * 20
+    assert sorted(a.json()["status"] for a in answers) == ["already"] * 19 + ["promoted"]
+    assert site.tag("race") == site.staging["race"]
+
+
 @pytest.mark.parametrize(("body", "content_type", "status", "says"), [
     (b'{"app": "shop", "from": "staging", "to": "prod"}', "application/json", 400, "digest"),
     (b'{"app": ["shop"], "from": "staging", "to": "prod", "digest": "sha256:00"}',

@@ -273,3 +273,17 @@ def test_promote_server_exits_as_promote_does(site: Site, capsys: pytest.Capture
     assert denied == 5 and "may not promote" in capsys.readouterr().err
     usage = main([*base, "--digest", site.staging["shop"]])
     assert usage == 2 and "--token-file" in capsys.readouterr().err
+
+
+def test_tokens_never_reach_the_logs(site: Site, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    sa_token = site.issuer.token()
+    wrong = "not-the-token-" + uuid.uuid4().hex
+    assert site.post(site.request("shop"), token=TOKEN).status_code == 200
+    assert site.post(site.request("shop"), token=sa_token).status_code == 200
+    assert site.post(site.request("shop"), token=wrong).status_code == 401
+    assert site.post(site.request("shop"), token=site.issuer.token("x", "y")).status_code == 403
+
+    assert "token:ci" in caplog.text and "system:serviceaccount:shop:promoter" in caplog.text
+    for secret in (TOKEN, sa_token, sa_token.split(".")[2], wrong):
+        assert secret not in caplog.text

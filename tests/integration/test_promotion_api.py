@@ -8,6 +8,9 @@ issuer signing real service-account tokens (:mod:`tests.fixtures.oidc`).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,13 +24,14 @@ import pytest
 from image_updater.cli import main
 from image_updater.config.api import load_api
 from image_updater.registry.base import MANIFEST_ACCEPT
-from tests.fixtures.daemon import InProcessDaemon, daemon_settings, wait_until
+from tests.fixtures.daemon import DaemonProcess, InProcessDaemon, daemon_settings, wait_until
 from tests.fixtures.gitrepo import BareRepo, make_bare_repo
 from tests.fixtures.oidc import OidcIssuer
 from tests.fixtures.registry import RegistryServer, digest_of, push_image
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).parents[2]
 TOKEN = "ci-token-0123456789abcdef0123"
 NARROW = "narrow-token-0123456789abcdef"
 APPS = ("shop", "held", "race")
@@ -86,8 +90,18 @@ def issuer() -> Iterator[OidcIssuer]:
         yield running
 
 
-@pytest.fixture
-def site(registry: RegistryServer, issuer: OidcIssuer, tmp_path: Path) -> Iterator[Site]:
+@dataclass
+class Deploy:
+    """Images and a deploy repository where git and the tags agree: staging runs S, prod P."""
+
+    repos: dict[str, str]
+    staging: dict[str, str]
+    prod: dict[str, str]
+    bare: BareRepo
+    policies: Path
+
+
+def deploy(registry: RegistryServer, tmp_path: Path) -> Deploy:
     run = uuid.uuid4().hex[:8]
     repos = {app: f"api/{app}-{run}" for app in APPS}
     staging = {app: push_image(registry.url, repos[app], "staging", seed=f"S{app}{run}")
@@ -107,6 +121,13 @@ def site(registry: RegistryServer, issuer: OidcIssuer, tmp_path: Path) -> Iterat
             "environments:\n" + "".join(
                 f"  {env}: {{file: {app}/values-{env}.yaml, tag: {env}}}\n"
                 for env in ("staging", "prod")))
+    return Deploy(repos=repos, staging=staging, prod=prod, bare=bare, policies=policies)
+
+
+@pytest.fixture
+def site(registry: RegistryServer, issuer: OidcIssuer, tmp_path: Path) -> Iterator[Site]:
+    d = deploy(registry, tmp_path)
+    repos, staging, prod, bare, policies = d.repos, d.staging, d.prod, d.bare, d.policies
     (tmp_path / "ci").write_text(TOKEN, encoding="utf-8")
     (tmp_path / "narrow").write_text(NARROW, encoding="utf-8")
     api = load_api({
@@ -287,3 +308,43 @@ def test_tokens_never_reach_the_logs(site: Site, caplog: pytest.LogCaptureFixtur
     assert "token:ci" in caplog.text and "system:serviceaccount:shop:promoter" in caplog.text
     for secret in (TOKEN, sa_token, sa_token.split(".")[2], wrong):
         assert secret not in caplog.text
+
+
+def test_the_real_daemon_serves_the_api_from_its_settings_file(
+        registry: RegistryServer, issuer: OidcIssuer, tmp_path: Path) -> None:
+    """``image-updater run`` with an ``api`` block in YAML (a JWKS file), and ``promote
+    --server`` as a job runs it: a process with nothing but the token file."""
+    d = deploy(registry, tmp_path)
+    jwks = issuer.jwks_file(tmp_path / "jwks.json")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"""\
+interval: 3600
+listen: "127.0.0.1:0"
+cache_dir: {tmp_path / 'cache'}
+registries: [{{host: "{registry.host}", insecure: true}}]
+api:
+  issuers:
+    - issuer: https://cluster.example
+      jwks_file: {jwks}
+  service_accounts:
+    - issuer: https://cluster.example
+      subject: "system:serviceaccount:shop:promoter"
+      apps: [shop]
+      envs: [prod]
+""", encoding="utf-8")
+    token = tmp_path / "sa-token"
+    token.write_text(issuer.token(issuer="https://cluster.example"), encoding="utf-8")
+    with DaemonProcess(workdir=tmp_path, config=config, policies=[d.policies], env={}) as daemon:
+        job = subprocess.run(
+            [sys.executable, "-m", "image_updater.cli", "promote", "shop", "--from", "staging",
+             "--to", "prod", "--digest", d.staging["shop"], "--server", daemon.url,
+             "--service-account-token", str(token)],
+            capture_output=True, text=True, timeout=120, env={"PATH": os.environ["PATH"],
+                                                              "PYTHONPATH": str(ROOT)},
+            cwd=tmp_path, check=False)
+        assert job.returncode == 0, job.stderr
+        assert job.stdout.startswith("promoted ")
+        wait_until(lambda: d.staging["shop"] in d.bare.show(
+            "master", "shop/values-prod.yaml").decode(), timeout=30, what="prod in git")
+    message = d.bare.log("-1", "--format=%B", "master")
+    assert "Image-Updater-Evidence: promoted-by=system:serviceaccount:shop:promoter" in message

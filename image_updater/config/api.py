@@ -99,6 +99,13 @@ class ApiSettings:
         return bool(self.tokens or self.service_accounts)
 
 
+def fetchable(url: str) -> bool:
+    """Keys are fetched over https, or plain http on loopback only (tests, a local proxy)."""
+    parts = urlsplit(url)
+    return parts.scheme == "https" or (
+        parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"))
+
+
 def api_secret_files(api: ApiSettings) -> list[tuple[str, str]]:
     """(settings key, path) of every secret the block points at, for log masking."""
     return [(f"api.tokens[{t.name}].file", t.file) for t in api.tokens]
@@ -200,11 +207,13 @@ def _issuer(walk: _Walk, item: dict[str, Any], label: str) -> IssuerSettings | N
                      "'none', and no HS* algorithm: a public key is no shared secret)")
     leeway = _number(walk, item, "leeway", f"{label}.leeway", 0) if "leeway" in item else 30.0
     if issuer is not None and optional["jwks_file"] is None:
-        scheme = urlsplit(optional["jwks_url"] or issuer).scheme
-        if scheme not in ("https", "http"):
-            walk.add(item, "issuer", f"{label}.issuer",
-                     f"{issuer!r} is not a URL the daemon can fetch discovery from; set "
-                     "jwks_file (the cluster's JWKS) for an issuer it cannot reach")
+        url = optional["jwks_url"] or issuer
+        if not fetchable(url):
+            walk.add(item, "jwks_url" if optional["jwks_url"] else "issuer",
+                     f"{label}.{'jwks_url' if optional['jwks_url'] else 'issuer'}",
+                     f"{url!r} is not an https:// URL the daemon can fetch keys from (plain "
+                     "http only on loopback: keys fetched in the clear could be replaced); "
+                     "set jwks_file (the cluster's JWKS) for an issuer it cannot reach")
     if None in (issuer, audiences, algorithms, leeway):
         return None
     assert issuer is not None and audiences is not None and algorithms is not None

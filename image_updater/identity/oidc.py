@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import jwt
 
-from image_updater.config.api import IssuerSettings
+from image_updater.config.api import IssuerSettings, fetchable
 from image_updater.errors import IdentityUnavailableError, UnauthenticatedError, truncate
 
 log = logging.getLogger("image_updater.identity")
@@ -111,10 +111,10 @@ class IssuerKeys:
                 f"{self.settings.issuer!r}; fix api.issuers[].issuer to the cluster's exact "
                 "service-account issuer.")
         jwks_uri = document.get("jwks_uri")
-        if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
+        if not isinstance(jwks_uri, str) or not fetchable(jwks_uri):
             raise IdentityUnavailableError(
-                f"The discovery document at {url} has no usable jwks_uri; set "
-                "api.issuers[].jwks_url or jwks_file.")
+                f"The discovery document at {url} has no usable jwks_uri (an https:// URL; "
+                "plain http only on loopback); set api.issuers[].jwks_url or jwks_file.")
         return jwks_uri
 
     async def _get_json(self, url: str, what: str) -> dict[str, Any]:

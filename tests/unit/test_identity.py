@@ -123,6 +123,22 @@ api:
     assert f"{path}:13:3: api.colour: unknown key" in text
 
 
+@pytest.mark.parametrize(("entry", "ok"), [
+    ({"issuer": "https://oidc.eks.example"}, True),
+    ({"issuer": "http://127.0.0.1:8443"}, True),
+    ({"issuer": "http://kubernetes.default.svc"}, False),
+    ({"issuer": "https://a", "jwks_url": "http://keys.example/jwks"}, False),
+    ({"issuer": "http://kubernetes.default.svc", "jwks_file": "/etc/jwks.json"}, True),
+])
+def test_keys_are_fetched_over_https_or_on_loopback_only(entry: dict[str, str], ok: bool
+                                                         ) -> None:
+    if ok:
+        assert load_api({"issuers": [entry]}, "s.yaml").issuers[0].issuer == entry["issuer"]
+    else:
+        with pytest.raises(ConfigError, match="not an https:// URL"):
+            load_api({"issuers": [entry]}, "s.yaml")
+
+
 def test_a_service_account_must_name_a_configured_issuer(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"api.service_accounts\[0\].issuer: 'https://b'"):
         load_api({"issuers": [{"issuer": "https://a"}],

@@ -30,7 +30,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -240,8 +240,10 @@ class PromotionService:
                             "fix from/to.")
 
     def _tell(self, event: CommandEvent) -> None:
+        """Queue the outcome for the sinks, masked as the CLI's (never waits)."""
         notifier = self.host.notifier
         if notifier is not None:
+            event = replace(event, summary=scrub(event.summary, self.host.runtime.secrets))
             notifier.publish([told(event, now=datetime.now(UTC))])
 
 

@@ -44,7 +44,8 @@ class Authenticator:
                 "api.service_accounts to the daemon's settings.")
         static = self._tokens.match(token)
         if static is not None:
-            return Principal(name=f"token:{static.name}", kind="token", grants=(static.grant,))
+            return Principal(name=f"api-token/{static.name}", kind="token",
+                             grants=(static.grant,))
         if not (self.api.issuers and _JWT_RE.match(token)):
             raise UnauthenticatedError("The bearer token is not one of the API's tokens; "
                                        "check the token file the client reads.")

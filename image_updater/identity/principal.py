@@ -12,8 +12,9 @@ from image_updater.errors import PermissionDeniedError
 
 @dataclass(frozen=True)
 class Principal:
-    """``name`` is safe to log and to write into commit trailers: ``token:NAME`` or the
-    service account's ``sub`` (``system:serviceaccount:NS:NAME``), never a credential."""
+    """``name`` is safe to log and to write into commit trailers: ``api-token/NAME`` (not
+    ``token:NAME``, which log masking would hide) or the service account's ``sub``
+    (``system:serviceaccount:NS:NAME``), never a credential."""
 
     name: str
     kind: Literal["token", "service-account"]

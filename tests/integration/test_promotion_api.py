@@ -23,9 +23,11 @@ import pytest
 
 from image_updater.cli import main
 from image_updater.config.api import load_api
+from image_updater.config.settings import NotificationSettings, NotificationSinkSettings
 from image_updater.registry.base import MANIFEST_ACCEPT
 from tests.fixtures.daemon import DaemonProcess, InProcessDaemon, daemon_settings, wait_until
 from tests.fixtures.gitrepo import BareRepo, make_bare_repo
+from tests.fixtures.http_stub import HttpStub, Reply
 from tests.fixtures.oidc import OidcIssuer
 from tests.fixtures.registry import RegistryServer, digest_of, push_image
 
@@ -125,7 +127,16 @@ def deploy(registry: RegistryServer, tmp_path: Path) -> Deploy:
 
 
 @pytest.fixture
-def site(registry: RegistryServer, issuer: OidcIssuer, tmp_path: Path) -> Iterator[Site]:
+def receiver() -> Iterator[HttpStub]:
+    """A Slack-style notification receiver: the daemon tells it what the API did."""
+    with HttpStub() as stub:
+        stub.add("POST", "/slack-hook", Reply(200))
+        yield stub
+
+
+@pytest.fixture
+def site(registry: RegistryServer, issuer: OidcIssuer, receiver: HttpStub, tmp_path: Path
+         ) -> Iterator[Site]:
     d = deploy(registry, tmp_path)
     repos, staging, prod, bare, policies = d.repos, d.staging, d.prod, d.bare, d.policies
     (tmp_path / "ci").write_text(TOKEN, encoding="utf-8")
@@ -138,7 +149,11 @@ def site(registry: RegistryServer, issuer: OidcIssuer, tmp_path: Path) -> Iterat
         "service_accounts": [{"issuer": issuer.url, "subject": "system:serviceaccount:shop:*",
                               "apps": ["shop", "race"], "envs": ["prod"]}],
         "jwks_min_refetch": 0}, "test")
-    settings = replace(daemon_settings(tmp_path, registry.host), api=api)
+    (tmp_path / "slack-url").write_text(f"{receiver.url}/slack-hook", encoding="utf-8")
+    sink = NotificationSinkSettings(name="team", kind="slack",
+                                    url_file=str(tmp_path / "slack-url"), backoff=0.1)
+    settings = replace(daemon_settings(tmp_path, registry.host), api=api,
+                       notifications=NotificationSettings(sinks=(sink,)))
     with InProcessDaemon(settings, [policies]) as daemon:
         daemon.wait_cycles(1)
         yield Site(registry=registry, bare=bare, issuer=issuer, daemon=daemon, repos=repos,
@@ -162,7 +177,7 @@ def test_a_promotion_moves_the_tag_and_lands_in_git_with_its_evidence(site: Site
     message = site.bare.log("-1", "--format=%B", "master", "--", "shop/values-prod.yaml")
     assert "Image-Updater-Evidence: job=shop-promote-x7k2" in message
     assert "Image-Updater-Evidence: argocd/sync-revision=3f2a9c1" in message
-    assert "Image-Updater-Evidence: promoted-by=token:ci" in message
+    assert "Image-Updater-Evidence: promoted-by=api-token/ci" in message
 
     replay = site.post(site.request("shop", evidence=evidence))
     assert replay.status_code == 200
@@ -184,6 +199,22 @@ def test_a_held_target_is_refused_with_423(site: Site) -> None:
     assert r.status_code == 423 and r.json()["code"] == 10
     assert "held" in r.json()["message"]
     assert site.tag("held") == site.prod["held"]
+
+
+def test_promotions_and_refusals_are_told_to_the_notification_sinks(
+        site: Site, receiver: HttpStub) -> None:
+    assert site.post(site.request("held")).status_code == 423
+    assert site.post(site.request("shop")).status_code == 200
+
+    def told() -> list[str]:
+        return [json.loads(r.body)["text"] for r in receiver.requests_to("POST", "/slack-hook")]
+
+    refused = wait_until(lambda: [t for t in told() if "was refused" in t], timeout=20,
+                         what="the refusal's notification")
+    done = wait_until(lambda: [t for t in told() if "promoted from staging" in t], timeout=20,
+                      what="the promotion's notification")
+    assert "for api-token/ci" in refused[0] and "held" in refused[0]
+    assert "by api-token/ci" in done[0] and site.staging["shop"] in done[0]
 
 
 @pytest.mark.parametrize(("make", "status"), [
@@ -305,7 +336,7 @@ def test_tokens_never_reach_the_logs(site: Site, caplog: pytest.LogCaptureFixtur
     assert site.post(site.request("shop"), token=wrong).status_code == 401
     assert site.post(site.request("shop"), token=site.issuer.token("x", "y")).status_code == 403
 
-    assert "token:ci" in caplog.text and "system:serviceaccount:shop:promoter" in caplog.text
+    assert "api-token/ci" in caplog.text and "system:serviceaccount:shop:promoter" in caplog.text
     for secret in (TOKEN, sa_token, sa_token.split(".")[2], wrong):
         assert secret not in caplog.text
 

@@ -154,12 +154,12 @@ def test_a_service_account_must_name_a_configured_issuer(tmp_path: Path) -> None
     ("shop-api", "staging", True), ("shop-api", "prod", False), ("blog", "staging", False),
 ])
 def test_grants_match_apps_and_target_envs_by_glob(app: str, env: str, allowed: bool) -> None:
-    principal = Principal(name="token:ci", kind="token", grants=(
+    principal = Principal(name="api-token/ci", kind="token", grants=(
         Grant(apps=("shop",), envs=("staging", "prod")),
         Grant(apps=("shop-*",), envs=("stag*",))))
     assert principal.may_promote(app, env) is allowed
     if not allowed:
-        with pytest.raises(PermissionDeniedError, match=f"token:ci may not promote app {app}"):
+        with pytest.raises(PermissionDeniedError, match=f"api-token/ci may not promote app {app}"):
             principal.require(app, env)
 
 
@@ -169,7 +169,7 @@ def test_grants_match_apps_and_target_envs_by_glob(app: str, env: str, allowed: 
 def test_a_static_token_is_known_by_its_name_and_never_shown(tmp_path: Path) -> None:
     api = _api(tmp_path)
     principal = _authenticate(api, f"Bearer {TOKEN}")
-    assert principal.name == "token:ci"
+    assert principal.name == "api-token/ci"
     assert principal.may_promote("shop-web", "staging")
     with pytest.raises(UnauthenticatedError) as info:
         _authenticate(api, f"Bearer {TOKEN}x")
@@ -197,7 +197,7 @@ def test_a_rotated_token_file_is_read_again(tmp_path: Path) -> None:
             await auth.authenticate(f"Bearer {TOKEN}")
         return first, second
 
-    assert asyncio.run(run()) == ("token:ci", "token:ci")
+    assert asyncio.run(run()) == ("api-token/ci", "api-token/ci")
 
 
 def test_a_short_static_token_stops_the_start(tmp_path: Path) -> None:

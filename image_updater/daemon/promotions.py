@@ -41,7 +41,7 @@ from starlette.routing import BaseRoute, Route
 from image_updater.changes import Change
 from image_updater.config.settings import Settings
 from image_updater.daemon.service import Daemon
-from image_updater.engine.promote import RetagResult, promote
+from image_updater.engine.promote import RetagResult, promote, target_digest
 from image_updater.errors import ImageUpdaterError, InvalidReferenceError, NotFoundError
 from image_updater.exit_codes import ExitCode, exit_code_for
 from image_updater.gitops.message import MAX_EVIDENCE_ITEMS, evidence_problem
@@ -197,15 +197,20 @@ class PromotionService:
         source, target = self._env(app, req.source), self._env(app, req.target)
         image = parse_reference(app.image)
         key = (image.registry, image.repository, target.strategy.tag or target.name)
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            try:
+        registry_for = self.host.runtime.registry_for
+        try:
+            # What the tag holds as the request arrives is what it must still hold when its
+            # turn comes: of requests racing for one tag, one moves it and the others see a
+            # conflict (or "already promoted", when they asked for the same digest).
+            seen = await target_digest(app, target, registry_for)
+            async with self._locks.setdefault(key, asyncio.Lock()):
                 result = await promote(
-                    app, source, target, digest=req.digest,
-                    registry_for=self.host.runtime.registry_for, read_file=self._reader(app),
+                    app, source, target, digest=req.digest, registry_for=registry_for,
+                    read_file=self._reader(app), expect_current=seen,
                     values_file_bytes=self.settings.limits.values_file_bytes)
-            except ImageUpdaterError as exc:
-                self._tell(_refused(req, exc, principal))
-                raise
+        except ImageUpdaterError as exc:
+            self._tell(_refused(req, exc, principal))
+            raise
         evidence = {**req.evidence, "promoted-by": principal.name}
         self.evidence.put(app.name, target.name, result.digest, evidence)
         self.host.request_apps({app.name})  # land it in git now, not at the next interval

@@ -26,7 +26,7 @@ from image_updater.config.api import load_api
 from image_updater.config.settings import NotificationSettings, NotificationSinkSettings
 from image_updater.registry.base import MANIFEST_ACCEPT
 from tests.fixtures.daemon import DaemonProcess, InProcessDaemon, daemon_settings, wait_until
-from tests.fixtures.gitrepo import BareRepo, make_bare_repo
+from tests.fixtures.gitrepo import BareRepo, make_bare_repo, push_other_commit
 from tests.fixtures.http_stub import HttpStub, Reply
 from tests.fixtures.oidc import OidcIssuer
 from tests.fixtures.registry import RegistryServer, digest_of, push_image
@@ -37,6 +37,7 @@ ROOT = Path(__file__).parents[2]
 TOKEN = "ci-token-0123456789abcdef0123"
 NARROW = "narrow-token-0123456789abcdef"
 APPS = ("shop", "held", "race")
+TWINS = ("twin-a", "twin-b")
 HOLDS = """\
 held:
   prod:
@@ -123,7 +124,29 @@ def deploy(registry: RegistryServer, tmp_path: Path) -> Deploy:
             "environments:\n" + "".join(
                 f"  {env}: {{file: {app}/values-{env}.yaml, tag: {env}}}\n"
                 for env in ("staging", "prod")))
-    return Deploy(repos=repos, staging=staging, prod=prod, bare=bare, policies=policies)
+    _twins(registry, run, d := Deploy(repos=repos, staging=staging, prod=prod, bare=bare,
+                                      policies=policies), tmp_path)
+    return d
+
+
+def _twins(registry: RegistryServer, run: str, d: Deploy, tmp_path: Path) -> None:
+    """Apps twin-a and twin-b: one image and one prod tag, promoted from two staging tags
+    (two teams' builds of one image), so two legitimate promotions can race for prod."""
+    repo = f"api/twin-{run}"
+    prod = push_image(registry.url, repo, "prod", seed=f"PT{run}")
+    files = {}
+    for name in TWINS:
+        d.repos[name], d.prod[name] = repo, prod
+        d.staging[name] = push_image(registry.url, repo, f"staging-{name}", seed=f"{name}{run}")
+        files[f"{name}/values-staging.yaml"] = values("staging", d.staging[name])
+        files[f"{name}/values-prod.yaml"] = values("prod", prod)
+        (d.policies / f"{name}.yaml").write_text(
+            f"app: {name}\nimage: {registry.host}/{repo}\n"
+            f"git: {{url: {d.bare.url}, branch: master}}\n"
+            "defaults: {strategy: digest, write: {digest: image.digest}}\n"
+            f"environments:\n  staging: {{file: {name}/values-staging.yaml, "
+            f"tag: staging-{name}}}\n  prod: {{file: {name}/values-prod.yaml, tag: prod}}\n")
+    push_other_commit(d.bare.url, tmp_path, files, message="the twins")
 
 
 @pytest.fixture
@@ -260,6 +283,20 @@ def test_twenty_racing_requests_for_one_tag_have_exactly_one_winner(site: Site) 
     assert statuses == [200] + [409] * 19, [a.text for a in answers if a.status_code != 409]
     assert answers[0].status_code == 200
     assert site.tag("race") == site.staging["race"]
+
+
+def test_two_legitimate_promotions_racing_for_one_tag_cannot_both_succeed(site: Site) -> None:
+    """twin-a and twin-b promote different tested digests into the same prod tag at once:
+    each expects the tag as it was when its request arrived, so the one served second finds
+    it moved (409), as two `promote` commands racing would."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda app: site.post(site.request(app)), TWINS))
+
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    winner = TWINS[[a.status_code for a in answers].index(200)]
+    assert site.tag(winner) == site.staging[winner]
+    loser = next(a for a in answers if a.status_code == 409).json()
+    assert loser["code"] == 4 and "Someone else moved the tag" in loser["message"]
 
 
 def test_twenty_identical_requests_promote_once_and_replay_nineteen_times(site: Site) -> None:

@@ -27,7 +27,11 @@ truncated with :func:`truncate` before they are quoted.
     ├── NotifyError                  a notification could not be delivered (never fails a cycle)
     ├── ConflictError                permanent: compare-and-swap refused (tag points elsewhere)
     ├── HeldError                    permanent until released: the environment is held
-    └── UnverifiedError              permanent until re-signed: the signature gate refused
+    ├── UnverifiedError              permanent until re-signed: the signature gate refused
+    └── IdentityError                a caller of the daemon's API could not be trusted
+        ├── UnauthenticatedError     401: no, unknown, expired or unverifiable credentials
+        ├── PermissionDeniedError    403: a known identity without a grant for this
+        └── IdentityUnavailableError temporary: an issuer's signing keys could not be fetched
 """
 
 from __future__ import annotations
@@ -193,6 +197,25 @@ class UnverifiedError(ImageUpdaterError):
     def __init__(self, message: str, *, verdict: str):
         super().__init__(message)
         self.verdict = verdict
+
+
+class IdentityError(ImageUpdaterError):
+    """The daemon's API refused its caller; messages never quote the credential."""
+
+    reason = "identity"
+
+
+class UnauthenticatedError(IdentityError):
+    reason = "unauthenticated"
+
+
+class PermissionDeniedError(IdentityError):
+    reason = "permission_denied"
+
+
+class IdentityUnavailableError(IdentityError):
+    temporary = True
+    reason = "identity_unavailable"
 
 
 class InternalError(ImageUpdaterError):

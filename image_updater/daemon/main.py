@@ -53,7 +53,9 @@ async def _main(settings: Settings, policy_paths: Sequence[str], apps: Sequence[
 def http_routes(daemon: Daemon, settings: Settings) -> list[BaseRoute]:
     """Routes a feature adds to the daemon's port, beside /metrics, /healthz, /readyz and
     /webhooks: add one line per feature (its module builds Starlette routes)."""
-    return []
+    from image_updater.daemon.promotions import PromotionService, promotion_routes
+
+    return [*promotion_routes(PromotionService.for_daemon(daemon, settings))]
 
 
 def build_server(daemon: Daemon, settings: Settings) -> HttpServer:

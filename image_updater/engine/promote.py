@@ -258,8 +258,12 @@ async def promote(app: App, source: Environment, target: Environment, *,
                   read_file: Callable[[str], str | None],
                   count_requests: Callable[[], int] | None = None,
                   values_file_bytes: int = DEFAULT_FILE_BYTES,
-                  force: bool = False) -> RetagResult:
+                  force: bool = False, expect_current: str | None = None) -> RetagResult:
     """Retag the digest ``source``'s values file holds to ``target``'s tag.
+
+    ``expect_current`` is the target tag's digest (or ``"none"``) as the caller saw it when
+    it was asked to promote (the daemon's API, before it queued the request behind others
+    for the same tag); None reads it now.
 
     ``read_file(path)`` returns the file at the deploy branch's head (after a sync); it is
     blocking (git) and runs in a worker thread. A held ``target`` refuses with HeldError
@@ -269,10 +273,9 @@ async def promote(app: App, source: Environment, target: Environment, *,
     from image_updater.engine.plan import read_current
 
     tag = _target_tag(app, target)
-    image = parse_reference(app.image)
     # Read the target tag before git: the compare-and-swap then also catches anyone moving
     # it while we fetch and read the deploy repository.
-    seen = await registry_for(image.registry).head_manifest(image.repository, tag)
+    seen = expect_current or await target_digest(app, target, registry_for)
     text = await asyncio.to_thread(read_file, source.file)
     if text is None:
         raise ValuesError(f"{source.file} does not exist in {app.git.url} (branch "
@@ -290,7 +293,7 @@ async def promote(app: App, source: Environment, target: Environment, *,
     src_ref = (f"{app.image}:{source.strategy.tag}" if source.strategy.tag
                else f"{app.image}@{deployed}")
     result = await retag(src_ref, f"{app.image}:{tag}", digest=deployed,
-                         expect_current=seen[0] if seen else NONE, registry_for=registry_for,
+                         expect_current=seen, registry_for=registry_for,
                          count_requests=count_requests)
     notes = list(result.notes)
     if source.strategy.platform:
@@ -346,6 +349,15 @@ def _target_tag(app: App, env: Environment) -> str:
             "not a tag with 'strategy: digest'; promotion moves a tag, so give the target "
             "environment 'strategy: digest' and 'tag'.")
     return env.strategy.tag
+
+
+async def target_digest(app: App, target: Environment, registry_for: RegistryFor) -> str:
+    """The digest ``target``'s tag points at now, or ``"none"`` when the tag does not exist:
+    the value a compare-and-swap of the promotion expects."""
+    image = parse_reference(app.image)
+    seen = await registry_for(image.registry).head_manifest(image.repository,
+                                                            _target_tag(app, target))
+    return seen[0] if seen else NONE
 
 
 def _deployed_digest(app: App, env: Environment, value: str | None) -> str:

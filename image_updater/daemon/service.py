@@ -86,6 +86,8 @@ class Daemon:
         self._open_prs: dict[tuple[str, str], str] = {}
         #: built from the settings when the daemon starts (None: no sink configured)
         self.notifier: Dispatcher | None = None
+        #: called on the loop after every cycle (the status page recomputes its snapshot)
+        self.after_cycle: list[Callable[[], None]] = []
         self._watch = CycleWatch(failing_after=timedelta(
             seconds=settings.notifications.failing_after))
 
@@ -217,6 +219,8 @@ class Daemon:
             metrics.last_success.set(self.clock())
         self._track_pull_requests(apps, result)
         self._notify(apps, result)
+        for listener in self.after_cycle:
+            listener()
         for preview in result.previews:  # dry_run: what would have been written
             log.info("dry run, not written:\n%s", preview)
         scope = "all apps" if len(apps) == len(self.apps) else \

@@ -1,0 +1,47 @@
+"""``status_page:`` settings: who may read the status page and ``/api/v1/status``, and how
+fresh it is. Parsed by :mod:`image_updater.config.settings` (the key-by-key type check) and
+checked here for what types cannot say."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from image_updater.errors import ConfigError
+
+ACCESS = ("open", "authenticated")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatusPageSettings:
+    """What ``GET /`` and ``GET /api/v1/status`` show, and to whom."""
+
+    #: ``open``: anyone who reaches the port (the cluster network) may read it;
+    #: ``authenticated``: only the identities the promotion API accepts
+    access: str = "open"
+    #: seconds between the page's self-refreshes in the browser
+    reload_seconds: int = 30
+    #: seconds after which the snapshot is computed again even when no cycle ran (holds and
+    #: releases pushed to git show within this); 0: only after cycles
+    max_age: float = 300.0
+    #: recent changes shown per app below the table (each app: one bounded ``git log``)
+    history: int = 5
+
+
+def check_status_page(block: StatusPageSettings, where: str) -> None:
+    """Refuse values that parse but make no sense, naming the key and what to write."""
+    problems = []
+    if block.access not in ACCESS:
+        problems.append(f"status_page.access: {block.access!r} is not known; use one of "
+                        f"{', '.join(ACCESS)}")
+    if block.reload_seconds < 1:
+        problems.append(f"status_page.reload_seconds: must be at least 1 (seconds between the "
+                        f"page's reloads), not {block.reload_seconds}")
+    if block.max_age < 0:
+        problems.append(f"status_page.max_age: must be 0 (only after cycles) or more "
+                        f"seconds, not {block.max_age:g}")
+    if not 0 <= block.history <= 100:
+        problems.append(f"status_page.history: must be between 0 and 100 changes per app, "
+                        f"not {block.history}")
+    if problems:
+        raise ConfigError(f"{len(problems)} problem(s) in settings file {where}:\n"
+                          + "\n".join(f"  {where}: {p}" for p in problems))

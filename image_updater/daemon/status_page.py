@@ -1,0 +1,194 @@
+"""The status page (``GET /``) and ``GET /api/v1/status``, served from a snapshot.
+
+The status of every environment costs a registry round and a git fetch per deploy
+repository (:func:`~image_updater.engine.status.gather`); a page load must cost neither. A
+:class:`StatusBoard` computes a :class:`Snapshot` with the status engine in the background,
+after each of the daemon's cycles and whenever it is older than ``status_page.max_age``
+(holds and releases pushed to git show up then). Requests only render the latest snapshot,
+and the page says when it was computed.
+
+The page is plain server-rendered HTML: every value from a registry or git (tags, commit
+authors, messages, errors) is escaped, links are only ever http(s), and the
+Content-Security-Policy allows no script at all (only the page's own stylesheet, by hash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from image_updater.config.status_page import StatusPageSettings
+from image_updater.daemon.status_html import render_page
+from image_updater.engine.status import EnvStatus, StatusDeps, gather, recent_history
+from image_updater.errors import ConfigError
+from image_updater.gitops.history import HistoryEntry
+from image_updater.model import App
+from image_updater.observability.logs import scrub
+from image_updater.secrets import SecretRegistry
+from image_updater.wiring.runtime import Runtime
+
+log = logging.getLogger("image_updater.status_page")
+
+#: rows and recent history per app: what one snapshot holds
+Computed = tuple[Sequence[EnvStatus], Mapping[str, Sequence[HistoryEntry]]]
+#: refuses a request (its response) or lets it through (None); the promotion API's identities
+Authorize = Callable[[Request], Awaitable[Response | None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Snapshot:
+    """What the page and the API show until the next refresh."""
+
+    rows: tuple[EnvStatus, ...] = ()
+    history: Mapping[str, Sequence[HistoryEntry]] = field(default_factory=dict)
+    computed_at: datetime | None = None   # None: the first one is being computed
+    took: float = 0.0                     # seconds the computation took
+    body: bytes = b""                     # /api/v1/status: encoded once per snapshot
+    error: str | None = None              # the last refresh failed; these rows are older
+
+
+class StatusBoard:
+    """Keeps the snapshot fresh: :meth:`request_refresh` after each cycle, and by age.
+
+    ``compute`` runs the status engine (:func:`engine_source`); ``clock`` is Unix time.
+    Refreshes never overlap: requests made during one are coalesced into one more.
+    """
+
+    def __init__(self, *, compute: Callable[[], Awaitable[Computed]],
+                 settings: StatusPageSettings, secrets: SecretRegistry,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.compute = compute
+        self.settings = settings
+        self.secrets = secrets
+        self.clock = clock
+        self.snapshot = Snapshot()
+        self.refreshes = 0
+        self._wanted = asyncio.Event()
+
+    def request_refresh(self) -> None:
+        """Compute a new snapshot soon (call on the daemon's loop; never waits)."""
+        self._wanted.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Refresh now, then when asked or when the snapshot is ``max_age`` old, until stop."""
+        self._wanted.set()
+        max_age = self.settings.max_age or None
+        while not stop.is_set():
+            waiters = {asyncio.ensure_future(self._wanted.wait()),
+                       asyncio.ensure_future(stop.wait())}
+            await asyncio.wait(waiters, timeout=max_age, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+            if not stop.is_set():
+                self._wanted.clear()
+                await self.refresh()
+
+    async def refresh(self) -> Snapshot:
+        """Compute the snapshot now. A failure keeps the previous rows and shows the error."""
+        started = time.monotonic()
+        try:
+            rows, history = await self.compute()
+        except Exception as exc:  # the engine reports per environment; this is a bug or
+            # an outage of everything: keep serving the last snapshot, and say so on the page
+            message = scrub(f"the status could not be computed: {exc}", self.secrets)
+            log.warning("%s; the page keeps the snapshot of %s and tries again after the "
+                        "next cycle", message, self._shown_time())
+            self.snapshot = dataclasses.replace(self.snapshot, error=message)
+            return self.snapshot
+        self.snapshot = self._snapshot(rows, history, time.monotonic() - started)
+        self.refreshes += 1
+        return self.snapshot
+
+    def _snapshot(self, rows: Sequence[EnvStatus], history: Mapping[str, Sequence[HistoryEntry]],
+                  took: float) -> Snapshot:
+        # errors quote remote answers; mask them like every other output of the daemon
+        masked = tuple(dataclasses.replace(r, error=scrub(r.error, self.secrets))
+                       if r.error else r for r in rows)
+        body = scrub(json.dumps([r.as_json() for r in masked], indent=2), self.secrets)
+        return Snapshot(rows=masked, history=history, took=took,
+                        computed_at=datetime.fromtimestamp(self.clock(), UTC),
+                        body=(body + "\n").encode())
+
+    def _shown_time(self) -> str:
+        at = self.snapshot.computed_at
+        return at.strftime("%Y-%m-%d %H:%M:%S UTC") if at else "none (no snapshot yet)"
+
+
+def engine_source(apps: Callable[[], Sequence[App]], runtime: Runtime, *,
+                  history: int) -> Callable[[], Awaitable[Computed]]:
+    """The status engine over the daemon's current apps, its clones and its registry clients:
+    the same data as ``image-updater status`` (one implementation)."""
+
+    async def compute() -> Computed:
+        current = list(apps())
+        deps = StatusDeps(registry_for=runtime.registry_for, repo_for=runtime.repo_for,
+                          approvals_for=runtime.approvals_for,
+                          values_file_bytes=runtime.settings.limits.values_file_bytes)
+        rows = await gather(current, deps)
+        recent = await asyncio.to_thread(recent_history, current, deps, limit=history) \
+            if history else {}
+        return rows, recent
+
+    return compute
+
+
+# ---- routes ----------------------------------------------------------------------------------
+
+def _security_headers(style_hash: str) -> dict[str, str]:
+    """No script of any kind; only the page's own stylesheet (allowed by its hash)."""
+    return {
+        "Content-Security-Policy": (f"default-src 'none'; style-src '{style_hash}'; "
+                                    "img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+                                    "frame-ancestors 'none'"),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
+
+
+def status_routes(board: StatusBoard, *, authorize: Authorize | None = None,
+                  now: Callable[[], datetime] | None = None) -> list[BaseRoute]:
+    """``GET /`` and ``GET /api/v1/status``. With ``access: authenticated`` every request
+    goes through ``authorize`` first (the promotion API's identities)."""
+    from image_updater.daemon.status_html import STYLE_HASH
+
+    if board.settings.access == "authenticated" and authorize is None:
+        raise ConfigError("status_page.access is 'authenticated' but the daemon has no "
+                          "identities to check (configure the promotion API's tokens or "
+                          "service accounts), or set status_page.access to 'open'.")
+    check = authorize if board.settings.access == "authenticated" else None
+    clock = now or (lambda: datetime.now(UTC))
+    headers = _security_headers(STYLE_HASH)
+
+    async def page(request: Request) -> Response:
+        if check is not None and (refused := await check(request)) is not None:
+            return refused
+        html = render_page(board.snapshot, now=clock(),
+                           reload_seconds=board.settings.reload_seconds)
+        return HTMLResponse(html, headers=headers)
+
+    async def api(request: Request) -> Response:
+        if check is not None and (refused := await check(request)) is not None:
+            return refused
+        snap = board.snapshot
+        if snap.computed_at is None:
+            message = snap.error or ("the first status is being computed; try again in a "
+                                     "few seconds")
+            return Response(json.dumps({"error": message}) + "\n", status_code=503,
+                            media_type="application/json", headers={"Retry-After": "5"})
+        return Response(snap.body, media_type="application/json",
+                        headers={"Cache-Control": "no-store",
+                                 "X-Status-Computed-At": snap.computed_at.isoformat()})
+
+    return [Route("/", page, methods=["GET"]), Route("/api/v1/status", api, methods=["GET"])]

@@ -11,20 +11,30 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
-from typing import TYPE_CHECKING, get_args
+from typing import get_args
 from urllib.parse import urlsplit
 
 from image_updater.engine.status import EnvStatus, State
 from image_updater.gitops.history import HistoryEntry
 
-if TYPE_CHECKING:
-    from image_updater.daemon.status_page import Snapshot
-
 #: the states the engine knows today; any other one is rendered generically (``state-other``)
 KNOWN_STATES: frozenset[str] = frozenset(get_args(State)) | {"unverified"}
+
+@dataclass(frozen=True, kw_only=True)
+class Snapshot:
+    """What the page and the API show until the next refresh."""
+
+    rows: tuple[EnvStatus, ...] = ()
+    history: Mapping[str, Sequence[HistoryEntry]] = field(default_factory=dict)
+    computed_at: datetime | None = None   # None: the first one is being computed
+    took: float = 0.0                     # seconds the computation took
+    body: bytes = b""                     # /api/v1/status: encoded once per snapshot
+    error: str | None = None              # the last refresh failed; these rows are older
+
 
 STYLE = """
 :root{color-scheme:light dark;--ok:#1a7f37;--warn:#9a6700;--bad:#cf222e;--info:#0969da;

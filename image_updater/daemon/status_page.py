@@ -20,7 +20,6 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from starlette.requests import Request
@@ -28,7 +27,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from image_updater.config.status_page import StatusPageSettings
-from image_updater.daemon.status_html import render_page
+from image_updater.daemon.status_html import STYLE_HASH, Snapshot, render_page
 from image_updater.engine.status import EnvStatus, StatusDeps, gather, recent_history
 from image_updater.errors import ConfigError
 from image_updater.gitops.history import HistoryEntry
@@ -43,18 +42,6 @@ log = logging.getLogger("image_updater.status_page")
 Computed = tuple[Sequence[EnvStatus], Mapping[str, Sequence[HistoryEntry]]]
 #: refuses a request (its response) or lets it through (None); the promotion API's identities
 Authorize = Callable[[Request], Awaitable[Response | None]]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Snapshot:
-    """What the page and the API show until the next refresh."""
-
-    rows: tuple[EnvStatus, ...] = ()
-    history: Mapping[str, Sequence[HistoryEntry]] = field(default_factory=dict)
-    computed_at: datetime | None = None   # None: the first one is being computed
-    took: float = 0.0                     # seconds the computation took
-    body: bytes = b""                     # /api/v1/status: encoded once per snapshot
-    error: str | None = None              # the last refresh failed; these rows are older
 
 
 class StatusBoard:
@@ -161,8 +148,6 @@ def status_routes(board: StatusBoard, *, authorize: Authorize | None = None,
                   now: Callable[[], datetime] | None = None) -> list[BaseRoute]:
     """``GET /`` and ``GET /api/v1/status``. With ``access: authenticated`` every request
     goes through ``authorize`` first (the promotion API's identities)."""
-    from image_updater.daemon.status_html import STYLE_HASH
-
     if board.settings.access == "authenticated" and authorize is None:
         raise ConfigError("status_page.access is 'authenticated' but the daemon has no "
                           "identities to check (configure the promotion API's tokens or "

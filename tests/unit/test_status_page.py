@@ -19,8 +19,8 @@ from starlette.responses import JSONResponse, Response
 from image_updater.config.holds import Hold
 from image_updater.config.settings import load_settings
 from image_updater.config.status_page import StatusPageSettings
-from image_updater.daemon.status_html import STYLE_HASH, render_page
-from image_updater.daemon.status_page import Computed, Snapshot, StatusBoard, status_routes
+from image_updater.daemon.status_html import STYLE_HASH, Snapshot, render_page
+from image_updater.daemon.status_page import Computed, StatusBoard, status_routes
 from image_updater.engine.status import EnvStatus
 from image_updater.errors import ConfigError
 from image_updater.gitops.history import HistoryEntry

@@ -20,8 +20,8 @@ class StatusPageSettings:
     access: str = "open"
     #: seconds between the page's self-refreshes in the browser
     reload_seconds: int = 30
-    #: seconds after which the snapshot is computed again even when no cycle ran (holds and
-    #: releases pushed to git show within this); 0: only after cycles
+    #: seconds after which a page read asks for a new snapshot even when no cycle ran
+    #: (holds and releases pushed to git between cycles show up then); 0: only after cycles
     max_age: float = 300.0
     #: recent changes shown per app below the table (each app: one bounded ``git log``)
     history: int = 5

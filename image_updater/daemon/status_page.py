@@ -3,9 +3,9 @@
 The status of every environment costs a registry round and a git fetch per deploy
 repository (:func:`~image_updater.engine.status.gather`); a page load must cost neither. A
 :class:`StatusBoard` computes a :class:`Snapshot` with the status engine in the background,
-after each of the daemon's cycles and whenever it is older than ``status_page.max_age``
-(holds and releases pushed to git show up then). Requests only render the latest snapshot,
-and the page says when it was computed.
+after each of the daemon's cycles, and when a reader finds it older than
+``status_page.max_age`` (holds and releases pushed to git between cycles show up then).
+Requests only render the latest snapshot, and the page says when it was computed.
 
 The page is plain server-rendered HTML: every value from a registry or git (tags, commit
 authors, messages, errors) is escaped, links are only ever http(s), and the
@@ -45,10 +45,12 @@ Authorize = Callable[[Request], Awaitable[Response | None]]
 
 
 class StatusBoard:
-    """Keeps the snapshot fresh: :meth:`request_refresh` after each cycle, and by age.
+    """Keeps the snapshot fresh: recomputed after each cycle (the daemon calls
+    :meth:`request_refresh`) and when a reader finds it older than ``max_age``.
 
     ``compute`` runs the status engine (:func:`engine_source`); ``clock`` is Unix time.
-    Refreshes never overlap: requests made during one are coalesced into one more.
+    Refreshes never overlap: asks made during one are coalesced into one more. Nothing runs
+    while nobody asks, so an idle daemon does no status work beyond its cycles.
     """
 
     def __init__(self, *, compute: Callable[[], Awaitable[Computed]],
@@ -60,26 +62,35 @@ class StatusBoard:
         self.clock = clock
         self.snapshot = Snapshot()
         self.refreshes = 0
-        self._wanted = asyncio.Event()
+        self._wanted = False
+        self._task: asyncio.Task[None] | None = None
 
     def request_refresh(self) -> None:
-        """Compute a new snapshot soon (call on the daemon's loop; never waits)."""
-        self._wanted.set()
+        """Compute a new snapshot soon. Call on the daemon's loop; never waits."""
+        self._wanted = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._refresh_while_wanted(),
+                                                                name="status-page")
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Refresh now, then when asked or when the snapshot is ``max_age`` old, until stop."""
-        self._wanted.set()
-        max_age = self.settings.max_age or None
-        while not stop.is_set():
-            waiters = {asyncio.ensure_future(self._wanted.wait()),
-                       asyncio.ensure_future(stop.wait())}
-            await asyncio.wait(waiters, timeout=max_age, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
-            if not stop.is_set():
-                self._wanted.clear()
-                await self.refresh()
+    def read(self) -> Snapshot:
+        """The snapshot to show now; asks for a new one when there is none or it is old."""
+        snap, max_age = self.snapshot, self.settings.max_age
+        at = snap.computed_at
+        if at is None or (max_age and self.clock() - at.timestamp() > max_age):
+            self.request_refresh()
+        return snap
+
+    async def aclose(self) -> None:
+        """Stop a refresh under way (the daemon is stopping; the snapshot dies with it)."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _refresh_while_wanted(self) -> None:
+        while self._wanted:
+            self._wanted = False
+            await self.refresh()
 
     async def refresh(self) -> Snapshot:
         """Compute the snapshot now. A failure keeps the previous rows and shows the error."""
@@ -159,14 +170,14 @@ def status_routes(board: StatusBoard, *, authorize: Authorize | None = None,
     async def page(request: Request) -> Response:
         if check is not None and (refused := await check(request)) is not None:
             return refused
-        html = render_page(board.snapshot, now=clock(),
+        html = render_page(board.read(), now=clock(),
                            reload_seconds=board.settings.reload_seconds)
         return HTMLResponse(html, headers=headers)
 
     async def api(request: Request) -> Response:
         if check is not None and (refused := await check(request)) is not None:
             return refused
-        snap = board.snapshot
+        snap = board.read()
         if snap.computed_at is None:
             message = snap.error or ("the first status is being computed; try again in a "
                                      "few seconds")

@@ -202,13 +202,16 @@ class Client:
     """The routes in a Starlette app, called through httpx's ASGI transport (no socket)."""
 
     def __init__(self, b: StatusBoard, **kw: object) -> None:
+        self.board = b
         self.app = Starlette(routes=status_routes(b, **kw))  # type: ignore[arg-type]
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
         async def call() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                return await c.get(path, headers=headers)
+                answer = await c.get(path, headers=headers)
+            await self.board.aclose()  # a refresh the read asked for ends with this loop
+            return answer
 
         return asyncio.run(call())
 
@@ -290,7 +293,7 @@ def test_a_failed_refresh_keeps_the_last_rows_and_says_why() -> None:
     assert b.refreshes == 1
 
 
-def test_run_refreshes_at_start_and_coalesces_requests() -> None:
+def test_refreshes_never_overlap_and_asks_meanwhile_make_one_more() -> None:
     started = asyncio.Event()
     release = asyncio.Event()
     count = 0
@@ -305,8 +308,7 @@ def test_run_refreshes_at_start_and_coalesces_requests() -> None:
     async def scenario() -> int:
         b = StatusBoard(compute=compute, settings=StatusPageSettings(max_age=0),
                         secrets=SecretRegistry())
-        stop = asyncio.Event()
-        task = asyncio.create_task(b.run(stop))
+        b.request_refresh()
         await started.wait()            # the first refresh is running
         for _ in range(5):              # five cycles end meanwhile: one more refresh
             b.request_refresh()
@@ -314,11 +316,29 @@ def test_run_refreshes_at_start_and_coalesces_requests() -> None:
         while b.refreshes < 2:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)
-        stop.set()
-        await asyncio.wait_for(task, 5)
+        await b.aclose()
         return count
 
     assert asyncio.run(scenario()) == 2
+
+
+def test_a_reader_asks_for_a_new_snapshot_only_when_none_or_too_old() -> None:
+    now = [NOW.timestamp()]
+
+    async def scenario() -> list[int]:
+        b = StatusBoard(compute=lambda: asyncio.sleep(0, ([row("in-sync")], {})),
+                        settings=StatusPageSettings(max_age=60), secrets=SecretRegistry(),
+                        clock=lambda: now[0])
+        seen = []
+        for step in (0, 30, 31):          # none yet; 30 s old; 61 s old
+            now[0] += step
+            b.read()
+            await asyncio.sleep(0.01)
+            seen.append(b.refreshes)
+        await b.aclose()
+        return seen
+
+    assert asyncio.run(scenario()) == [1, 1, 2]
 
 
 # ---- settings --------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ def _cell(r: EnvStatus, now: datetime) -> str:
         parts.append(f"<span class=tag>{_e(r.git_tag)}</span>")
     if r.since:
         parts.append(f"<span class=ago title={_q(r.since)}>{_e(_ago_text(r.since, now))}"
-                     + (f" by {_e(r.how)}" if r.how else "") + "</span>")
+                     + (f" · {_e(r.how)}" if r.how else "") + "</span>")
     parts += _notes(r)
     return f"<td class={_q('cell ' + state_class)} data-env={_q(r.env)}>{' '.join(parts)}</td>"
 

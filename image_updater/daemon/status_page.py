@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from image_updater.config.status_page import StatusPageSettings
+from image_updater.daemon.service import Daemon
 from image_updater.daemon.status_html import STYLE_HASH, Snapshot, render_page
 from image_updater.engine.status import EnvStatus, StatusDeps, gather, recent_history
 from image_updater.errors import ConfigError
@@ -121,6 +122,17 @@ class StatusBoard:
     def _shown_time(self) -> str:
         at = self.snapshot.computed_at
         return at.strftime("%Y-%m-%d %H:%M:%S UTC") if at else "none (no snapshot yet)"
+
+
+def mount(daemon: Daemon, settings: StatusPageSettings, *, authorize: Authorize | None = None
+          ) -> tuple[StatusBoard, list[BaseRoute]]:
+    """The status page of ``daemon``: its board (refreshed after each of its cycles) and
+    routes. The caller serves the routes and awaits ``board.aclose()`` when stopping."""
+    board = StatusBoard(compute=engine_source(lambda: daemon.apps, daemon.runtime,
+                                              history=settings.history),
+                        settings=settings, secrets=daemon.secrets, clock=daemon.clock)
+    daemon.after_cycle.append(board.request_refresh)
+    return board, status_routes(board, authorize=authorize)
 
 
 def engine_source(apps: Callable[[], Sequence[App]], runtime: Runtime, *,

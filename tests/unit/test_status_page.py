@@ -7,7 +7,6 @@ import asyncio
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -25,6 +24,7 @@ from image_updater.engine.status import EnvStatus
 from image_updater.errors import ConfigError
 from image_updater.gitops.history import HistoryEntry
 from image_updater.secrets import SecretRegistry
+from tests.fixtures.browser import Dom
 
 A, B = ("sha256:" + c * 64 for c in "ab")
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -43,35 +43,6 @@ def snapshot(rows: Sequence[EnvStatus], history: dict[str, list[HistoryEntry]] |
              **kw: object) -> Snapshot:
     return Snapshot(rows=tuple(rows), history=history or {},  # type: ignore[arg-type]
                     computed_at=datetime(2026, 11, 30, 11, 59, 30, tzinfo=UTC), **kw)
-
-
-class Dom(HTMLParser):
-    """Tags, attributes and text of a page, as a browser's tokenizer sees them."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-        self.text: list[str] = []
-        self._in_style = False
-        self.feed(html)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-        self._in_style = tag == "style"
-
-    def handle_endtag(self, tag: str) -> None:
-        self._in_style = False
-
-    def handle_data(self, data: str) -> None:
-        if not self._in_style:
-            self.text.append(data)
-
-    def named(self, tag: str) -> list[dict[str, str | None]]:
-        return [attrs for t, attrs in self.tags if t == tag]
-
-    @property
-    def all_text(self) -> str:
-        return "".join(self.text)
 
 
 def page(rows: Sequence[EnvStatus], **kw: object) -> str:
@@ -107,7 +78,7 @@ def test_each_state_is_shown_by_name_with_its_class(state: str, extra: dict[str,
 def test_a_cell_shows_short_digest_tag_age_and_how() -> None:
     text = Dom(page([row("in-sync")])).all_text
     assert "aaaaaaaaaaaa" in text and "a" * 13 not in text  # 12 hex digits, not 64
-    assert "v1.2.3" in text and "3 h ago by update (poll)" in text
+    assert "v1.2.3" in text and "3 h ago · update (poll)" in text
     assert "Computed 30 s ago at 2026-11-30 11:59:30 UTC" in text
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from image_updater.config.server import ServerSettings, check_server
 from image_updater.config.status_page import StatusPageSettings, check_status_page
 from image_updater.errors import ConfigError
 from image_updater.model import DEFAULT_FILE_BYTES
@@ -217,6 +218,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     templates: TemplateSettings = field(default_factory=TemplateSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)  #: the HTTP port's limits
     status_page: StatusPageSettings = field(default_factory=StatusPageSettings)
 
     def registry(self, host: str) -> RegistrySettings:
@@ -294,6 +296,7 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
                       block_starts=_template_block_starts(raw, where))
     _check_git_auth(settings.git, where)
     _check_notifications(settings.notifications, where)
+    check_server(settings.server, raw.get("server"), where)
     check_status_page(settings.status_page, where)
     return _apply_env(settings, os.environ if environ is None else environ)
 
@@ -410,7 +413,8 @@ _NESTED: dict[str, Any] = {
     "credentials": CredentialsSettings, "ecr": EcrSettings, "git": GitSettings,
     "signing": SigningSettings, "github_app": GitHubAppGitSettings,
     "webhooks": WebhookSettings, "limits": LimitSettings, "templates": TemplateSettings,
-    "notifications": NotificationSettings, "status_page": StatusPageSettings,
+    "notifications": NotificationSettings, "server": ServerSettings,
+    "status_page": StatusPageSettings,
 }
 _LISTS: dict[str, Any] = {"registries": RegistrySettings, "forges": ForgeSettings,
                           "sinks": NotificationSinkSettings,

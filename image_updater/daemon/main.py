@@ -12,9 +12,11 @@ import logging
 import signal
 from collections.abc import Sequence
 
+from starlette.routing import BaseRoute
+
 from image_updater.config.policies import load_policies
 from image_updater.config.settings import Settings
-from image_updater.daemon.server import HttpServer
+from image_updater.daemon.server import HttpServer, build_app
 from image_updater.daemon.service import Daemon
 from image_updater.model import App
 from image_updater.secrets import SecretRegistry
@@ -44,8 +46,20 @@ async def _main(settings: Settings, policy_paths: Sequence[str], apps: Sequence[
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, sig, stop)
-    server = HttpServer(settings=settings, daemon=daemon, loop=loop)
+    server = build_server(daemon, settings)
     return await serve(daemon, server, stop)
+
+
+def http_routes(daemon: Daemon, settings: Settings) -> list[BaseRoute]:
+    """Routes a feature adds to the daemon's port, beside /metrics, /healthz, /readyz and
+    /webhooks: add one line per feature (its module builds Starlette routes)."""
+    return []
+
+
+def build_server(daemon: Daemon, settings: Settings) -> HttpServer:
+    """The daemon's HTTP server with every route; the port is bound now (ConfigError)."""
+    app = build_app(daemon, settings, extra_routes=http_routes(daemon, settings))
+    return HttpServer(app, settings)
 
 
 def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
@@ -54,14 +68,18 @@ def _on_signal(sig: signal.Signals, stop: asyncio.Event) -> None:
 
 
 async def serve(daemon: Daemon, server: HttpServer, stop: asyncio.Event) -> int:
-    """Run the HTTP server and the daemon until ``stop``; then close everything. Exit code."""
-    server.start()
+    """Run the HTTP server and the daemon until ``stop``; then close everything. Exit code.
+
+    The port keeps answering (probes, metrics) while a running cycle finishes; then it
+    closes, after its requests in flight (``server.shutdown_grace``), and the clients last.
+    """
+    await server.start()
     log.info("serving on %s; %d app(s), interval %d s", server.address, len(daemon.apps),
              int(daemon.settings.interval), extra={"listen": server.address})
     try:
         ok = await daemon.run(stop)
     finally:
-        server.stop()
+        await server.stop()
         await daemon.runtime.aclose()
     log.info("stopped")
     return 0 if ok else 1

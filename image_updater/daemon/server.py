@@ -1,8 +1,15 @@
-"""The daemon's one HTTP port: /metrics, /healthz, /readyz and /webhooks/<source>.
+"""The daemon's one HTTP port: a Starlette application served by uvicorn on the daemon's loop.
 
-A stdlib threaded server is enough here: the endpoints are tiny, scrape and webhook rates
-are low, and the reconcile work is handed to the daemon's event loop, never done on the
-request thread.
+:func:`build_app` puts the routes together: the daemon's own (:mod:`~image_updater.daemon.routes`:
+/metrics, /healthz, /readyz, /webhooks/<source>) and any ``extra_routes`` a feature adds
+(see :func:`image_updater.daemon.main.http_routes`). :class:`HttpServer` serves it with the
+limits of :mod:`~image_updater.daemon.http_limits` (request deadline, connection cap, body
+cap) and a bounded graceful stop. No thread: every request is a task on the daemon's loop,
+so a route may read the daemon's state directly, and must not block (use
+``asyncio.to_thread`` for git or other blocking work).
+
+uvicorn logs through the ``uvicorn.error`` logger into our handler (JSON or text, masked);
+its access log is off, because a request line may carry a webhook's path token.
 """
 
 from __future__ import annotations
@@ -10,46 +17,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Protocol
+from collections.abc import Sequence
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from image_updater.config.settings import Settings
+from image_updater.daemon.http_limits import (
+    BodyLimit,
+    BodyTooLarge,
+    ConnectionCap,
+    DeadlineProtocol,
+    ServerConfig,
+)
+from image_updater.daemon.routes import WEBHOOKS, CoreRoutes, DaemonPort, text
 from image_updater.errors import ConfigError
-from image_updater.observability.metrics import Metrics
-from image_updater.secrets import SecretRegistry
 
-
-class DaemonPort(Protocol):
-    """What the HTTP port needs of the daemon (:class:`~image_updater.daemon.service.Daemon`);
-    the server does not import it, so the daemon never depends on its own server."""
-
-    @property
-    def metrics(self) -> Metrics: ...
-
-    @property
-    def secrets(self) -> SecretRegistry:
-        """Where secrets read for webhooks are registered, so no log line shows them."""
-        ...
-
-    def healthy(self) -> bool: ...
-
-    def ready(self) -> bool: ...
-
-    def apps_for_image(self, registry: str, repository: str) -> set[str]: ...
-
-    def request_apps(self, names: set[str]) -> None:
-        """Called on the daemon's loop."""
-        ...
-
+__all__ = ["DaemonPort", "HttpServer", "build_app", "parse_listen"]
 
 log = logging.getLogger("image_updater.server")
-
-#: seconds a client may take to send its request; a stalled sender must not hold a thread
-REQUEST_TIMEOUT = 10.0
-#: after refusing an oversized body, read and drop at most this much of it (bytes), so the
-#: sender sees our 413 instead of a connection reset; anything larger is cut off
-DRAIN_LIMIT = 16 << 20
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -62,156 +52,137 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return (host.strip("[]") or "0.0.0.0", number)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a hung client must not block shutdown
+def build_app(daemon: DaemonPort, settings: Settings, *,
+              extra_routes: Sequence[BaseRoute] = ()) -> ASGIApp:
+    """The daemon's ASGI application: its own routes, then ``extra_routes``.
+
+    A feature's route reads its body with ``await request.body()`` (capped at
+    ``server.max_body_bytes`` by the application: a larger one is answered 413) and should
+    catch ``starlette.requests.ClientDisconnect`` (the client left, or the request deadline
+    cut it off).
+    """
+    core = CoreRoutes(daemon, settings)
+    app = Starlette(routes=[*core.routes(), *extra_routes],
+                    exception_handlers={404: _not_found, BodyTooLarge: _too_large})
+
+    def limit_for(path: str) -> tuple[int, str]:
+        if path.startswith(WEBHOOKS):
+            return settings.webhooks.max_body_bytes, "webhooks.max_body_bytes"
+        return settings.server.max_body_bytes, "server.max_body_bytes"
+
+    return BodyLimit(app, limit_for=limit_for, on_refused=core.body_refused)
+
+
+async def _not_found(_request: Request, _exc: Exception) -> Response:
+    return text(404, "not found")
+
+
+async def _too_large(_request: Request, exc: Exception) -> Response:
+    return text(413, str(exc), close=True)
 
 
 class HttpServer:
-    def __init__(self, *, settings: Settings, daemon: DaemonPort,
-                 loop: asyncio.AbstractEventLoop) -> None:
+    """uvicorn serving ``app`` on the daemon's loop; the port is bound at construction, so a
+    taken port stops the start with a :class:`ConfigError` before the daemon runs."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.settings = settings
-        self.daemon = daemon
-        self.loop = loop
-        handler = _make_handler(self)
-        try:
-            self.httpd = _Server(parse_listen(settings.listen), handler)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {settings.listen} ({exc.strerror}); another "
-                              "process may hold the port: choose another 'listen' address or "
-                              "set IMAGE_UPDATER_LISTEN.") from exc
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http",
-                                        daemon=True)
+        self._socket = _bind(settings.listen)
+        limits = settings.server
+        self._config = ServerConfig(
+            app, request_timeout=limits.request_timeout, http=DeadlineProtocol, ws="none",
+            lifespan="off", log_config=None, access_log=False, log_level=_uvicorn_level(),
+            proxy_headers=False, server_header=False, headers=[("server", "image-updater")],
+            timeout_keep_alive=limits.keep_alive)
+        self._server = uvicorn.Server(self._config)
+        # the cap counts the server's connections, so it wraps the app once the server exists
+        self._config.app = ConnectionCap(app, state=self._server.server_state,
+                                         limit=limits.max_connections)
+        self._ticker: asyncio.Task[None] | None = None
+        _quiet_uvicorn_records()
 
     @property
     def address(self) -> str:
-        host, port = self.httpd.server_address[:2]
+        host, port = self._socket.getsockname()[:2]
         return f"{host!s}:{port}"
 
-    def start(self) -> None:
-        self._thread.start()
+    @property
+    def connections(self) -> int:
+        """Connections open now (tests and the slow-sender check read it)."""
+        return len(self._server.server_state.connections)
 
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    @property
+    def requests_in_flight(self) -> int:
+        """Request tasks running now."""
+        return len(self._server.server_state.tasks)
 
-    def on_webhook(self, source: str, headers: dict[str, str], body: bytes) -> tuple[int, str]:
-        """Authenticate, parse, and hand the matching apps to the daemon's loop."""
-        from image_updater.daemon.webhooks import WebhookError, parse_webhook, verify
+    async def start(self) -> None:
+        self._config.load()
+        self._server.lifespan = self._config.lifespan_class(self._config)
+        await self._server.startup(sockets=[self._socket])
+        # uvicorn's tick: the Date header, once a second
+        self._ticker = asyncio.create_task(self._server.main_loop(), name="http")
 
+    async def stop(self) -> None:
+        """Stop accepting, let requests in flight finish for up to ``server.shutdown_grace``
+        seconds, cancel what is left, then close every connection and the port."""
+        server, state = self._server, self._server.server_state
+        server.should_exit = True
+        if self._ticker is not None:
+            await self._ticker
+        for listener in getattr(server, "servers", []):
+            listener.close()
+        for connection in list(state.connections):
+            connection.shutdown()  # idle ones close now, busy ones after their response
+        grace = self.settings.server.shutdown_grace
+        if state.tasks:
+            log.info("stopping the HTTP server: waiting up to %g s for %d request(s) in flight",
+                     grace, len(state.tasks))
         try:
-            verify(source, headers, body, self.settings.webhooks,
-                   secrets=self.daemon.secrets)
-            images = parse_webhook(source, headers, body)
-        except WebhookError as exc:
-            return self.refuse(source, exc.status, str(exc))
-        apps: set[str] = set()
-        for registry, repository in images:
-            apps |= self.daemon.apps_for_image(registry, repository)
-        label = source_label(source)
-        self.daemon.metrics.webhooks.labels(source=label, result="accepted").inc()
-        if apps:
-            self.loop.call_soon_threadsafe(self.daemon.request_apps, apps)
-            log.info("webhook %s: reconciling app(s) %s now", label, ", ".join(sorted(apps)),
-                     extra={"source": label})
-        elif images:
-            shown = ", ".join(sorted({f"{h or '?'}/{r}" for h, r in images}))[:200]
-            log.debug("webhook %s: no app watches %s; nothing to do", label, shown,
-                      extra={"source": label})
-        return 202, f"accepted: {len(apps)} app(s) will be reconciled now"
-
-    def refuse(self, source: str, status: int, message: str) -> tuple[int, str]:
-        """Count and log a refused webhook; the metric's result label is the status code."""
-        label = source_label(source)
-        self.daemon.metrics.webhooks.labels(source=label, result=str(status)).inc()
-        log.warning("webhook %s refused (%d): %s", label, status, message,
-                    extra={"source": label})
-        return status, message
+            async with asyncio.timeout(grace):
+                while state.tasks:
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            log.warning("%d request(s) did not finish within server.shutdown_grace (%g s); "
+                        "cancelling them", len(state.tasks), grace)
+            for task in list(state.tasks):
+                task.cancel()
+        await asyncio.gather(*state.tasks, return_exceptions=True)
+        for connection in list(state.connections):
+            connection.transport.close()
+        for listener in getattr(server, "servers", []):
+            await listener.wait_closed()
+        self._socket.close()
 
 
-def source_label(source_path: str) -> str:
-    """The metric/log label of ``/webhooks/<source>[/<token>]``: bounded, never the token."""
-    from image_updater.daemon.webhooks import SOURCES, split_source
+def _bind(listen: str) -> socket.socket:
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {listen} ({exc.strerror}); another process may "
+                          "hold the port: choose another 'listen' address or set "
+                          "IMAGE_UPDATER_LISTEN.") from exc
 
-    name = split_source(source_path)[0]
-    return name if name in SOURCES else "unknown"
+
+def _uvicorn_level() -> str:
+    """uvicorn's loggers follow ours, but never below DEBUG: at its TRACE level it would log
+    every request's headers, Authorization included."""
+    ours = logging.getLogger().getEffectiveLevel()
+    return "debug" if ours <= logging.DEBUG else "warning"
 
 
-def _make_handler(server: HttpServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "image-updater"
-        timeout = REQUEST_TIMEOUT
+class _DropColorMessage(logging.Filter):
+    """uvicorn attaches a colored copy of some messages as ``color_message``; our formatters
+    would print it as a structured field."""
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # request lines may carry a webhook path token; we log outcomes instead
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        return True
 
-        def _send(self, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8"
-                  ) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, *server.daemon.metrics.exposition())
-            elif path == "/healthz":
-                ok = server.daemon.healthy()
-                self._send(200 if ok else 503, b"ok\n" if ok else b"scheduler stalled\n")
-            elif path == "/readyz":
-                ok = server.daemon.ready()
-                self._send(200 if ok else 503,
-                           b"ready\n" if ok else b"not ready: policies or deploy repo\n")
-            else:
-                self._send(404, b"not found\n")
-
-        def do_POST(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if not path.startswith("/webhooks/"):
-                self._send(404, b"not found\n")
-                return
-            source = path[len("/webhooks/"):]
-            limit = server.settings.webhooks.max_body_bytes
-            try:
-                length = int(self.headers.get("Content-Length", "-1"))
-            except ValueError:
-                length = -1
-            if length < 0:
-                self._refuse(source, 411, "a Content-Length header is required")
-                return
-            if length > limit:
-                self._refuse(source, 413, f"the body has {length} bytes, more than the "
-                                          f"{limit} allowed (webhooks.max_body_bytes)")
-                self._drain(length)
-                return
-            try:
-                body = self.rfile.read(length)
-            except TimeoutError:
-                self._refuse(source, 408, f"the body was not received within "
-                                          f"{REQUEST_TIMEOUT:.0f} s")
-                return
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            status, text = server.on_webhook(source, headers, body)
-            self._send(status, (text + "\n").encode())
-
-        def _refuse(self, source: str, status: int, message: str) -> None:
-            status, text = server.refuse(source, status, message)
-            self.close_connection = True
-            self._send(status, (text + "\n").encode())
-
-        def _drain(self, length: int) -> None:
-            # Closing a socket with unread input makes the kernel send a reset, which can
-            # destroy our 413 before the client reads it. Read (and drop) what was sent.
-            remaining = min(length, DRAIN_LIMIT)
-            try:
-                self.connection.shutdown(socket.SHUT_WR)
-                while remaining > 0:
-                    chunk = self.rfile.read1(min(remaining, 1 << 16))
-                    if not chunk:
-                        break
-                    remaining -= len(chunk)
-            except OSError:
-                pass  # the client gave up first; nothing left to protect
-
-    return Handler
+def _quiet_uvicorn_records() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DropColorMessage) for f in logger.filters):
+        logger.addFilter(_DropColorMessage())

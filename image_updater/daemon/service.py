@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -88,6 +88,8 @@ class Daemon:
         self.notifier: Dispatcher | None = None
         #: called on the loop after every cycle (the status page recomputes its snapshot)
         self.after_cycle: list[Callable[[], None]] = []
+        #: awaited when the daemon stops (the status page ends a refresh under way)
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self._watch = CycleWatch(failing_after=timedelta(
             seconds=settings.notifications.failing_after))
 
@@ -293,6 +295,8 @@ class Daemon:
         if self.notifier is not None:  # the last cycle's events get a short while to go out
             await self.notifier.aclose(grace=min(self.grace,
                                                  self.settings.notifications.flush_timeout))
+        for hook in self.on_stop:
+            await hook()
         return not crashed
 
     async def _stop_worker(self, worker: asyncio.Task[None]) -> None:

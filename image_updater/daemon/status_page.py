@@ -46,13 +46,18 @@ Authorize = Callable[[Request], Awaitable[Response | None]]
 
 
 class StatusBoard:
-    """Keeps the snapshot fresh: recomputed after each cycle (the daemon calls
-    :meth:`request_refresh`) and when a reader finds it older than ``max_age``.
+    """Keeps the snapshot fresh while someone reads it: recomputed after each cycle (the
+    daemon calls :meth:`cycle_done`) and when a reader finds it older than ``max_age``.
 
     ``compute`` runs the status engine (:func:`engine_source`); ``clock`` is Unix time.
-    Refreshes never overlap: asks made during one are coalesced into one more. Nothing runs
-    while nobody asks, so an idle daemon does no status work beyond its cycles.
+    Refreshes never overlap: asks made during one are coalesced into one more. While nobody
+    has read the page or the API for ``WATCHED`` seconds, a cycle only marks the snapshot
+    stale and the next reader asks for a new one: a daemon nobody watches asks the
+    registry and git nothing beyond its cycles.
     """
+
+    #: seconds after a read during which cycles recompute the snapshot straight away
+    WATCHED = 900.0
 
     def __init__(self, *, compute: Callable[[], Awaitable[Computed]],
                  settings: StatusPageSettings, secrets: SecretRegistry,
@@ -64,7 +69,18 @@ class StatusBoard:
         self.snapshot = Snapshot()
         self.refreshes = 0
         self._wanted = False
+        self._stale = False
+        self._last_read: float | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def cycle_done(self) -> None:
+        """A cycle ended (on the daemon's loop): what it wrote is not in the snapshot yet."""
+        watched = self._last_read is not None and \
+            self.clock() - self._last_read < self.WATCHED
+        if watched:
+            self.request_refresh()
+        else:
+            self._stale = True
 
     def request_refresh(self) -> None:
         """Compute a new snapshot soon. Call on the daemon's loop; never waits."""
@@ -75,9 +91,10 @@ class StatusBoard:
 
     def read(self) -> Snapshot:
         """The snapshot to show now; asks for a new one when there is none or it is old."""
-        snap, max_age = self.snapshot, self.settings.max_age
+        snap, max_age, now = self.snapshot, self.settings.max_age, self.clock()
+        self._last_read = now
         at = snap.computed_at
-        if at is None or (max_age and self.clock() - at.timestamp() > max_age):
+        if at is None or self._stale or (max_age and now - at.timestamp() > max_age):
             self.request_refresh()
         return snap
 
@@ -90,7 +107,7 @@ class StatusBoard:
 
     async def _refresh_while_wanted(self) -> None:
         while self._wanted:
-            self._wanted = False
+            self._wanted = self._stale = False
             await self.refresh()
 
     async def refresh(self) -> Snapshot:
@@ -131,7 +148,8 @@ def mount(daemon: Daemon, settings: StatusPageSettings, *, authorize: Authorize 
     board = StatusBoard(compute=engine_source(lambda: daemon.apps, daemon.runtime,
                                               history=settings.history),
                         settings=settings, secrets=daemon.secrets, clock=daemon.clock)
-    daemon.after_cycle.append(board.request_refresh)
+    daemon.after_cycle.append(board.cycle_done)
+    daemon.on_stop.append(board.aclose)
     return board, status_routes(board, authorize=authorize)
 
 

@@ -155,7 +155,7 @@ def test_status_page_in_a_real_browser_shows_every_state_and_no_hostile_markup(
     assert json.loads(api.text) == json.loads(capsys.readouterr().out)
 
 
-def test_snapshot_follows_cycles_and_the_page_never_asks_the_registry(
+def test_snapshot_is_computed_once_read_then_after_every_cycle_never_per_request(
         registry: RegistryServer, forge: ForgeServer, tmp_path: Path) -> None:
     site = Site(tmp_path, registry, forge)
     first = site.push("hostile", "1.0.0", seed="follow-1")
@@ -163,6 +163,9 @@ def test_snapshot_follows_cycles_and_the_page_never_asks_the_registry(
     with InProcessDaemon(settings, [site.policies]) as daemon, \
             serve_status_page(daemon) as page:
         daemon.wait_cycles(1)
+        assert page.board.refreshes == 0  # nobody looked yet: no status work at all
+        first_read = httpx.get(page.url + "/api/v1/status")
+        assert first_read.status_code == 503 and "being computed" in first_read.text
         page.wait_refreshes(1)
         rows = {(r["app"], r["env"]): r for r in httpx.get(page.url + "/api/v1/status").json()}
         assert rows[("hostile", "dev")]["git"]["digest"] == first

@@ -312,6 +312,33 @@ def test_a_reader_asks_for_a_new_snapshot_only_when_none_or_too_old() -> None:
     assert asyncio.run(scenario()) == [1, 1, 2]
 
 
+def test_cycles_recompute_only_while_someone_reads() -> None:
+    now = [NOW.timestamp()]
+
+    async def scenario() -> list[int]:
+        b = StatusBoard(compute=lambda: asyncio.sleep(0, ([row("in-sync")], {})),
+                        settings=StatusPageSettings(max_age=0), secrets=SecretRegistry(),
+                        clock=lambda: now[0])
+        seen = []
+
+        async def step(action: str, advance: float = 0) -> None:
+            now[0] += advance
+            b.cycle_done() if action == "cycle" else b.read()
+            await asyncio.sleep(0.01)
+            seen.append(b.refreshes)
+
+        await step("cycle")                       # nobody reads: nothing computed
+        await step("read")                        # the first reader asks
+        await step("read")                        # fresh: no more work
+        await step("cycle", 60)                   # watched: recomputed right away
+        await step("cycle", b.WATCHED + 1)        # nobody read for long: only marked stale
+        await step("read")                        # the stale mark makes the reader ask
+        await b.aclose()
+        return seen
+
+    assert asyncio.run(scenario()) == [0, 1, 1, 2, 2, 3]
+
+
 # ---- settings --------------------------------------------------------------------------------
 
 def test_settings_block_loads_and_bad_values_name_the_key(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ class Snapshot:
     took: float = 0.0                     # seconds the computation took
     body: bytes = b""                     # /api/v1/status: encoded once per snapshot
     error: str | None = None              # the last refresh failed; these rows are older
+    table: str = ""                       # prepare_table(rows, history), made once
 
 
 STYLE = """
@@ -65,24 +66,47 @@ table.grid,.grid tbody,.grid tr,.grid td,.grid th{display:block;width:auto}
 color:var(--mute);text-transform:uppercase}
 }
 """
+#: delimits a timestamp in a prepared table (NUL: browsers show none, so none is lost)
+_MARK = "\x00"
 #: the Content-Security-Policy source that allows exactly this stylesheet
 STYLE_HASH = "sha256-" + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
 
 
-def render_page(snap: Snapshot, *, now: datetime, reload_seconds: int) -> str:
-    """The whole page: header, the apps-by-environments table, each app's recent changes."""
-    envs = _env_columns(snap.rows)
+def prepare_table(rows: Sequence[EnvStatus],
+                  history: Mapping[str, Sequence[HistoryEntry]]) -> str:
+    """The apps-by-environments table with each app's recent changes, rendered once per
+    snapshot; only its "how long ago" marks are filled in per request (:func:`render_page`)."""
+    envs = _env_columns(rows)
     head = "".join(f"<th scope=col>{_e(env)}</th>" for env in envs)
-    body = "\n".join(_app_row(app, cells, envs, snap.history.get(app, ()), now)
-                     for app, cells in _by_app(snap.rows).items())
+    body = "\n".join(_app_row(app, cells, envs, history.get(app, ()))
+                     for app, cells in _by_app(rows).items())
+    return (f'<table class=grid><thead><tr><th scope=col>app</th>{head}</tr></thead>\n'
+            f"<tbody>\n{body}\n</tbody></table>")
+
+
+def render_page(snap: Snapshot, *, now: datetime, reload_seconds: int) -> str:
+    """The whole page: header, the table (prepared with the snapshot), times relative to now."""
+    table = snap.table or prepare_table(snap.rows, snap.history)
     return (
         "<!doctype html>\n<html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
         f'<meta http-equiv=refresh content="{int(reload_seconds)}">'
         f"<title>image-updater: status</title><style>{STYLE}</style></head>\n<body>"
         f"<h1>What runs where</h1>{_meta(snap, now)}\n"
-        f'<table class=grid><thead><tr><th scope=col>app</th>{head}</tr></thead>\n'
-        f"<tbody>\n{body}\n</tbody></table>\n</body></html>\n")
+        f"{_fill_ages(table, now)}\n</body></html>\n")
+
+
+def _fill_ages(table: str, now: datetime) -> str:
+    """Replace each ``_MARK``-delimited timestamp with how long ago it was. No value can
+    forge a mark: :func:`_e` replaces the mark character in everything it escapes."""
+    parts = table.split(_MARK)
+    seen: dict[str, str] = {}
+    for i in range(1, len(parts), 2):
+        iso = parts[i]
+        if iso not in seen:
+            seen[iso] = _ago_text(iso, now)
+        parts[i] = seen[iso]
+    return "".join(parts)
 
 
 def _meta(snap: Snapshot, now: datetime) -> str:
@@ -109,32 +133,32 @@ def _by_app(rows: Sequence[EnvStatus]) -> dict[str, dict[str, EnvStatus]]:
 
 
 def _app_row(app: str, cells: dict[str, EnvStatus], envs: Sequence[str],
-             history: Sequence[HistoryEntry], now: datetime) -> str:
-    tds = "".join(_cell(cells[env], now) if env in cells else f"<td data-env={_q(env)}></td>"
+             history: Sequence[HistoryEntry]) -> str:
+    tds = "".join(_cell(cells[env]) if env in cells else f"<td data-env={_q(env)}></td>"
                   for env in envs)
-    return f"<tr><th scope=row>{_app_cell(app, history, now)}</th>{tds}</tr>"
+    return f"<tr><th scope=row>{_app_cell(app, history)}</th>{tds}</tr>"
 
 
-def _app_cell(app: str, history: Sequence[HistoryEntry], now: datetime) -> str:
+def _app_cell(app: str, history: Sequence[HistoryEntry]) -> str:
     if not history:
         return f"<span class=app>{_e(app)}</span>"
-    items = "".join(f"<li>{_history_item(e, now)}</li>" for e in history)
+    items = "".join(f"<li>{_history_item(e)}</li>" for e in history)
     return (f"<details><summary class=app>{_e(app)}</summary>"
             f"<ol class=history>{items}</ol></details>")
 
 
-def _history_item(e: HistoryEntry, now: datetime) -> str:
+def _history_item(e: HistoryEntry) -> str:
     change = f"{_short(e.old_digest)} → {_short(e.new_digest)}"
     if e.new_tag:
         change += f" ({e.new_tag})"
     if e.action in ("hold", "release") and not e.new_digest:
         change = ""
-    return (f"<span class=ago title={_q(e.when)}>{_e(_ago_text(e.when, now))}</span> "
+    return (f"<span class=ago title={_q(e.when)}>{_age_mark(e.when)}</span> "
             f"{_e(e.env)}: <b>{_e(e.how)}</b> {_e(change)} <code>{_e(e.commit[:8])}</code> "
             f"<span class=note>{_e(e.subject)}</span>")
 
 
-def _cell(r: EnvStatus, now: datetime) -> str:
+def _cell(r: EnvStatus) -> str:
     state_class = f"state-{r.state}" if r.state in KNOWN_STATES else "state-other"
     parts = [f"<span class=state>{_e(r.state)}</span>"]
     if r.git_digest:
@@ -143,7 +167,7 @@ def _cell(r: EnvStatus, now: datetime) -> str:
     if r.git_tag:
         parts.append(f"<span class=tag>{_e(r.git_tag)}</span>")
     if r.since:
-        parts.append(f"<span class=ago title={_q(r.since)}>{_e(_ago_text(r.since, now))}"
+        parts.append(f"<span class=ago title={_q(r.since)}>{_age_mark(r.since)}"
                      + (f" · {_e(r.how)}" if r.how else "") + "</span>")
     parts += _notes(r)
     return f"<td class={_q('cell ' + state_class)} data-env={_q(r.env)}>{' '.join(parts)}</td>"
@@ -179,7 +203,13 @@ def _short(digest: str | None) -> str:
     return digest.partition(":")[2][:12] if digest else "-"
 
 
+def _age_mark(iso: str) -> str:
+    """A placeholder for "how long ago" ``iso`` was, filled in per request."""
+    return f"{_MARK}{_e(iso)}{_MARK}"
+
+
 def _ago_text(iso: str, now: datetime) -> str:
+    """How long before ``now`` the (escaped) ``iso`` time was; unparsable: as it is."""
     try:
         when = datetime.fromisoformat(iso)
     except ValueError:
@@ -200,7 +230,8 @@ def _ago(when: datetime, now: datetime) -> str:
 
 
 def _e(text: str) -> str:
-    return escape(text, quote=True)
+    """Escaped for HTML text and attributes; the age mark cannot pass (see _fill_ages)."""
+    return escape(text.replace(_MARK, "\ufffd"), quote=True)
 
 
 def _q(text: str) -> str:

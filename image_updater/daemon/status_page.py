@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from image_updater.config.status_page import StatusPageSettings
 from image_updater.daemon.service import Daemon
-from image_updater.daemon.status_html import STYLE_HASH, Snapshot, render_page
+from image_updater.daemon.status_html import STYLE_HASH, Snapshot, prepare_table, render_page
 from image_updater.engine.status import EnvStatus, StatusDeps, gather, recent_history
 from image_updater.errors import ConfigError
 from image_updater.gitops.history import HistoryEntry
@@ -98,6 +98,11 @@ class StatusBoard:
             self.request_refresh()
         return snap
 
+    async def settled(self) -> None:
+        """Wait until no refresh is under way or wanted (tests; readers never wait)."""
+        while (task := self._task) is not None and not task.done():
+            await asyncio.wait({task})
+
     async def aclose(self) -> None:
         """Stop a refresh under way (the daemon is stopping; the snapshot dies with it)."""
         task, self._task = self._task, None
@@ -122,7 +127,9 @@ class StatusBoard:
                         "next cycle", message, self._shown_time())
             self.snapshot = dataclasses.replace(self.snapshot, error=message)
             return self.snapshot
-        self.snapshot = self._snapshot(rows, history, time.monotonic() - started)
+        # encoding and rendering 1,000 apps takes a while: not on the daemon's loop
+        self.snapshot = await asyncio.to_thread(self._snapshot, rows, history,
+                                                time.monotonic() - started)
         self.refreshes += 1
         return self.snapshot
 
@@ -134,7 +141,7 @@ class StatusBoard:
         body = scrub(json.dumps([r.as_json() for r in masked], indent=2), self.secrets)
         return Snapshot(rows=masked, history=history, took=took,
                         computed_at=datetime.fromtimestamp(self.clock(), UTC),
-                        body=(body + "\n").encode())
+                        body=(body + "\n").encode(), table=prepare_table(masked, history))
 
     def _shown_time(self) -> str:
         at = self.snapshot.computed_at

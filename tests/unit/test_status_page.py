@@ -121,6 +121,22 @@ def test_hostile_values_from_registry_and_git_are_text_never_markup() -> None:
     assert "<script>" not in html  # escaped in the source itself
 
 
+def test_a_value_cannot_forge_the_age_placeholder() -> None:
+    """Tables are prepared once with NUL-delimited timestamps filled in per request; a NUL in
+    a git value must not open such a slot (its content would skip escaping)."""
+    forged = "\x00<script>alert(1)</script>\x00"
+    dom = Dom(page([row("in-sync", git_tag=forged)]))
+    assert dom.named("script") == []
+    assert "\ufffd<script>alert(1)</script>\ufffd" in dom.all_text
+
+
+def test_the_board_prepares_the_table_once_and_reads_fill_in_the_ages() -> None:
+    b = board([row("in-sync")])
+    snap = asyncio.run(b.refresh())
+    assert "\x00" in snap.table and "\x00" not in render_page(snap, now=NOW, reload_seconds=9)
+    assert "3 h ago" in render_page(snap, now=NOW, reload_seconds=9)
+
+
 def test_phone_layout_viewport_and_self_refresh() -> None:
     dom = Dom(page([row("in-sync", "dev"), row("pending", "prod")]))
     metas = dom.named("meta")
@@ -284,9 +300,8 @@ def test_refreshes_never_overlap_and_asks_meanwhile_make_one_more() -> None:
         for _ in range(5):              # five cycles end meanwhile: one more refresh
             b.request_refresh()
         release.set()
-        while b.refreshes < 2:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
+        await b.settled()
+        assert b.refreshes == 2
         await b.aclose()
         return count
 
@@ -304,7 +319,7 @@ def test_a_reader_asks_for_a_new_snapshot_only_when_none_or_too_old() -> None:
         for step in (0, 30, 31):          # none yet; 30 s old; 61 s old
             now[0] += step
             b.read()
-            await asyncio.sleep(0.01)
+            await b.settled()
             seen.append(b.refreshes)
         await b.aclose()
         return seen
@@ -324,7 +339,7 @@ def test_cycles_recompute_only_while_someone_reads() -> None:
         async def step(action: str, advance: float = 0) -> None:
             now[0] += advance
             b.cycle_done() if action == "cycle" else b.read()
-            await asyncio.sleep(0.01)
+            await b.settled()
             seen.append(b.refreshes)
 
         await step("cycle")                       # nobody reads: nothing computed

@@ -46,6 +46,7 @@ h1{font-size:1.3rem;margin:0 0 .3rem}
 table.grid{border-collapse:collapse;width:100%}
 .grid th,.grid td{border:1px solid var(--line);padding:.4rem;vertical-align:top;text-align:left}
 .grid th{position:sticky;top:0;background:Canvas}
+summary{white-space:nowrap;cursor:pointer}
 .state{display:inline-block;font-weight:600;border-radius:.8rem;padding:0 .5rem;
 border:1px solid currentColor}
 .state-in-sync .state{color:var(--ok)}

@@ -92,9 +92,25 @@ def build_parser() -> argparse.ArgumentParser:
                           "(for people promoting by hand, never for jobs)")
     pro.add_argument("--force", action="store_true",
                      help="promote even when --to is held (the output and log say so)")
+    _promote_server_args(pro)
     _control_commands(sub)
     _status_commands(sub)
     return parser
+
+
+def _promote_server_args(pro: argparse.ArgumentParser) -> None:
+    """``promote --server``: the daemon promotes; the job needs only an identity."""
+    pro.add_argument("--server", metavar="URL",
+                     help="ask the image-updater daemon at URL to promote (no git or registry "
+                          "credentials needed; default: $IMAGE_UPDATER_SERVER)")
+    who = pro.add_mutually_exclusive_group()
+    who.add_argument("--token-file", metavar="FILE", help="--server: a static API token's file")
+    who.add_argument("--service-account-token", nargs="?", const="", metavar="PATH",
+                     help="--server: a projected service-account token (audience "
+                          "image-updater; default path /var/run/secrets/tokens/image-updater)")
+    pro.add_argument("--evidence", action="append", default=[], metavar="KEY=VALUE",
+                     help="--server: recorded in the trailers of the commit that lands the "
+                          "target environment (repeatable), e.g. job=$JOB_NAME")
 
 
 def _status_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

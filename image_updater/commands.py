@@ -288,6 +288,8 @@ def cmd_retag(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
 
 
 def cmd_promote(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    if args.server or os.environ.get("IMAGE_UPDATER_SERVER"):
+        return cmd_promote_remote(args, secrets)
     settings = _settings(args)
     _start_logging(settings, secrets)
     app = args.app or os.environ.get("IMAGE_UPDATER_APP")
@@ -307,6 +309,47 @@ def cmd_promote(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
         return ExitCode.USAGE
     return promote_command(settings, _policy_paths(args), app, source, target, digest=digest,
                            secrets=secrets, force=args.force)
+
+
+def cmd_promote_remote(args: argparse.Namespace, secrets: SecretRegistry) -> ExitCode:
+    """``promote --server URL``: the daemon promotes; same output and exit codes."""
+    from image_updater.api_client import Promotion, promote_remote, service_account_token_path
+
+    server = args.server or os.environ["IMAGE_UPDATER_SERVER"]
+    app = args.app or os.environ.get("IMAGE_UPDATER_APP")
+    source = args.source or os.environ.get("IMAGE_UPDATER_FROM")
+    target = args.target or os.environ.get("IMAGE_UPDATER_TO")
+    digest = args.digest or os.environ.get("IMAGE_UPDATER_DIGEST")
+    if not (app and source and target and digest):
+        print("error: promote --server needs APP, --from, --to and --digest (or "
+              "IMAGE_UPDATER_APP, IMAGE_UPDATER_FROM, IMAGE_UPDATER_TO, IMAGE_UPDATER_DIGEST)",
+              file=sys.stderr)
+        return ExitCode.USAGE
+    problem = _remote_usage_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return ExitCode.USAGE
+    evidence = dict(item.partition("=")[::2] for item in args.evidence)
+    token_file = args.token_file or service_account_token_path(args.service_account_token)
+    answer = promote_remote(Promotion(server=server, app=app, source=source, target=target,
+                                      digest=digest, evidence=evidence),
+                            token_file=token_file, secrets=secrets)
+    if answer.code is ExitCode.OK:
+        print(answer.message)
+    else:
+        print(scrub(f"error: {answer.message}", secrets), file=sys.stderr)
+    return answer.code
+
+
+def _remote_usage_problem(args: argparse.Namespace) -> str | None:
+    if args.from_git or args.force:
+        return ("promote --server takes neither --from-git nor --force: the daemon promotes "
+                "only a tested digest, and lifting a hold is a person's decision")
+    if args.token_file is None and args.service_account_token is None:
+        return "promote --server needs --token-file FILE or --service-account-token [PATH]"
+    if any("=" not in item for item in args.evidence):
+        return "--evidence takes KEY=VALUE, e.g. --evidence job=$JOB_NAME"
+    return None
 
 
 def retag_command(settings: Settings, src: str, dst: str, *, secrets: SecretRegistry,

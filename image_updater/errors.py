@@ -26,7 +26,11 @@ truncated with :func:`truncate` before they are quoted.
     │   └── ForgeUnavailableError    temporary: connection failure or 5xx after retries
     ├── NotifyError                  a notification could not be delivered (never fails a cycle)
     ├── ConflictError                permanent: compare-and-swap refused (tag points elsewhere)
-    └── HeldError                    permanent until released: the environment is held
+    ├── HeldError                    permanent until released: the environment is held
+    └── IdentityError                a caller of the daemon's API could not be trusted
+        ├── UnauthenticatedError     401: no, unknown, expired or unverifiable credentials
+        ├── PermissionDeniedError    403: a known identity without a grant for this
+        └── IdentityUnavailableError temporary: an issuer's signing keys could not be fetched
 """
 
 from __future__ import annotations
@@ -180,6 +184,25 @@ class HeldError(ImageUpdaterError):
     into it refuses unless forced."""
 
     reason = "held"
+
+
+class IdentityError(ImageUpdaterError):
+    """The daemon's API refused its caller; messages never quote the credential."""
+
+    reason = "identity"
+
+
+class UnauthenticatedError(IdentityError):
+    reason = "unauthenticated"
+
+
+class PermissionDeniedError(IdentityError):
+    reason = "permission_denied"
+
+
+class IdentityUnavailableError(IdentityError):
+    temporary = True
+    reason = "identity_unavailable"
 
 
 class InternalError(ImageUpdaterError):

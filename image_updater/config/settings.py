@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from image_updater.config.api import ApiSettings, api_secret_files, load_api
 from image_updater.config.server import ServerSettings, check_server
 from image_updater.config.status_page import StatusPageSettings, check_status_page
 from image_updater.errors import ConfigError
@@ -218,6 +219,7 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     templates: TemplateSettings = field(default_factory=TemplateSettings)
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)  #: parsed in config/api.py
     server: ServerSettings = field(default_factory=ServerSettings)  #: the HTTP port's limits
     status_page: StatusPageSettings = field(default_factory=StatusPageSettings)
 
@@ -265,6 +267,7 @@ def secret_sources(settings: Settings) -> tuple[list[tuple[str, str]], list[tupl
         envs += [(f"{where}.url_env", sink.url_env), (f"{where}.secret_env", sink.secret_env)]
         files += [(f"{where}.url_file", sink.url_file),
                   (f"{where}.secret_file", sink.secret_file)]
+    files += api_secret_files(settings.api)
     return [(k, v) for k, v in envs if v], [(k, v) for k, v in files if v]
 
 
@@ -290,7 +293,8 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
             raise ConfigError(f"cannot read settings file {where}: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"settings file {where} must be a mapping at the top level.")
-    settings = _build(Settings, raw, where, "")
+    raw_api = raw.pop("api", None) if isinstance(raw, dict) else None  # config/api.py's block
+    settings = replace(_build(Settings, raw, where, ""), api=load_api(raw_api, where))
     # compiled and rendered once now, so a template's error stops the start, not a commit
     message_templates(settings, origins=_template_origins(raw, where),
                       block_starts=_template_block_starts(raw, where))

@@ -18,7 +18,7 @@ from image_updater.config.policies import load_policies
 from image_updater.config.settings import Settings
 from image_updater.daemon.server import HttpServer, build_app
 from image_updater.daemon.service import Daemon
-from image_updater.daemon.status_page import mount
+from image_updater.daemon.status_page import identity_check, mount
 from image_updater.model import App
 from image_updater.secrets import SecretRegistry
 from image_updater.wiring.runtime import Runtime
@@ -54,7 +54,12 @@ async def _main(settings: Settings, policy_paths: Sequence[str], apps: Sequence[
 def http_routes(daemon: Daemon, settings: Settings) -> list[BaseRoute]:
     """Routes a feature adds to the daemon's port, beside /metrics, /healthz, /readyz and
     /webhooks: add one line per feature (its module builds Starlette routes)."""
-    return [*mount(daemon, settings.status_page)[1]]
+    from image_updater.daemon.promotions import PromotionService, promotion_routes
+
+    promotions = PromotionService.for_daemon(daemon, settings)
+    status = mount(daemon, settings.status_page,
+                   authorize=identity_check(promotions.authenticator))[1]
+    return [*promotion_routes(promotions), *status]
 
 
 def build_server(daemon: Daemon, settings: Settings) -> HttpServer:

@@ -21,11 +21,11 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from image_updater.changes import CycleResult
+from image_updater.changes import Change, CycleResult
 from image_updater.config.policies import load_policies
 from image_updater.config.settings import Settings
 from image_updater.daemon.requests import RequestQueue
@@ -92,6 +92,8 @@ class Daemon:
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self._watch = CycleWatch(failing_after=timedelta(
             seconds=settings.notifications.failing_after))
+        #: what promotion API callers vouched for each change (daemon/promotions.py)
+        self.evidence_for: Callable[[Change], Mapping[str, str]] | None = None
 
     @property
     def metrics(self) -> Metrics:
@@ -269,7 +271,8 @@ class Daemon:
             return repo
 
         return dataclasses.replace(deps, repo_for=repo_for, source=source,
-                                   known_envs=known_envs(self.apps))
+                                   known_envs=known_envs(self.apps),
+                                   evidence_for=self.evidence_for or deps.evidence_for)
 
     # -- the orchestrator -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> bool:

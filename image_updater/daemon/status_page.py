@@ -23,15 +23,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from image_updater.config.status_page import StatusPageSettings
 from image_updater.daemon.service import Daemon
 from image_updater.daemon.status_html import STYLE_HASH, Snapshot, prepare_table, render_page
 from image_updater.engine.status import EnvStatus, StatusDeps, gather, recent_history
-from image_updater.errors import ConfigError
+from image_updater.errors import ConfigError, ImageUpdaterError
 from image_updater.gitops.history import HistoryEntry
+from image_updater.identity.authenticator import Authenticator
 from image_updater.model import App
 from image_updater.observability.logs import scrub
 from image_updater.secrets import SecretRegistry
@@ -160,6 +161,34 @@ def mount(daemon: Daemon, settings: StatusPageSettings, *, authorize: Authorize 
     return board, status_routes(board, authorize=authorize)
 
 
+def identity_check(authenticator: Authenticator) -> Authorize | None:
+    """``access: authenticated``: the promotion API's identities may read, when it has any
+    (None otherwise, so the start is refused). A caller must present a token or service
+    account the API knows and that is granted something: 401 or 403 as the API answers."""
+    if not authenticator.api.enabled:
+        return None
+
+    async def authorize(request: Request) -> Response | None:
+        try:
+            who = await authenticator.authenticate(request.headers.get("authorization"))
+        except ImageUpdaterError as exc:
+            status = 401 if exc.reason == "unauthenticated" else 503
+            return _refusal(status, exc.reason, str(exc))
+        if not who.grants:
+            return _refusal(403, "permission_denied", (
+                f"{who.name} is granted nothing in api.service_accounts, so it may not read "
+                "the status either; grant it an app there, or use another identity."))
+        return None
+
+    return authorize
+
+
+def _refusal(status: int, reason: str, message: str) -> Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="image-updater"'} if status == 401 else {}
+    return JSONResponse({"error": reason, "message": message}, status_code=status,
+                        headers=headers)
+
+
 def engine_source(apps: Callable[[], Sequence[App]], runtime: Runtime, *,
                   history: int) -> Callable[[], Awaitable[Computed]]:
     """The status engine over the daemon's current apps, its clones and its registry clients:
@@ -198,8 +227,8 @@ def status_routes(board: StatusBoard, *, authorize: Authorize | None = None,
     goes through ``authorize`` first (the promotion API's identities)."""
     if board.settings.access == "authenticated" and authorize is None:
         raise ConfigError("status_page.access is 'authenticated' but the daemon has no "
-                          "identities to check (configure the promotion API's tokens or "
-                          "service accounts), or set status_page.access to 'open'.")
+                          "identities to check (configure the promotion API's api.tokens or "
+                          "api.service_accounts), or set status_page.access to 'open'.")
     check = authorize if board.settings.access == "authenticated" else None
     clock = now or (lambda: datetime.now(UTC))
     headers = _security_headers(STYLE_HASH)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -32,6 +32,7 @@ from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolution, Resolved, group_by_repository, resolve
 from image_updater.engine.verify import VerifiedDigests, Verifier
 from image_updater.errors import ConfigError, ImageUpdaterError, ValuesError, as_image_updater_error
+from image_updater.gitops.message import add_evidence
 from image_updater.gitops.repo import DeployRepo, Plan, PlanFn
 from image_updater.model import DEFAULT_FILE_BYTES, App, Environment, GitTarget
 from image_updater.registry.base import Registry
@@ -46,6 +47,10 @@ Source = Literal["poll", "webhook"]
 
 def _no_forge(_target: GitTarget, _repo: DeployRepo) -> Approvals | None:
     return None
+
+
+def _no_evidence(_change: Change) -> Mapping[str, str]:
+    return {}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +73,9 @@ class Deps:
     source: Source = "poll"
     #: settings ``templates``: the commit subject and body (the trailers stay ours)
     templates: MessageTemplates = NO_TEMPLATES
+    #: what a promotion's caller vouched with, for the change that lands its digest (the
+    #: daemon's promotion API); recorded as ``Image-Updater-Evidence`` trailers
+    evidence_for: Callable[[Change], Mapping[str, str]] = _no_evidence
 
 
 @dataclass
@@ -284,8 +292,7 @@ def _commit_direct(target: GitTarget, repo: DeployRepo, items: list[Target], dep
             attempt.files[env.file] = new_text
             attempt.changes.append(change)
         changed = {f: t for f, t in attempt.files.items() if t != attempt.originals.get(f)}
-        return Plan(files=changed, message=deps.templates.commit_message(
-                        attempt.changes, source=deps.source)
+        return Plan(files=changed, message=_message(attempt.changes, deps)
                     if attempt.changes else "")
 
     result = outcome.result
@@ -375,10 +382,15 @@ def _replan(app: App, env: Environment, res: Resolved, deps: Deps) -> PlanFn:
                                         max_bytes=deps.values_file_bytes)
         if change is None:  # the base already holds it: the branch is the base itself
             return Plan(files={}, message="")
-        return Plan(files={env.file: new_text},
-                    message=deps.templates.commit_message([change], source=deps.source))
+        return Plan(files={env.file: new_text}, message=_message([change], deps))
 
     return plan
+
+
+def _message(changes: Sequence[Change], deps: Deps) -> str:
+    """The commit message of ``changes``, with what promotions vouched for each."""
+    text = deps.templates.commit_message(changes, source=deps.source)
+    return add_evidence(text, [deps.evidence_for(c) for c in changes])
 
 
 def _no_forge_error(app: App, env: Environment, target: GitTarget) -> ImageUpdaterError:

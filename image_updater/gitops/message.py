@@ -15,6 +15,10 @@ git alone (``git log --format='%(trailers)'``): one group per change, always in 
     Image-Updater-Reason: incident 4711         (hold, rollback: why)
 
 A hold or release changes no image: its group has App, Env, Action, Source, By and Reason.
+
+A change a promotion asked for (``POST /api/v1/promotions``) may end its group with
+``Image-Updater-Evidence: KEY=VALUE`` lines: what the caller vouched with (an Argo CD sync
+revision, a Job name, a test report URL), see :func:`add_evidence`.
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ Action = Literal["update", "promote", "rollback", "hold", "release"]
 Source = Literal["poll", "webhook", "promotion", "person"]
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+
+EVIDENCE_TRAILER = f"{TRAILER_PREFIX}Evidence"
+#: evidence bounds: entries per change, key pattern, value length (characters)
+MAX_EVIDENCE_ITEMS = 16
+MAX_EVIDENCE_VALUE = 256
+EVIDENCE_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 
 
 def commit_message(changes: Sequence[Change], *, repo_url: str | None = None,
@@ -234,3 +244,46 @@ def previous_digest(change: Change) -> str | None:
 def _one_line(text: str) -> str:
     """Control characters (newlines above all) become spaces: one value, one line."""
     return " ".join(_CONTROL_RE.sub(" ", text).split())
+
+
+# -- evidence ----------------------------------------------------------------------------------
+
+
+def evidence_problem(key: object, value: object) -> str | None:
+    """Why ``key: value`` cannot be evidence, or None: the one rule for the API and here."""
+    if not isinstance(key, str) or not EVIDENCE_KEY_RE.fullmatch(key):
+        return (f"evidence key {str(key)[:70]!r} must be 1-63 letters, digits, '.', '_', '/' "
+                "or '-', starting with a letter or digit")
+    if not isinstance(value, str):
+        return f"evidence {key}: the value must be a string"
+    if len(value) > MAX_EVIDENCE_VALUE or _CONTROL_RE.search(value):
+        return (f"evidence {key}: the value must be one line of at most "
+                f"{MAX_EVIDENCE_VALUE} characters")
+    return None
+
+
+def evidence_lines(evidence: Mapping[str, str]) -> list[str]:
+    """The trailer lines of one change's evidence; anything :func:`evidence_problem`
+    refuses is left out (the API refused it already: this is the last line of defence)."""
+    items = [(k, v) for k, v in sorted(evidence.items()) if evidence_problem(k, v) is None]
+    return [f"{EVIDENCE_TRAILER}: {k}={_one_line(v)}" for k, v in items[:MAX_EVIDENCE_ITEMS]
+            if _one_line(v)]
+
+
+def add_evidence(message: str, evidence: Sequence[Mapping[str, str]]) -> str:
+    """``message`` (from :func:`commit_message`) with each change's evidence at the end of
+    its trailer group; ``evidence[i]`` belongs to the message's ``i``-th change."""
+    if not any(evidence):
+        return message
+    head, sep, block = message.rstrip("\n").rpartition("\n\n")
+    lines: list[str] = []
+    group = -1
+    app_line = f"{TRAILER_PREFIX}App:"
+    for line in block.splitlines():
+        if line.startswith(app_line) and group >= 0:
+            lines += evidence_lines(evidence[group]) if group < len(evidence) else []
+        group += line.startswith(app_line)
+        lines.append(line)
+    if 0 <= group < len(evidence):
+        lines += evidence_lines(evidence[group])
+    return head + sep + "\n".join(lines) + "\n"

@@ -115,7 +115,9 @@ def test_deployment_mounts_the_generated_configmaps() -> None:
         objects = render(k)
         maps = {o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"}
         volumes = _one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
-        used = {v["configMap"]["name"] for v in volumes if "configMap" in v}
+        # optional ConfigMaps (the issuer's JWKS) are the operator's, not generated
+        used = {v["configMap"]["name"] for v in volumes
+                if "configMap" in v and not v["configMap"].get("optional")}
         assert used == maps and len(used) == 2, k
 
 
@@ -221,8 +223,13 @@ def test_postsync_job_promotes_after_smoke_tests() -> None:
     assert (args.command, args.app, args.source, args.target) == (
         "promote", "application-x", "dev", "staging")
     assert not args.from_git, "a job promotes the digest it tested, never git's head"
-    env = {e["name"]: e["value"] for e in spec["containers"][0]["env"]}
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
     assert env["IMAGE_UPDATER_DIGEST"].startswith("sha256:")
+    # the daemon promotes: the job holds a projected token, no git or registry secret
+    assert args.server and args.service_account_token
+    assert not any("secret" in volume for volume in spec["volumes"])
+    (source,) = spec["volumes"][0]["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == "image-updater"
 
 
 # --- monitoring ---------------------------------------------------------------------------

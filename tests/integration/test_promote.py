@@ -249,7 +249,8 @@ def test_postsync_job_command_is_one_the_cli_accepts() -> None:
     block = text.split("args:\n", 1)[1].split("\n          env:", 1)[0]
     samples = {".Values.promoter.app": "application-x", ".Values.environment": "dev",
                ".Values.smokeTest.promoteTo": "staging",
-               ".Values.image.digest": "sha256:" + "a" * 64}
+               ".Values.image.digest": "sha256:" + "a" * 64,
+               ".Values.promoter.server": "http://image-updater.image-updater.svc:8080"}
 
     def fill(item: str) -> str:
         for key, value in samples.items():
@@ -263,6 +264,7 @@ def test_postsync_job_command_is_one_the_cli_accepts() -> None:
     parsed = build_parser().parse_args(args)
     assert (parsed.command, parsed.app, parsed.source, parsed.target, parsed.digest) == (
         "promote", "application-x", "dev", "staging", "sha256:" + "a" * 64)
+    assert parsed.server and parsed.service_account_token  # the daemon promotes for the job
 
 
 @pytest.mark.parametrize("root", [CHART, DEMO], ids=["chart", "demo"])

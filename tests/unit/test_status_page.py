@@ -15,14 +15,21 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from image_updater.config.api import ApiSettings, Grant, TokenSettings
 from image_updater.config.holds import Hold
 from image_updater.config.settings import load_settings
 from image_updater.config.status_page import StatusPageSettings
 from image_updater.daemon.status_html import STYLE_HASH, Snapshot, render_page
-from image_updater.daemon.status_page import Computed, StatusBoard, status_routes
+from image_updater.daemon.status_page import (
+    Computed,
+    StatusBoard,
+    identity_check,
+    status_routes,
+)
 from image_updater.engine.status import EnvStatus
 from image_updater.errors import ConfigError
 from image_updater.gitops.history import HistoryEntry
+from image_updater.identity.authenticator import Authenticator
 from image_updater.secrets import SecretRegistry
 from tests.fixtures.browser import Dom
 
@@ -259,6 +266,27 @@ def test_authenticated_access_asks_authorize_for_both_routes() -> None:
 def test_authenticated_access_without_identities_is_refused_at_start() -> None:
     with pytest.raises(ConfigError, match=r"status_page\.access is 'authenticated'"):
         status_routes(board(access="authenticated"))
+
+
+def test_authenticated_access_uses_the_promotion_api_identities(tmp_path: Path) -> None:
+    token_file = tmp_path / "ci-token"
+    token_file.write_text("status-reader-token-5e1f\n")
+    api = ApiSettings(tokens=(TokenSettings(name="ci", file=str(token_file),
+                                            grant=Grant(apps=("*",), envs=("dev",))),))
+    authorize = identity_check(Authenticator(api, secrets=SecretRegistry()))
+    assert authorize is not None
+    b = board([row("in-sync")], access="authenticated")
+    asyncio.run(b.refresh())
+    c = client(b, authorize=authorize)
+    absent, wrong = c.get("/api/v1/status"), c.get("/", {"Authorization": "Bearer nope"})
+    assert absent.status_code == wrong.status_code == 401
+    assert absent.headers["www-authenticate"].startswith("Bearer")
+    assert "Authorization" in absent.json()["message"]
+    good = {"Authorization": "Bearer status-reader-token-5e1f"}
+    assert c.get("/api/v1/status", good).status_code == 200
+    assert "v1.2.3" in c.get("/", good).text
+    # no identities configured: nothing to check against, so the start is refused
+    assert identity_check(Authenticator(ApiSettings(), secrets=SecretRegistry())) is None
 
 
 # ---- the board -------------------------------------------------------------------------------

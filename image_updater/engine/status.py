@@ -197,7 +197,8 @@ def history_of(app: App, env: str | None, repo: DeployRepo, *, limit: int | None
 def recent_history(apps: Sequence[App], deps: StatusDeps, *, limit: int
                    ) -> dict[str, list[HistoryEntry]]:
     """Each app's newest ``limit`` changes (the status page), newest first: one fetch per deploy
-    repository, then one bounded ``git log`` per app. An app whose history cannot be read
+    repository, then one bounded ``git log`` per app, each under the clone's lock on its own
+    so that a cycle waits for one app's read at most. An app whose history cannot be read
     (its repository failed) is left out: its status rows already carry the error."""
     by_target: dict[GitTarget, list[App]] = {}
     for app in apps:
@@ -206,9 +207,9 @@ def recent_history(apps: Sequence[App], deps: StatusDeps, *, limit: int
     for target, group in by_target.items():
         repo = deps.repo_for(target)
         try:
-            with repo.locked("the status page's history read"):
-                head = repo.sync()
-                for app in group:
+            head = repo.sync()
+            for app in group:
+                with repo.locked("the status page's history read"):
                     out[app.name] = read_history(repo.path, head, app, limit=limit,
                                                  holds_file=HOLDS_FILE)
         except ImageUpdaterError:

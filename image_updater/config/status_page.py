@@ -5,7 +5,9 @@ checked here for what types cannot say."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from image_updater.config.fields import _position
 from image_updater.errors import ConfigError
 
 ACCESS = ("open", "authenticated")
@@ -27,21 +29,30 @@ class StatusPageSettings:
     history: int = 5
 
 
-def check_status_page(block: StatusPageSettings, where: str) -> None:
-    """Refuse values that parse but make no sense, naming the key and what to write."""
+def check_status_page(block: StatusPageSettings, node: Any, where: str) -> None:
+    """Refuse values that parse but make no sense, naming ``file:line:column`` and the key.
+
+    ``node`` is the parsed ``status_page:`` mapping (positions for the messages), or None.
+    """
     problems = []
     if block.access not in ACCESS:
-        problems.append(f"status_page.access: {block.access!r} is not known; use one of "
-                        f"{', '.join(ACCESS)}")
+        problems.append(("access", f"{block.access!r} is not known; use one of "
+                                   f"{', '.join(ACCESS)}"))
     if block.reload_seconds < 1:
-        problems.append(f"status_page.reload_seconds: must be at least 1 (seconds between the "
-                        f"page's reloads), not {block.reload_seconds}")
+        problems.append(("reload_seconds", f"must be at least 1 (seconds between the page's "
+                                           f"reloads), not {block.reload_seconds}"))
     if block.max_age < 0:
-        problems.append(f"status_page.max_age: must be 0 (only after cycles) or more "
-                        f"seconds, not {block.max_age:g}")
+        problems.append(("max_age", f"must be 0 (only after cycles) or more seconds, not "
+                                    f"{block.max_age:g}"))
     if not 0 <= block.history <= 100:
-        problems.append(f"status_page.history: must be between 0 and 100 changes per app, "
-                        f"not {block.history}")
+        problems.append(("history", f"must be between 0 and 100 changes per app, not "
+                                    f"{block.history}"))
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) in settings file {where}:\n"
-                          + "\n".join(f"  {where}: {p}" for p in problems))
+                          + "\n".join(f"  {_at(node, key, where)}: status_page.{key}: {why}"
+                                       for key, why in problems))
+
+
+def _at(node: Any, key: str, where: str) -> str:
+    line, column = _position(node, key) if node is not None else (0, 0)
+    return f"{where}:{line}:{column}" if line else where

@@ -395,8 +395,9 @@ def test_settings_block_loads_and_bad_values_name_the_key(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ={})
     text = str(info.value)
-    for key in ("status_page.access: 'public'", "status_page.reload_seconds",
-                "status_page.max_age", "status_page.history"):
+    for key in ("settings.yaml:1:15: status_page.access: 'public'",
+                "settings.yaml:1:31: status_page.reload_seconds",
+                "settings.yaml:1:50: status_page.max_age", "status_page.history"):
         assert key in text
     path.write_text("status_page: {acess: open}\n")
     with pytest.raises(ConfigError, match=r"settings.yaml:1:\d+: status_page.acess: unknown"):

@@ -21,9 +21,10 @@ import pytest
 
 from image_updater.cli import main
 from image_updater.config.settings import load_settings
+from image_updater.errors import ConfigError
 from image_updater.exit_codes import ExitCode
 from tests.fixtures.browser import Browser, Dom
-from tests.fixtures.daemon import InProcessDaemon
+from tests.fixtures.daemon import InProcessDaemon, write_policy
 from tests.fixtures.forge_server import ForgeServer
 from tests.fixtures.gitrepo import VALUES_FILES, BareRepo, make_bare_repo, push_other_commit
 from tests.fixtures.registry import RegistryServer, push_image
@@ -181,3 +182,32 @@ def test_snapshot_is_computed_once_read_then_after_every_cycle_never_per_request
         rows = {(r["app"], r["env"]): r for r in httpx.get(page.url + "/api/v1/status").json()}
         assert rows[("hostile", "dev")]["git"]["digest"] == second
         assert rows[("hostile", "dev")]["state"] == "in-sync"
+
+
+def test_authenticated_access_on_the_daemon_port(tmp_path: Path) -> None:
+    """``access: authenticated`` reads through the promotion API's tokens; without any
+    identity configured the daemon refuses to start instead of refusing every reader."""
+    deploy = make_bare_repo(tmp_path)
+    policies = tmp_path / "policies"
+    write_policy(policies, "shop", "127.0.0.1:9/status/shop", f"file://{deploy.path}")
+    (tmp_path / "reader-token").write_text("status-reader-token-81aa\n")
+    config = tmp_path / "settings.yaml"
+    base = f"cache_dir: {tmp_path / 'cache'}\nlisten: 127.0.0.1:0\ninterval: 3600\n" \
+           "status_page: {access: authenticated}\n"
+    config.write_text(base)
+    with pytest.raises(ConfigError, match=r"status_page\.access is 'authenticated'"):
+        InProcessDaemon(load_settings(config), [policies]).start()
+
+    config.write_text(base + textwrap.dedent(f"""\
+        api:
+          tokens:
+            - {{name: dashboards, file: {tmp_path / 'reader-token'},
+                apps: ['*'], envs: [dev]}}
+        """))
+    with InProcessDaemon(load_settings(config), [policies]) as daemon:
+        assert httpx.get(daemon.url + "/").status_code == 401
+        assert httpx.get(daemon.url + "/api/v1/status",
+                         headers={"Authorization": "Bearer wrong"}).status_code == 401
+        good = {"Authorization": "Bearer status-reader-token-81aa"}
+        assert httpx.get(daemon.url + "/", headers=good).status_code == 200
+        assert httpx.get(daemon.url + "/healthz").status_code == 200  # probes stay open

@@ -121,6 +121,9 @@ class StatusBoard:
         started = time.monotonic()
         try:
             rows, history = await self.compute()
+            # encoding and rendering 1,000 apps takes a while: not on the daemon's loop
+            snapshot = await asyncio.to_thread(self._snapshot, rows, history,
+                                               time.monotonic() - started)
         except Exception as exc:  # the engine reports per environment; this is a bug or
             # an outage of everything: keep serving the last snapshot, and say so on the page
             message = scrub(f"the status could not be computed: {exc}", self.secrets)
@@ -128,11 +131,9 @@ class StatusBoard:
                         "next cycle", message, self._shown_time())
             self.snapshot = dataclasses.replace(self.snapshot, error=message)
             return self.snapshot
-        # encoding and rendering 1,000 apps takes a while: not on the daemon's loop
-        self.snapshot = await asyncio.to_thread(self._snapshot, rows, history,
-                                                time.monotonic() - started)
+        self.snapshot = snapshot
         self.refreshes += 1
-        return self.snapshot
+        return snapshot
 
     def _snapshot(self, rows: Sequence[EnvStatus], history: Mapping[str, Sequence[HistoryEntry]],
                   took: float) -> Snapshot:
@@ -151,8 +152,8 @@ class StatusBoard:
 
 def mount(daemon: Daemon, settings: StatusPageSettings, *, authorize: Authorize | None = None
           ) -> tuple[StatusBoard, list[BaseRoute]]:
-    """The status page of ``daemon``: its board (refreshed after each of its cycles) and
-    routes. The caller serves the routes and awaits ``board.aclose()`` when stopping."""
+    """The status page of ``daemon``: its board and routes. The daemon tells the board when
+    a cycle ends and closes it when it stops; the caller serves the routes."""
     board = StatusBoard(compute=engine_source(lambda: daemon.apps, daemon.runtime,
                                               history=settings.history),
                         settings=settings, secrets=daemon.secrets, clock=daemon.clock)

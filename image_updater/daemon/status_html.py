@@ -24,6 +24,7 @@ from image_updater.gitops.history import HistoryEntry
 #: the states the engine knows today; any other one is rendered generically (``state-other``)
 KNOWN_STATES: frozenset[str] = frozenset(get_args(State)) | {"unverified"}
 
+
 @dataclass(frozen=True, kw_only=True)
 class Snapshot:
     """What the page and the API show until the next refresh."""

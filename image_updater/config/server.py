@@ -49,7 +49,7 @@ def check_server(server: ServerSettings, node: Any, where: str) -> None:
             line, column = _position(node, name) if node is not None else (0, 0)
             at = f"{where}:{line}:{column}" if line else where
             least = "at least" if inclusive else "more than"
-            problems.append(f"  {at}: server.{name}: must be {least} {bound:g}, not {value!r}")
+            problems.append(f"  {at}: server.{name}: must be {least} {bound:g}, not {value:g}")
     if problems:
         raise ConfigError(f"{len(problems)} problem(s) in settings file {where}:\n"
                           + "\n".join(problems))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -32,6 +33,8 @@ log = logging.getLogger("image_updater.server")
 #: after refusing an oversized body, read and drop at most this much of it (bytes), so the
 #: sender sees our 413 instead of a connection reset; anything larger is cut off
 DRAIN_LIMIT = 16 << 20
+#: seconds between two warnings about refused connections (one line per burst, with a count)
+LOG_EVERY = 10.0
 
 
 class ServerConfig(uvicorn.Config):
@@ -72,15 +75,25 @@ class DeadlineProtocol(H11Protocol):
     def handle_events(self) -> None:
         super().handle_events()
         state = self.conn.their_state
-        if state is h11.SEND_BODY or (state is h11.IDLE and self.conn.trailing_data[0]):
-            if self._deadline is None:  # a pipelined request, parsed after a response
+        if state is h11.SEND_BODY or state is h11.IDLE:
+            # a pipelined request, parsed after a response, gets its deadline here (the
+            # buffer is only copied when no deadline runs, never per trickled byte)
+            if self._deadline is None and (state is h11.SEND_BODY or self.conn.trailing_data[0]):
                 self._arm()
-        elif state is not h11.IDLE:
+        else:
             self._disarm()  # the whole request is in: the route has it
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """Close when idle, else after the response (uvicorn's); a connection whose protocol
+        state is broken (a refused request) is just closed."""
+        try:
+            super().shutdown()
+        except h11.LocalProtocolError:
+            self.transport.close()
 
     def _arm(self) -> None:
         self._disarm()
@@ -136,14 +149,21 @@ class ConnectionCap:
         self.state = state
         self.limit = limit
         self.exempt = frozenset(exempt)
+        self._refused = 0  # since the last warning: a flood is one line per LOG_EVERY s
+        self._logged_at = -LOG_EVERY
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         busy = max(len(self.state.connections), len(self.state.tasks))
         if scope["type"] != "http" or busy <= self.limit or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        log.warning("refused a request to %s: %d connections are open, more than "
-                    "server.max_connections (%d)", scope["path"][:40], busy, self.limit)
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY:
+            log.warning("refused %d request(s) with 503: %d connections are open, more than "
+                        "server.max_connections (%d); raise it if this is normal load",
+                        self._refused, busy, self.limit)
+            self._refused, self._logged_at = 0, now
         await send_text(send, 503, f"the server is busy ({busy} connections, more than "
                         f"server.max_connections); try again shortly", close=True,
                         headers=[(b"retry-after", b"1")])

@@ -86,8 +86,10 @@ class CoreRoutes:
             return self.refuse(source, 411, "a Content-Length header is required")
         try:
             body = await request.body()
-        except ClientDisconnect:  # gone, or cut off at the request deadline: nobody to answer
-            return text(408, "the body was not received")
+        except ClientDisconnect:  # gone, or cut off at the request deadline (which answered)
+            return self.refuse(source, 408, f"the body was not received within "
+                                            f"{self.settings.server.request_timeout:g} s "
+                                            "(server.request_timeout), or the sender left")
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
             verify(source, headers, body, self.settings.webhooks, secrets=self.daemon.secrets)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
@@ -73,8 +74,10 @@ def build_app(daemon: DaemonPort, settings: Settings, *,
     return BodyLimit(app, limit_for=limit_for, on_refused=core.body_refused)
 
 
-async def _not_found(_request: Request, _exc: Exception) -> Response:
-    return text(404, "not found")
+async def _not_found(_request: Request, exc: Exception) -> Response:
+    """No route: our one-line answer. A route's own 404 keeps its message."""
+    detail = exc.detail if isinstance(exc, HTTPException) else ""
+    return text(404, detail if detail and detail != "Not Found" else "not found")
 
 
 async def _too_large(_request: Request, exc: Exception) -> Response:
@@ -88,6 +91,8 @@ class HttpServer:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.settings = settings
         self._socket = _bind(settings.listen)
+        host, port = self._socket.getsockname()[:2]
+        self._address = f"{host!s}:{port}"  # kept: the socket is closed at stop
         limits = settings.server
         self._config = ServerConfig(
             app, request_timeout=limits.request_timeout, http=DeadlineProtocol, ws="none",
@@ -103,8 +108,7 @@ class HttpServer:
 
     @property
     def address(self) -> str:
-        host, port = self._socket.getsockname()[:2]
-        return f"{host!s}:{port}"
+        return self._address
 
     @property
     def connections(self) -> int:
@@ -120,16 +124,21 @@ class HttpServer:
         self._config.load()
         self._server.lifespan = self._config.lifespan_class(self._config)
         await self._server.startup(sockets=[self._socket])
-        # uvicorn's tick: the Date header, once a second
-        self._ticker = asyncio.create_task(self._server.main_loop(), name="http")
+        self._ticker = asyncio.create_task(self._tick(), name="http")
+
+    async def _tick(self) -> None:
+        """The Date header of every answer, renewed once a second (uvicorn's own tick)."""
+        while True:
+            await self._server.on_tick(0)
+            await asyncio.sleep(1)
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish for up to ``server.shutdown_grace``
         seconds, cancel what is left, then close every connection and the port."""
         server, state = self._server, self._server.server_state
-        server.should_exit = True
         if self._ticker is not None:
-            await self._ticker
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
         for listener in getattr(server, "servers", []):
             listener.close()
         for connection in list(state.connections):

@@ -28,7 +28,7 @@ from tests.fixtures.daemon import InProcessDaemon, write_policy
 from tests.fixtures.forge_server import ForgeServer
 from tests.fixtures.gitrepo import VALUES_FILES, BareRepo, make_bare_repo, push_other_commit
 from tests.fixtures.registry import RegistryServer, push_image
-from tests.fixtures.status_server import serve_status_page
+from tests.fixtures.status_page import status_page
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +114,7 @@ def test_status_page_in_a_real_browser_shows_every_state_and_no_hostile_markup(
     settings = load_settings(site.config)
 
     with InProcessDaemon(settings, [site.policies]) as daemon, \
-            serve_status_page(daemon) as page:
+            status_page(daemon) as page:
         daemon.wait_cycles(1)
         # after the cycle, what people do: a hold, a hand edit, a new image
         assert site.cli("hold", "shop", "staging", "--reason", HOSTILE_REASON,
@@ -162,7 +162,7 @@ def test_snapshot_is_computed_once_read_then_after_every_cycle_never_per_request
     first = site.push("hostile", "1.0.0", seed="follow-1")
     settings = load_settings(site.config)
     with InProcessDaemon(settings, [site.policies]) as daemon, \
-            serve_status_page(daemon) as page:
+            status_page(daemon) as page:
         daemon.wait_cycles(1)
         assert page.board.refreshes == 0  # nobody looked yet: no status work at all
         first_read = httpx.get(page.url + "/api/v1/status")

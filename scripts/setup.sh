@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 for pair in git:git docker-registry:docker-registry prometheus:prometheus promtool:prometheus \
             skopeo:skopeo htpasswd:apache2-utils ip:iproute2 tc:iproute2 \
-            gpg:gnupg gpgconf:gnupg ssh-keygen:openssh-client; do
+            gpg:gnupg gpgconf:gnupg ssh-keygen:openssh-client chromium:chromium; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

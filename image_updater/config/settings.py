@@ -28,6 +28,7 @@ from ruamel.yaml.error import YAMLError
 
 from image_updater.config.api import ApiSettings, api_secret_files, load_api
 from image_updater.config.server import ServerSettings, check_server
+from image_updater.config.status_page import StatusPageSettings, check_status_page
 from image_updater.errors import ConfigError
 from image_updater.model import DEFAULT_FILE_BYTES
 
@@ -220,6 +221,7 @@ class Settings:
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     api: ApiSettings = field(default_factory=ApiSettings)  #: parsed in config/api.py
     server: ServerSettings = field(default_factory=ServerSettings)  #: the HTTP port's limits
+    status_page: StatusPageSettings = field(default_factory=StatusPageSettings)
 
     def registry(self, host: str) -> RegistrySettings:
         for reg in self.registries:
@@ -299,6 +301,7 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
     _check_git_auth(settings.git, where)
     _check_notifications(settings.notifications, where)
     check_server(settings.server, raw.get("server"), where)
+    check_status_page(settings.status_page, raw.get("status_page"), where)
     return _apply_env(settings, os.environ if environ is None else environ)
 
 
@@ -415,6 +418,7 @@ _NESTED: dict[str, Any] = {
     "signing": SigningSettings, "github_app": GitHubAppGitSettings,
     "webhooks": WebhookSettings, "limits": LimitSettings, "templates": TemplateSettings,
     "notifications": NotificationSettings, "server": ServerSettings,
+    "status_page": StatusPageSettings,
 }
 _LISTS: dict[str, Any] = {"registries": RegistrySettings, "forges": ForgeSettings,
                           "sinks": NotificationSinkSettings,

@@ -18,6 +18,7 @@ from image_updater.config.policies import load_policies
 from image_updater.config.settings import Settings
 from image_updater.daemon.server import HttpServer, build_app
 from image_updater.daemon.service import Daemon
+from image_updater.daemon.status_page import identity_check, mount
 from image_updater.model import App
 from image_updater.secrets import SecretRegistry
 from image_updater.wiring.runtime import Runtime
@@ -55,7 +56,10 @@ def http_routes(daemon: Daemon, settings: Settings) -> list[BaseRoute]:
     /webhooks: add one line per feature (its module builds Starlette routes)."""
     from image_updater.daemon.promotions import PromotionService, promotion_routes
 
-    return [*promotion_routes(PromotionService.for_daemon(daemon, settings))]
+    promotions = PromotionService.for_daemon(daemon, settings)
+    status = mount(daemon, settings.status_page,
+                   authorize=identity_check(promotions.authenticator))[1]
+    return [*promotion_routes(promotions), *status]
 
 
 def build_server(daemon: Daemon, settings: Settings) -> HttpServer:

@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -86,6 +86,10 @@ class Daemon:
         self._open_prs: dict[tuple[str, str], str] = {}
         #: built from the settings when the daemon starts (None: no sink configured)
         self.notifier: Dispatcher | None = None
+        #: called on the loop after every cycle (the status page recomputes its snapshot)
+        self.after_cycle: list[Callable[[], None]] = []
+        #: awaited when the daemon stops (the status page ends a refresh under way)
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
         self._watch = CycleWatch(failing_after=timedelta(
             seconds=settings.notifications.failing_after))
         #: what promotion API callers vouched for each change (daemon/promotions.py)
@@ -219,6 +223,8 @@ class Daemon:
             metrics.last_success.set(self.clock())
         self._track_pull_requests(apps, result)
         self._notify(apps, result)
+        for listener in self.after_cycle:
+            listener()
         for preview in result.previews:  # dry_run: what would have been written
             log.info("dry run, not written:\n%s", preview)
         scope = "all apps" if len(apps) == len(self.apps) else \
@@ -292,6 +298,8 @@ class Daemon:
         if self.notifier is not None:  # the last cycle's events get a short while to go out
             await self.notifier.aclose(grace=min(self.grace,
                                                  self.settings.notifications.flush_timeout))
+        for hook in self.on_stop:
+            await hook()
         return not crashed
 
     async def _stop_worker(self, worker: asyncio.Task[None]) -> None:

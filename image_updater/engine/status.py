@@ -235,6 +235,29 @@ def history_of(app: App, env: str | None, repo: DeployRepo, *, limit: int | None
         return read_history(repo.path, head, app, env, limit=limit, holds_file=HOLDS_FILE)
 
 
+def recent_history(apps: Sequence[App], deps: StatusDeps, *, limit: int
+                   ) -> dict[str, list[HistoryEntry]]:
+    """Each app's newest ``limit`` changes (the status page), newest first: one fetch per deploy
+    repository, then one bounded ``git log`` per app, each under the clone's lock on its own
+    so that a cycle waits for one app's read at most. An app whose history cannot be read
+    (its repository failed) is left out: its status rows already carry the error."""
+    by_target: dict[GitTarget, list[App]] = {}
+    for app in apps:
+        by_target.setdefault(app.git, []).append(app)
+    out: dict[str, list[HistoryEntry]] = {}
+    for target, group in by_target.items():
+        repo = deps.repo_for(target)
+        try:
+            head = repo.sync()
+            for app in group:
+                with repo.locked("the status page's history read"):
+                    out[app.name] = read_history(repo.path, head, app, limit=limit,
+                                                 holds_file=HOLDS_FILE)
+        except ImageUpdaterError:
+            continue
+    return out
+
+
 # ---- rendering: a table that fits a terminal (100 columns) ---------------------------------
 
 def status_table(rows: Sequence[EnvStatus]) -> str:

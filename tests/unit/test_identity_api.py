@@ -46,6 +46,10 @@ def test_a_valid_request_is_parsed() -> None:
     (_body(evidence={"job": 1}), "must be a string"),
     (_body(evidence={"job": "a\nImage-Updater-App: forged"}), "one line"),
     (_body(evidence={"job": "x" * 257}), "at most 256"),
+    # JSON may escape an unpaired surrogate; no commit message can carry one (not UTF-8)
+    (_body(evidence={"job": "a\ud800"}), "unpaired surrogates"),
+    (_body(evidence={"job": "a\udcff"}), "unpaired surrogates"),
+    (_body(evidence={"job": "a\x85Image-Updater-App: forged"}), "one line"),
 ])
 def test_untrusted_bodies_are_refused_naming_the_field(body: bytes, says: str) -> None:
     with pytest.raises(InvalidReferenceError, match=says) as info:
@@ -75,6 +79,14 @@ def test_evidence_that_slipped_past_the_api_cannot_forge_a_trailer() -> None:
     message = add_evidence(commit_message([_change("shop", "prod")]), [
         {"job": "a\nImage-Updater-App: forged", "bad key\n": "x", "ok": "fine"}])
     assert "forged" not in message and "bad key" not in message
+    assert "Image-Updater-Evidence: ok=fine" in message
+
+
+def test_evidence_that_slipped_past_the_api_still_makes_a_committable_message() -> None:
+    message = add_evidence(commit_message([_change("shop", "prod")]), [
+        {"job": "a\ud800b", "run": "x\udcffy", "ok": "fine"}])
+    message.encode("utf-8")  # git commit -m would fail on a surrogate, every cycle
+    assert "job=" not in message and "run=" not in message
     assert "Image-Updater-Evidence: ok=fine" in message
 
 

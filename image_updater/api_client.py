@@ -27,8 +27,8 @@ PATH = "/api/v1/promotions"
 #: when the body carries no (valid) exit code, the status decides
 _EXIT_BY_STATUS = {200: ExitCode.OK, 400: ExitCode.USAGE, 401: ExitCode.AUTH,
                    403: ExitCode.AUTH, 404: ExitCode.NOT_FOUND, 409: ExitCode.CONFLICT,
-                   413: ExitCode.USAGE, 423: ExitCode.HELD, 502: ExitCode.TEMPORARY,
-                   503: ExitCode.TEMPORARY, 504: ExitCode.TEMPORARY}
+                   413: ExitCode.USAGE, 422: ExitCode.UNVERIFIED, 423: ExitCode.HELD,
+                   502: ExitCode.TEMPORARY, 503: ExitCode.TEMPORARY, 504: ExitCode.TEMPORARY}
 #: a daemon restarting or briefly unreachable is retried; anything it answered is final
 RETRY_STATUSES = frozenset({502, 503, 504})
 

@@ -62,6 +62,9 @@ STATUS_BY_EXIT: dict[ExitCode, int] = {
     ExitCode.OK: 200, ExitCode.USAGE: 400, ExitCode.CONFIG: 400, ExitCode.NOT_FOUND: 404,
     ExitCode.CONFLICT: 409, ExitCode.HELD: 423, ExitCode.TEMPORARY: 503,
     ExitCode.INTEGRITY: 502, ExitCode.INTERNAL: 500,
+    # the target environment's signature gate refused the digest: the request was understood
+    # and is well-formed, but that digest may not go there until it is signed
+    ExitCode.UNVERIFIED: 422,
     # AUTH: 401/403 for the caller's identity; the daemon's own registry or git credentials
     # refused are the daemon's problem, not the caller's (see _status)
     ExitCode.AUTH: 502,

@@ -24,7 +24,9 @@ import pytest
 from image_updater.cli import main
 from image_updater.config.api import load_api
 from image_updater.config.settings import NotificationSettings, NotificationSinkSettings
+from image_updater.exit_codes import ExitCode
 from image_updater.registry.base import MANIFEST_ACCEPT
+from tests.fixtures.cosign import make_key_pair, sign_image
 from tests.fixtures.daemon import DaemonProcess, InProcessDaemon, daemon_settings, wait_until
 from tests.fixtures.gitrepo import BareRepo, make_bare_repo, push_other_commit
 from tests.fixtures.http_stub import HttpStub, Reply
@@ -238,6 +240,49 @@ def test_promotions_and_refusals_are_told_to_the_notification_sinks(
                       what="the promotion's notification")
     assert "for api-token/ci" in refused[0] and "held" in refused[0]
     assert "by api-token/ci" in done[0] and site.staging["shop"] in done[0]
+
+
+def test_an_unsigned_digest_into_a_gated_environment_is_refused_with_422(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    run = uuid.uuid4().hex[:8]
+    repo = f"api/gated-{run}"
+    staging = push_image(registry.url, repo, "staging", seed=f"GS{run}")
+    prod = push_image(registry.url, repo, "prod", seed=f"GP{run}")
+    bare = make_bare_repo(tmp_path / "remotes", files={
+        "gated/values-staging.yaml": values("staging", staging),
+        "gated/values-prod.yaml": values("prod", prod)})
+    policies = tmp_path / "policies"
+    ci = make_key_pair(policies / "keys", name="ci")
+    (policies / "gated.yaml").write_text(
+        f"app: gated\nimage: {registry.host}/{repo}\n"
+        f"git: {{url: {bare.url}, branch: master}}\n"
+        "defaults: {strategy: digest, write: {digest: image.digest}}\n"
+        "environments:\n  staging: {file: gated/values-staging.yaml, tag: staging}\n"
+        "  prod: {file: gated/values-prod.yaml, tag: prod, "
+        "verify: {cosign: {keys: [keys/ci.pub]}}}\n")
+    (tmp_path / "ci").write_text(TOKEN, encoding="utf-8")
+    api = load_api({"tokens": [{"name": "ci", "file": str(tmp_path / "ci"), "apps": ["*"],
+                                "envs": ["prod"]}]}, "test")
+    settings = replace(daemon_settings(tmp_path, registry.host), api=api)
+    body = json.dumps({"app": "gated", "from": "staging", "to": "prod",
+                       "digest": staging}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    with InProcessDaemon(settings, [policies]) as daemon:
+        daemon.wait_cycles(1)
+        refused = daemon.post("/api/v1/promotions", body, headers)
+
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == ExitCode.UNVERIFIED == 11
+        assert "requires a cosign signature" in refused.json()["message"]
+
+        sign_image(registry.url, repo, staging, ci)
+        done = daemon.post("/api/v1/promotions", body, headers)
+        assert done.status_code == 200, done.text
+        assert daemon.post("/api/v1/promotions", body, {**headers, "Authorization": "Bearer x"}
+                           ).status_code == 401
+    r = httpx.get(f"{registry.url}/v2/{repo}/manifests/prod", timeout=10,
+                  headers={"Accept": ", ".join(MANIFEST_ACCEPT)})
+    assert digest_of(r.content) == staging  # moved only once it was signed
 
 
 @pytest.mark.parametrize(("make", "status"), [

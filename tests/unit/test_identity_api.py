@@ -129,6 +129,8 @@ def _client(tmp_path: Any, handler: Any, attempts: int = 3) -> tuple[ExitCode, s
     (200, {"status": "promoted", "message": "promoted x", "code": 0}, ExitCode.OK),
     (409, {"error": "conflict", "code": 4, "message": "The job tested"}, ExitCode.CONFLICT),
     (423, {"error": "held", "code": 10, "message": "held"}, ExitCode.HELD),
+    (422, {"error": "unverified", "code": 11, "message": "unsigned"}, ExitCode.UNVERIFIED),
+    (422, {"message": "a proxy dropped the code"}, ExitCode.UNVERIFIED),
     (403, {"error": "permission_denied", "code": 5, "message": "no"}, ExitCode.AUTH),
     (404, {"message": "no code in the body"}, ExitCode.NOT_FOUND),
     (400, {"code": 99, "message": "an unknown code"}, ExitCode.USAGE),

@@ -50,6 +50,7 @@ from image_updater.model import App, Environment
 from image_updater.notify.dispatcher import Dispatcher
 from image_updater.notify.events import CommandEvent, told
 from image_updater.observability.logs import scrub
+from image_updater.observability.metrics import Metrics
 from image_updater.registry.base import check_digest
 from image_updater.registry.reference import parse_reference
 from image_updater.wiring.runtime import Runtime
@@ -168,6 +169,9 @@ class PromotionHost(Protocol):
     runtime: Runtime
     notifier: Dispatcher | None
 
+    @property
+    def metrics(self) -> Metrics: ...
+
     def request_apps(self, names: set[str]) -> None: ...
 
 
@@ -276,12 +280,18 @@ def promotion_routes(service: PromotionService) -> list[BaseRoute]:
     """The API's routes, for the daemon's app factory (``build_app(extra_routes=…)``)."""
 
     async def endpoint(request: Request) -> Response:
-        return await handle(service, request)
+        response, outcome = await handle(service, request)
+        metrics = service.host.metrics
+        metrics.api_requests.labels(route=PATH, code=str(response.status_code)).inc()
+        metrics.api_promotions.labels(outcome=outcome).inc()
+        return response
 
     return [Route(PATH, endpoint, methods=["POST"], name="promotions")]
 
 
-async def handle(service: PromotionService, request: Request) -> Response:
+async def handle(service: PromotionService, request: Request) -> tuple[Response, str]:
+    """The answer, and the outcome the metrics count it under (a bounded label: promoted,
+    already, or the refusal's reason)."""
     secrets = service.host.runtime.secrets
     try:
         principal = await service.authenticator.authenticate(
@@ -289,25 +299,29 @@ async def handle(service: PromotionService, request: Request) -> Response:
         req = parse_request(await _body(request, service.settings.api.max_body_bytes))
         result = await service.promote(principal, req)
     except _TooLarge as exc:
-        return _error(413, "too_large", ExitCode.USAGE, str(exc))
+        return _error(413, "too_large", ExitCode.USAGE, str(exc)), "too_large"
     except ClientDisconnect:  # the caller left (or the request deadline cut it off)
-        return _error(400, "disconnected", ExitCode.USAGE, "The client disconnected.")
+        return _error(400, "disconnected", ExitCode.USAGE, "The client disconnected."), \
+            "disconnected"
     except ImageUpdaterError as exc:
         code = exit_code_for(exc)
         if code is ExitCode.AUTH or exc.reason in ("unauthenticated", "permission_denied"):
             log.warning("promotion API refused: %s", scrub(str(exc), secrets))
-        return _error(_status(exc, code), exc.reason, code, scrub(str(exc), secrets))
+        return _error(http_status(exc), exc.reason, code, scrub(str(exc), secrets)), exc.reason
     except Exception as exc:  # a bug: a 500 with a message, never a traceback to the caller
         log.exception("the promotion API failed unexpectedly (a bug; please report it)")
         return _error(500, "internal", ExitCode.INTERNAL,
-                      f"unexpected {type(exc).__name__}; this is a bug, see the daemon's log.")
+                      f"unexpected {type(exc).__name__}; this is a bug, see the daemon's log."
+                      ), "internal"
     return JSONResponse({"status": result.status, "message": result.line(),
                          "digest": result.digest, "destination": result.destination,
                          "previous": result.previous, "notes": list(result.notes),
-                         "code": int(ExitCode.OK)})
+                         "code": int(ExitCode.OK)}), result.status
 
 
-def _status(exc: ImageUpdaterError, code: ExitCode) -> int:
+def http_status(exc: ImageUpdaterError) -> int:
+    """The HTTP status the API answers ``exc`` with (README: "POST /api/v1/promotions")."""
+    code = exit_code_for(exc)
     if exc.reason == "unauthenticated":
         return 401
     if exc.reason == "permission_denied":

@@ -242,7 +242,15 @@ def test_promotions_and_refusals_are_told_to_the_notification_sinks(
     assert "by api-token/ci" in done[0] and site.staging["shop"] in done[0]
 
 
-def test_an_unsigned_digest_into_a_gated_environment_is_refused_with_422(
+def _counted(daemon: InProcessDaemon, sample: str) -> float:
+    """The value of one sample line of the daemon's /metrics (0 when absent)."""
+    for line in daemon.get("/metrics").text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_an_unsigned_digest_into_a_gated_environment_is_refused_with_422_and_counted(
         registry: RegistryServer, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:8]
     repo = f"api/gated-{run}"
@@ -274,12 +282,18 @@ def test_an_unsigned_digest_into_a_gated_environment_is_refused_with_422(
         assert refused.status_code == 422, refused.text
         assert refused.json()["code"] == ExitCode.UNVERIFIED == 11
         assert "requires a cosign signature" in refused.json()["message"]
+        assert _counted(daemon, 'image_updater_api_requests_total{code="422",'
+                                'route="/api/v1/promotions"}') == 1
+        assert _counted(daemon, 'image_updater_api_promotions_total{outcome="unverified"}') == 1
 
         sign_image(registry.url, repo, staging, ci)
         done = daemon.post("/api/v1/promotions", body, headers)
         assert done.status_code == 200, done.text
+        assert _counted(daemon, 'image_updater_api_promotions_total{outcome="promoted"}') == 1
         assert daemon.post("/api/v1/promotions", body, {**headers, "Authorization": "Bearer x"}
                            ).status_code == 401
+        assert _counted(daemon, 'image_updater_api_requests_total{code="401",'
+                                'route="/api/v1/promotions"}') == 1
     r = httpx.get(f"{registry.url}/v2/{repo}/manifests/prod", timeout=10,
                   headers={"Accept": ", ".join(MANIFEST_ACCEPT)})
     assert digest_of(r.content) == staging  # moved only once it was signed

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,6 +31,7 @@ from image_updater.engine.status import EnvStatus
 from image_updater.errors import ConfigError
 from image_updater.gitops.history import HistoryEntry
 from image_updater.identity.authenticator import Authenticator
+from image_updater.observability.metrics import Metrics
 from image_updater.secrets import SecretRegistry
 from tests.fixtures.browser import Dom
 
@@ -261,6 +263,23 @@ def test_authenticated_access_asks_authorize_for_both_routes() -> None:
         assert c.get(path, headers={"Authorization": "Bearer good"}).status_code == 200
     # open access never asks
     assert client(board(access="open"), authorize=authorize).get("/").status_code == 200
+
+
+def test_page_and_api_answers_are_counted_by_route_and_code() -> None:
+    metrics = Metrics(CollectorRegistry())
+    b = board([row("in-sync")])
+    c = client(b, metrics=metrics)
+    assert c.get("/api/v1/status").status_code == 503  # nothing computed yet
+    asyncio.run(b.refresh())
+    c.get("/")
+    c.get("/api/v1/status")
+
+    def count(route: str, code: str) -> float | None:
+        return metrics.registry.get_sample_value("image_updater_api_requests_total",
+                                                 {"route": route, "code": code})
+
+    assert (count("/api/v1/status", "503"), count("/api/v1/status", "200"),
+            count("/", "200")) == (1, 1, 1)
 
 
 def test_authenticated_access_without_identities_is_refused_at_start() -> None:

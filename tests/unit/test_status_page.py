@@ -405,7 +405,8 @@ def test_cycles_recompute_only_while_someone_reads() -> None:
 
 def test_settings_block_loads_and_bad_values_name_the_key(tmp_path: Path) -> None:
     path = tmp_path / "settings.yaml"
-    path.write_text("status_page: {access: authenticated, reload_seconds: 10, history: 3}\n")
+    path.write_text("status_page: {access: authenticated, reload_seconds: 10, history: 3}\n"
+                    "api: {tokens: [{name: ci, file: /run/ci, apps: ['*'], envs: ['*']}]}\n")
     block = load_settings(path, environ={}).status_page
     assert (block.access, block.reload_seconds, block.history) == ("authenticated", 10, 3)
     assert load_settings(None, environ={}).status_page.access == "open"
@@ -418,6 +419,11 @@ def test_settings_block_loads_and_bad_values_name_the_key(tmp_path: Path) -> Non
                 "settings.yaml:1:31: status_page.reload_seconds",
                 "settings.yaml:1:50: status_page.max_age", "status_page.history"):
         assert key in text
+    # validate --config says it, not only the daemon's start: there is nobody to let in
+    path.write_text("status_page: {access: authenticated}\n")
+    with pytest.raises(ConfigError, match=r"settings.yaml:1:15: status_page.access: "
+                                          r"'authenticated' needs identities"):
+        load_settings(path, environ={})
     path.write_text("status_page: {acess: open}\n")
     with pytest.raises(ConfigError, match=r"settings.yaml:1:\d+: status_page.acess: unknown"):
         load_settings(path, environ={})

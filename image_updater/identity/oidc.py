@@ -96,7 +96,7 @@ class IssuerKeys:
 
     async def _fetch(self) -> list[dict[str, Any]]:
         if self.settings.jwks_file is not None:
-            return await asyncio.to_thread(_read_jwks_file, self.settings)
+            return await asyncio.to_thread(read_jwks_file, self.settings)
         if self._jwks_url is None:
             self._jwks_url = await self._discover()
         return _keys_of(await self._get_json(self._jwks_url, "JWKS"), self._jwks_url)
@@ -147,7 +147,7 @@ class IssuerKeys:
         return document
 
 
-def _read_jwks_file(settings: IssuerSettings) -> list[dict[str, Any]]:
+def read_jwks_file(settings: IssuerSettings) -> list[dict[str, Any]]:
     path = settings.jwks_file
     assert path is not None
     try:

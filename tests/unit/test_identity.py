@@ -17,6 +17,7 @@ from typing import Any
 import jwt
 import pytest
 
+from image_updater.cli import main
 from image_updater.config.api import ApiSettings, Grant, load_api
 from image_updater.config.settings import load_settings, secret_sources
 from image_updater.errors import (
@@ -319,3 +320,45 @@ def test_an_unreachable_issuer_is_temporary(tmp_path: Path) -> None:
     issuer.stop()
     with pytest.raises(IdentityUnavailableError, match="Cannot fetch the discovery document"):
         _authenticate(api, f"Bearer {token}")
+
+
+# -- validate --config -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("token", "jwks", "says"), [
+    (None, "{\"keys\": [{\"kty\": \"RSA\"}]}", "api.tokens[ci].file"),          # no file
+    ("short\n", "{\"keys\": [{\"kty\": \"RSA\"}]}", "shorter than 16 characters"),
+    (TOKEN, None, "api.issuers[https://cluster-b.internal].jwks_file"),        # no file
+    (TOKEN, "{\"keys\": []}", "has no keys"),
+    (TOKEN, "not json", "jwks_file"),
+    (TOKEN, "{\"keys\": [{\"kty\": \"RSA\"}]}", None),                            # ok
+])
+def test_validate_reads_the_api_token_and_jwks_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], token: str | None,
+        jwks: str | None, says: str | None) -> None:
+    """What the daemon's start (token files) or first request (JWKS files) would refuse,
+    validate --config says first, naming the setting and never the token."""
+    if token is not None:
+        (tmp_path / "ci-token").write_text(token, encoding="utf-8")
+    if jwks is not None:
+        (tmp_path / "jwks.json").write_text(jwks, encoding="utf-8")
+    config = _settings(tmp_path, f"""\
+api:
+  tokens: [{{name: ci, file: {tmp_path / 'ci-token'}, apps: ['*'], envs: [prod]}}]
+  issuers: [{{issuer: "https://cluster-b.internal", jwks_file: {tmp_path / 'jwks.json'}}}]
+""")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "shop.yaml").write_text(
+        "app: shop\nimage: registry.example.com/shop\n"
+        "git: {url: 'https://git.example.com/deploy.git', branch: main}\n"
+        "defaults: {strategy: digest, write: {digest: image.digest}}\n"
+        "environments:\n  prod: {file: shop/values-prod.yaml, tag: prod}\n")
+    code = main(["validate", "--config", str(config), str(policies)])
+    printed = capsys.readouterr()
+    output = printed.out + printed.err
+    assert TOKEN not in output
+    if says is None:
+        assert code == 0, output
+    else:
+        assert code == 1 and says in output, output

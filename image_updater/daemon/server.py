@@ -65,6 +65,9 @@ def build_app(daemon: DaemonPort, settings: Settings, *,
     core = CoreRoutes(daemon, settings)
     app = Starlette(routes=[*core.routes(), *extra_routes],
                     exception_handlers={404: _not_found, BodyTooLarge: _too_large})
+    # No 307 from "/healthz/" to "/healthz": Starlette builds that Location from the
+    # request's own Host header, and an API client answered without JSON is lost. 404.
+    app.router.redirect_slashes = False
 
     def limit_for(path: str) -> tuple[int, str]:
         if path.startswith(WEBHOOKS):

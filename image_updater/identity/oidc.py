@@ -204,9 +204,12 @@ class ServiceAccountVerifier:
     def _keys_for(self, iss: Any) -> IssuerKeys:
         keys = self._issuers.get(iss) if isinstance(iss, str) else None
         if keys is None:
+            # The configured issuers are not listed: this answer goes to whoever asks, and
+            # with status_page.access: authenticated nothing may be told to strangers.
             raise UnauthenticatedError(
                 f"The token was issued by {truncate(str(iss), 100)!r}, which is not one of "
-                f"api.issuers ({', '.join(sorted(self._issuers)) or 'none configured'}).")
+                "the daemon's api.issuers; add that cluster's service-account issuer there "
+                "(kubectl get --raw /.well-known/openid-configuration names it).")
         return keys
 
 

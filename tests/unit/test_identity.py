@@ -230,12 +230,22 @@ def test_a_service_account_token_is_verified_and_mapped(tmp_path: Path, alg: str
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"expires_in": -120}, "has expired"),
     ({"audience": "kubernetes"}, "audience is not one of image-updater"),
-    ({"issuer": "https://other.example"}, "not one of api.issuers"),
+    ({"issuer": "https://other.example"}, "not one of the daemon.s api.issuers"),
 ])
 def test_bad_service_account_tokens_are_unauthenticated(
         tmp_path: Path, issuer: OidcIssuer, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(UnauthenticatedError, match=message):
         _authenticate(_api(tmp_path, issuer), f"Bearer {issuer.token(**kwargs)}")
+
+
+def test_an_unknown_issuer_is_not_told_which_issuers_the_daemon_trusts(
+        tmp_path: Path, issuer: OidcIssuer) -> None:
+    with OidcIssuer() as stranger:
+        token, stranger_url = stranger.token(), stranger.url
+    with pytest.raises(UnauthenticatedError) as info:
+        _authenticate(_api(tmp_path, issuer), f"Bearer {token}")
+    assert stranger_url in str(info.value) and "api.issuers" in str(info.value)
+    assert issuer.url not in str(info.value)
 
 
 def test_a_token_signed_by_another_cluster_is_unauthenticated(tmp_path: Path,

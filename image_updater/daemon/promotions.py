@@ -40,6 +40,7 @@ from starlette.routing import BaseRoute, Route
 
 from image_updater.changes import Change
 from image_updater.config.settings import Settings
+from image_updater.daemon.http_limits import BodyTooLarge
 from image_updater.daemon.service import Daemon
 from image_updater.engine.promote import RetagResult, promote, target_digest
 from image_updater.errors import ImageUpdaterError, InvalidReferenceError, NotFoundError
@@ -349,9 +350,12 @@ async def _body(request: Request, limit: int) -> bytes:
         raise _TooLarge(f"The body has {declared} bytes, more than the {limit} allowed "
                         "(api.max_body_bytes).")
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _TooLarge(f"The body is larger than the {limit} bytes allowed "
-                            "(api.max_body_bytes).")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _TooLarge(f"The body is larger than the {limit} bytes allowed "
+                                "(api.max_body_bytes).")
+    except BodyTooLarge as exc:  # the port's own cap (server.max_body_bytes) was lower
+        raise _TooLarge(f"{str(exc).capitalize()}.") from None
     return body

@@ -3,18 +3,30 @@ mapping of answers back to exit codes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
+from starlette.requests import Request
 
 from image_updater.api_client import Promotion, promote_remote
 from image_updater.changes import Change, KeyChange
-from image_updater.daemon.promotions import EvidenceStore, UsageError, parse_request
+from image_updater.config.api import load_api
+from image_updater.daemon.http_limits import BodyTooLarge
+from image_updater.daemon.promotions import (
+    EvidenceStore,
+    PromotionService,
+    UsageError,
+    handle,
+    parse_request,
+)
 from image_updater.errors import InvalidReferenceError
 from image_updater.exit_codes import ExitCode
 from image_updater.gitops.message import add_evidence, commit_message, parse_trailers
+from image_updater.identity import Authenticator
 from image_updater.secrets import SecretRegistry
 
 DIGEST = "sha256:" + "a" * 64
@@ -172,3 +184,26 @@ def test_a_missing_token_file_is_an_identity_error(tmp_path: Any) -> None:
         promote_remote(Promotion(server="http://x", app="a", source="b", target="c",
                                  digest=DIGEST), token_file=str(tmp_path / "none"),
                        secrets=SecretRegistry())
+
+
+def test_a_body_past_the_ports_own_cap_is_413_not_an_internal_error(tmp_path: Any) -> None:
+    """server.max_body_bytes below api.max_body_bytes: the port's cap stops a chunked body
+    while the route reads it; the caller gets 413, not a 500 logged as a bug."""
+    token = "a-token-0123456789abcdef"
+    (tmp_path / "ci").write_text(token, encoding="utf-8")
+    api = load_api({"tokens": [{"name": "ci", "file": str(tmp_path / "ci"), "apps": ["*"],
+                                "envs": ["*"]}]}, "test")
+    secrets = SecretRegistry()
+    host = SimpleNamespace(runtime=SimpleNamespace(secrets=secrets,
+                                                   settings=SimpleNamespace(api=api)))
+    service = PromotionService(cast(Any, host), Authenticator(api, secrets=secrets))
+
+    async def receive() -> dict[str, Any]:
+        raise BodyTooLarge(100, "server.max_body_bytes")
+
+    request = Request({"type": "http", "method": "POST", "path": "/api/v1/promotions",
+                       "headers": [(b"authorization", f"Bearer {token}".encode()),
+                                   (b"content-type", b"application/json")]}, receive)
+    response, outcome = asyncio.run(handle(service, request))
+    assert (response.status_code, outcome) == (413, "too_large")
+    assert b"server.max_body_bytes" in response.body

@@ -332,6 +332,30 @@ def test_an_unreachable_issuer_is_temporary(tmp_path: Path) -> None:
         _authenticate(api, f"Bearer {token}")
 
 
+def test_an_issuer_still_unreachable_stays_temporary_between_refetches(tmp_path: Path) -> None:
+    """The first request finds the issuer down (503); the next ones, within
+    jwks_min_refetch, must not turn that into "not signed by that cluster" (401): the
+    client retries 503 and gives up on 401, so an outage would fail every job for good."""
+    issuer = OidcIssuer().start()
+    token, api = issuer.token(), _api(tmp_path, issuer)
+    issuer.stop()
+
+    async def run() -> list[str]:
+        auth = Authenticator(
+            ApiSettings(tokens=api.tokens, issuers=api.issuers,
+                        service_accounts=api.service_accounts, jwks_min_refetch=10),
+            secrets=SecretRegistry(), clock=lambda: 100.0)
+        seen = []
+        for _ in range(3):
+            try:
+                await auth.authenticate(f"Bearer {token}")
+            except (IdentityUnavailableError, UnauthenticatedError) as exc:
+                seen.append(exc.reason)
+        return seen
+
+    assert asyncio.run(run()) == ["identity_unavailable"] * 3
+
+
 # -- validate --config -------------------------------------------------------------------------
 
 

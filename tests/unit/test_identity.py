@@ -112,10 +112,12 @@ api:
       apps: [shop]
       envs: [prod]
   colour: blue
+  timeout: 0
 """)
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ={})
     text = str(info.value)
+    assert f"{path}:14:3: api.timeout: must be more than 0 seconds" in text
     assert f"{path}:3:7: api.tokens[0].file: required key is missing" in text
     assert "api.tokens[0].envs: required key is missing" in text
     assert f"{path}:7:7: api.issuers[0].algorithms: 'HS256' is not allowed" in text

@@ -38,7 +38,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from image_updater.changes import Change
+from image_updater.changes import Change, CycleResult
 from image_updater.config.settings import Settings
 from image_updater.daemon.http_limits import BodyTooLarge
 from image_updater.daemon.service import Daemon
@@ -169,11 +169,16 @@ class PromotionHost(Protocol):
     apps: list[App]
     runtime: Runtime
     notifier: Dispatcher | None
+    cycles: int                       # cycles finished so far
+    in_cycle: bool
+    last_result: CycleResult | None
 
     @property
     def metrics(self) -> Metrics: ...
 
     def request_apps(self, names: set[str]) -> None: ...
+
+    async def cycle(self, apps: list[App]) -> CycleResult: ...
 
 
 class PromotionService:
@@ -185,6 +190,9 @@ class PromotionService:
         self.authenticator = authenticator
         self.evidence = evidence or EvidenceStore()
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        #: apps whose tag this service moved -> the number of cycles that must have finished
+        #: before one that began after the move covers them (see :meth:`cycle_done`)
+        self._unlanded: dict[str, int] = {}
 
     @classmethod
     def for_daemon(cls, daemon: Daemon, settings: Settings) -> PromotionService:
@@ -192,6 +200,8 @@ class PromotionService:
         stops the start) and its evidence, which the daemon's cycles consult."""
         service = cls(daemon, Authenticator(settings.api, secrets=daemon.secrets))
         daemon.evidence_for = service.evidence.for_change
+        daemon.after_cycle.append(service.cycle_done)
+        daemon.before_close.append(service.land)  # after the port drained its requests
         return service
 
     @property
@@ -223,10 +233,43 @@ class PromotionService:
         self.evidence.put(app.name, target.name, result.digest, evidence)
         self.host.request_apps({app.name})  # land it in git now, not at the next interval
         if result.status == "promoted":
+            # a cycle already running may have read the registry before the tag moved
+            self._unlanded[app.name] = self.host.cycles + (1 if self.host.in_cycle else 0)
             self._tell(_done(req, result, principal))
         log.info("%s by %s: %s", "promotion" if result.status == "promoted" else "replay",
                  principal.name, result.line(), extra={"app": app.name, "env": target.name})
         return result
+
+    def cycle_done(self) -> None:
+        """After each cycle (on the loop): apps it covered, having begun after their tag
+        moved, are in git now."""
+        result = self.host.last_result
+        if result is None or not self._unlanded:
+            return
+        covered = {c.app for c in result.changes} | {app for app, _ in result.unchanged}
+        for name in covered & set(self._unlanded):
+            if self.host.cycles > self._unlanded[name]:
+                del self._unlanded[name]
+
+    async def land(self) -> None:
+        """The daemon is stopping and its port has drained: a tag the API moved that no
+        cycle has written to git yet is written now, so the process never exits with the
+        registry and git disagreeing (and the caller's evidence still makes its trailers).
+        Bounded by ``server.shutdown_grace``; what is left then, the next start writes."""
+        apps = [a for a in self.host.apps if a.name in self._unlanded]
+        if not apps:
+            return
+        names = ", ".join(a.name for a in apps)
+        log.info("stopping: landing the promotion(s) of %s in git first", names)
+        try:
+            async with asyncio.timeout(self.settings.server.shutdown_grace):
+                await self.host.cycle(apps)
+        except TimeoutError:
+            log.warning("the promotion(s) of %s were not landed in git within "
+                        "server.shutdown_grace; the next start writes them", names)
+        except Exception:
+            log.exception("landing the promotion(s) of %s failed (a bug; please report it); "
+                          "the next start writes them", names)
 
     def _reader(self, app: App) -> Callable[[str], str | None]:
         def read_head(path: str) -> str | None:  # in a worker thread, as the CLI's

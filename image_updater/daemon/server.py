@@ -107,6 +107,7 @@ class HttpServer:
         self._config.app = ConnectionCap(app, state=self._server.server_state,
                                          limit=limits.max_connections)
         self._ticker: asyncio.Task[None] | None = None
+        self._stopped = False
         _quiet_uvicorn_records()
 
     @property
@@ -137,7 +138,11 @@ class HttpServer:
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish for up to ``server.shutdown_grace``
-        seconds, cancel what is left, then close every connection and the port."""
+        seconds, cancel what is left, then close every connection and the port. A second
+        call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         server, state = self._server, self._server.server_state
         if self._ticker is not None:
             self._ticker.cancel()

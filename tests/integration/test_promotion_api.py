@@ -299,6 +299,43 @@ def test_an_unsigned_digest_into_a_gated_environment_is_refused_with_422_and_cou
     assert digest_of(r.content) == staging  # moved only once it was signed
 
 
+def test_a_promotion_in_flight_at_shutdown_is_in_git_before_the_daemon_exits(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    """SIGTERM while a job's promotion runs: the request finishes (the port drains), and
+    the daemon writes the moved tag to git, with the job's evidence, before it exits: the
+    registry and git never disagree across a restart (and nothing is lost with the process)."""
+    d = deploy(registry, tmp_path)
+    (tmp_path / "ci").write_text(TOKEN, encoding="utf-8")
+    api = load_api({"tokens": [{"name": "ci", "file": str(tmp_path / "ci"), "apps": ["*"],
+                                "envs": ["prod"]}]}, "test")
+    daemon = InProcessDaemon(replace(daemon_settings(tmp_path, registry.host), api=api),
+                             [d.policies]).start()
+    daemon.wait_cycles(1)
+    answers: list[httpx.Response] = []
+
+    def promote() -> None:
+        answers.append(httpx.post(
+            daemon.url + "/api/v1/promotions", timeout=30,
+            json={"app": "shop", "from": "staging", "to": "prod", "digest": d.staging["shop"],
+                  "evidence": {"job": "shop-promote-at-shutdown"}},
+            headers={"Authorization": f"Bearer {TOKEN}"}))
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(promote)
+        wait_until(lambda: daemon.server.requests_in_flight > 0, timeout=10,
+                   what="the promotion in flight")
+        assert daemon.stop() == 0
+        pending.result()
+
+    assert answers[0].status_code == 200, answers[0].text
+    r = httpx.get(f"{registry.url}/v2/{d.repos['shop']}/manifests/prod", timeout=10,
+                  headers={"Accept": ", ".join(MANIFEST_ACCEPT)})
+    assert digest_of(r.content) == d.staging["shop"]
+    assert d.staging["shop"] in d.bare.show("master", "shop/values-prod.yaml").decode()
+    message = d.bare.log("-1", "--format=%B", "master", "--", "shop/values-prod.yaml")
+    assert "Image-Updater-Evidence: job=shop-promote-at-shutdown" in message
+
+
 @pytest.mark.parametrize(("make", "status"), [
     (lambda s: None, 401),
     (lambda s: "not-the-token-0123456789abcdef", 401),

@@ -64,7 +64,11 @@ def promote_remote(promotion: Promotion, *, token_file: str, secrets: SecretRegi
     with httpx.Client(timeout=timeout, transport=transport, follow_redirects=False) as client:
         for attempt in range(1, attempts + 1):
             token = _token(token_file, secrets)
-            answer, retry = _send(client, url, body, token)
+            answer, status = _send(client, url, body, token)
+            if status == 401:  # say which file the job read: a wrong mount or path, usually
+                answer = Answer(answer.code, f"{answer.message} (the token was read from "
+                                             f"{token_file})")
+            retry = status is None or status in RETRY_STATUSES
             if not retry or attempt == attempts:
                 break
             sleep(backoff * attempt)
@@ -81,13 +85,14 @@ def _token(path: str, secrets: SecretRegistry) -> str:
 
 
 def _send(client: httpx.Client, url: str, body: dict[str, object], token: str
-          ) -> tuple[Answer, bool]:
+          ) -> tuple[Answer, int | None]:
+    """The answer and its HTTP status (None: the daemon was not reached)."""
     try:
         response = client.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
     except httpx.HTTPError as exc:
         return Answer(ExitCode.TEMPORARY, f"cannot reach the image-updater daemon at {url} "
-                      f"({type(exc).__name__}); nothing was promoted by this attempt."), True
-    return _answer(response), response.status_code in RETRY_STATUSES
+                      f"({type(exc).__name__}); nothing was promoted by this attempt."), None
+    return _answer(response), response.status_code
 
 
 def _answer(response: httpx.Response) -> Answer:

@@ -163,6 +163,19 @@ def test_answers_map_back_to_promotes_exit_codes(tmp_path: Any, status: int,
     assert json.loads(seen[0].content)["evidence"] == {"job": "j"}
 
 
+def test_a_refused_token_names_the_file_it_was_read_from_never_the_token(
+        tmp_path: Any) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": "unauthenticated", "code": 5,
+                                         "message": "The bearer token is not one of the API's "
+                                                    "tokens; check the token file."})
+
+    code, message, _ = _client(tmp_path, handler)
+    assert code is ExitCode.AUTH
+    assert message.endswith(f"(the token was read from {tmp_path / 'token'})")
+    assert "a-token-0123456789abcdef" not in message
+
+
 def test_an_unavailable_daemon_is_retried_then_temporary(tmp_path: Any) -> None:
     calls: list[int] = []
 

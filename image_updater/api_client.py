@@ -27,8 +27,8 @@ PATH = "/api/v1/promotions"
 #: when the body carries no (valid) exit code, the status decides
 _EXIT_BY_STATUS = {200: ExitCode.OK, 400: ExitCode.USAGE, 401: ExitCode.AUTH,
                    403: ExitCode.AUTH, 404: ExitCode.NOT_FOUND, 409: ExitCode.CONFLICT,
-                   413: ExitCode.USAGE, 423: ExitCode.HELD, 502: ExitCode.TEMPORARY,
-                   503: ExitCode.TEMPORARY, 504: ExitCode.TEMPORARY}
+                   413: ExitCode.USAGE, 422: ExitCode.UNVERIFIED, 423: ExitCode.HELD,
+                   502: ExitCode.TEMPORARY, 503: ExitCode.TEMPORARY, 504: ExitCode.TEMPORARY}
 #: a daemon restarting or briefly unreachable is retried; anything it answered is final
 RETRY_STATUSES = frozenset({502, 503, 504})
 
@@ -64,7 +64,11 @@ def promote_remote(promotion: Promotion, *, token_file: str, secrets: SecretRegi
     with httpx.Client(timeout=timeout, transport=transport, follow_redirects=False) as client:
         for attempt in range(1, attempts + 1):
             token = _token(token_file, secrets)
-            answer, retry = _send(client, url, body, token)
+            answer, status = _send(client, url, body, token)
+            if status == 401:  # say which file the job read: a wrong mount or path, usually
+                answer = Answer(answer.code, f"{answer.message} (the token was read from "
+                                             f"{token_file})")
+            retry = status is None or status in RETRY_STATUSES
             if not retry or attempt == attempts:
                 break
             sleep(backoff * attempt)
@@ -81,13 +85,14 @@ def _token(path: str, secrets: SecretRegistry) -> str:
 
 
 def _send(client: httpx.Client, url: str, body: dict[str, object], token: str
-          ) -> tuple[Answer, bool]:
+          ) -> tuple[Answer, int | None]:
+    """The answer and its HTTP status (None: the daemon was not reached)."""
     try:
         response = client.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
     except httpx.HTTPError as exc:
         return Answer(ExitCode.TEMPORARY, f"cannot reach the image-updater daemon at {url} "
-                      f"({type(exc).__name__}); nothing was promoted by this attempt."), True
-    return _answer(response), response.status_code in RETRY_STATUSES
+                      f"({type(exc).__name__}); nothing was promoted by this attempt."), None
+    return _answer(response), response.status_code
 
 
 def _answer(response: httpx.Response) -> Answer:

@@ -203,6 +203,9 @@ def cmd_validate(args: argparse.Namespace, _secrets: SecretRegistry) -> ExitCode
             commit_signer(settings, _secrets)  # a key that cannot sign is a settings problem
             check_github_app(settings, _secrets)
             check_sinks(settings.notifications, secrets=_secrets)
+            from image_updater.identity import check_identities
+
+            check_identities(settings.api, secrets=_secrets)  # token and JWKS files
             _show_templates(settings)
         except ConfigError as exc:
             settings_problem = str(exc)

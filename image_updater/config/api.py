@@ -150,6 +150,9 @@ def load_api(raw: Any, where: str) -> ApiSettings:
                for k, minimum in (("max_body_bytes", 1), ("jwks_refresh", 0),
                                   ("jwks_min_refetch", 0), ("timeout", 0))
                if k in raw}
+    if numbers.get("timeout") == 0:  # httpx would give up on every fetch at once
+        walk.add(raw, "timeout", "api.timeout", "must be more than 0 seconds (each discovery "
+                 "or JWKS request may take this long)")
     issuers = tuple(_items(walk, raw, "issuers", _issuer))
     api = ApiSettings(tokens=tuple(_items(walk, raw, "tokens", _token)), issuers=issuers,
                       service_accounts=tuple(_items(walk, raw, "service_accounts",

@@ -301,7 +301,8 @@ def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = N
     _check_git_auth(settings.git, where)
     _check_notifications(settings.notifications, where)
     check_server(settings.server, raw.get("server"), where)
-    check_status_page(settings.status_page, raw.get("status_page"), where)
+    check_status_page(settings.status_page, raw.get("status_page"), where,
+                      identities=settings.api.enabled)
     return _apply_env(settings, os.environ if environ is None else environ)
 
 

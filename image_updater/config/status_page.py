@@ -29,15 +29,22 @@ class StatusPageSettings:
     history: int = 5
 
 
-def check_status_page(block: StatusPageSettings, node: Any, where: str) -> None:
+def check_status_page(block: StatusPageSettings, node: Any, where: str, *,
+                      identities: bool = True) -> None:
     """Refuse values that parse but make no sense, naming ``file:line:column`` and the key.
 
-    ``node`` is the parsed ``status_page:`` mapping (positions for the messages), or None.
+    ``node`` is the parsed ``status_page:`` mapping (positions for the messages), or None;
+    ``identities``: the ``api`` block configures some (``access: authenticated`` needs them,
+    and ``validate --config`` should say so, not only the daemon's start).
     """
     problems = []
     if block.access not in ACCESS:
         problems.append(("access", f"{block.access!r} is not known; use one of "
                                    f"{', '.join(ACCESS)}"))
+    elif block.access == "authenticated" and not identities:
+        problems.append(("access", "'authenticated' needs identities to check, and the api "
+                                   "block has none: configure api.tokens or "
+                                   "api.service_accounts, or set access: open"))
     if block.reload_seconds < 1:
         problems.append(("reload_seconds", f"must be at least 1 (seconds between the page's "
                                            f"reloads), not {block.reload_seconds}"))

@@ -77,9 +77,13 @@ async def serve(daemon: Daemon, server: HttpServer, stop: asyncio.Event) -> int:
     """Run the HTTP server and the daemon until ``stop``; then close everything. Exit code.
 
     The port keeps answering (probes, metrics) while a running cycle finishes; then it
-    closes, after its requests in flight (``server.shutdown_grace``), and the clients last.
+    closes, after its requests in flight (``server.shutdown_grace``); then the promotion API
+    lands in git what those requests moved; the clients close last.
     """
     await server.start()
+    # the port closes (after its requests in flight) before the daemon's last steps, so a
+    # promotion that moved a tag meanwhile is landed in git before the process exits
+    daemon.before_close.insert(0, server.stop)
     log.info("serving on %s; %d app(s), interval %d s", server.address, len(daemon.apps),
              int(daemon.settings.interval), extra={"listen": server.address})
     try:

@@ -38,8 +38,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from image_updater.changes import Change
+from image_updater.changes import Change, CycleResult
 from image_updater.config.settings import Settings
+from image_updater.daemon.http_limits import BodyTooLarge
 from image_updater.daemon.service import Daemon
 from image_updater.engine.promote import RetagResult, promote, target_digest
 from image_updater.errors import ImageUpdaterError, InvalidReferenceError, NotFoundError
@@ -50,6 +51,7 @@ from image_updater.model import App, Environment
 from image_updater.notify.dispatcher import Dispatcher
 from image_updater.notify.events import CommandEvent, told
 from image_updater.observability.logs import scrub
+from image_updater.observability.metrics import Metrics
 from image_updater.registry.base import check_digest
 from image_updater.registry.reference import parse_reference
 from image_updater.wiring.runtime import Runtime
@@ -62,6 +64,9 @@ STATUS_BY_EXIT: dict[ExitCode, int] = {
     ExitCode.OK: 200, ExitCode.USAGE: 400, ExitCode.CONFIG: 400, ExitCode.NOT_FOUND: 404,
     ExitCode.CONFLICT: 409, ExitCode.HELD: 423, ExitCode.TEMPORARY: 503,
     ExitCode.INTEGRITY: 502, ExitCode.INTERNAL: 500,
+    # the target environment's signature gate refused the digest: the request was understood
+    # and is well-formed, but that digest may not go there until it is signed
+    ExitCode.UNVERIFIED: 422,
     # AUTH: 401/403 for the caller's identity; the daemon's own registry or git credentials
     # refused are the daemon's problem, not the caller's (see _status)
     ExitCode.AUTH: 502,
@@ -164,8 +169,16 @@ class PromotionHost(Protocol):
     apps: list[App]
     runtime: Runtime
     notifier: Dispatcher | None
+    cycles: int                       # cycles finished so far
+    in_cycle: bool
+    last_result: CycleResult | None
+
+    @property
+    def metrics(self) -> Metrics: ...
 
     def request_apps(self, names: set[str]) -> None: ...
+
+    async def cycle(self, apps: list[App]) -> CycleResult: ...
 
 
 class PromotionService:
@@ -177,6 +190,9 @@ class PromotionService:
         self.authenticator = authenticator
         self.evidence = evidence or EvidenceStore()
         self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
+        #: apps whose tag this service moved -> the number of cycles that must have finished
+        #: before one that began after the move covers them (see :meth:`cycle_done`)
+        self._unlanded: dict[str, int] = {}
 
     @classmethod
     def for_daemon(cls, daemon: Daemon, settings: Settings) -> PromotionService:
@@ -184,6 +200,8 @@ class PromotionService:
         stops the start) and its evidence, which the daemon's cycles consult."""
         service = cls(daemon, Authenticator(settings.api, secrets=daemon.secrets))
         daemon.evidence_for = service.evidence.for_change
+        daemon.after_cycle.append(service.cycle_done)
+        daemon.before_close.append(service.land)  # after the port drained its requests
         return service
 
     @property
@@ -215,10 +233,43 @@ class PromotionService:
         self.evidence.put(app.name, target.name, result.digest, evidence)
         self.host.request_apps({app.name})  # land it in git now, not at the next interval
         if result.status == "promoted":
+            # a cycle already running may have read the registry before the tag moved
+            self._unlanded[app.name] = self.host.cycles + (1 if self.host.in_cycle else 0)
             self._tell(_done(req, result, principal))
         log.info("%s by %s: %s", "promotion" if result.status == "promoted" else "replay",
                  principal.name, result.line(), extra={"app": app.name, "env": target.name})
         return result
+
+    def cycle_done(self) -> None:
+        """After each cycle (on the loop): apps it covered, having begun after their tag
+        moved, are in git now."""
+        result = self.host.last_result
+        if result is None or not self._unlanded:
+            return
+        covered = {c.app for c in result.changes} | {app for app, _ in result.unchanged}
+        for name in covered & set(self._unlanded):
+            if self.host.cycles > self._unlanded[name]:
+                del self._unlanded[name]
+
+    async def land(self) -> None:
+        """The daemon is stopping and its port has drained: a tag the API moved that no
+        cycle has written to git yet is written now, so the process never exits with the
+        registry and git disagreeing (and the caller's evidence still makes its trailers).
+        Bounded by ``server.shutdown_grace``; what is left then, the next start writes."""
+        apps = [a for a in self.host.apps if a.name in self._unlanded]
+        if not apps:
+            return
+        names = ", ".join(a.name for a in apps)
+        log.info("stopping: landing the promotion(s) of %s in git first", names)
+        try:
+            async with asyncio.timeout(self.settings.server.shutdown_grace):
+                await self.host.cycle(apps)
+        except TimeoutError:
+            log.warning("the promotion(s) of %s were not landed in git within "
+                        "server.shutdown_grace; the next start writes them", names)
+        except Exception:
+            log.exception("landing the promotion(s) of %s failed (a bug; please report it); "
+                          "the next start writes them", names)
 
     def _reader(self, app: App) -> Callable[[str], str | None]:
         def read_head(path: str) -> str | None:  # in a worker thread, as the CLI's
@@ -273,12 +324,18 @@ def promotion_routes(service: PromotionService) -> list[BaseRoute]:
     """The API's routes, for the daemon's app factory (``build_app(extra_routes=…)``)."""
 
     async def endpoint(request: Request) -> Response:
-        return await handle(service, request)
+        response, outcome = await handle(service, request)
+        metrics = service.host.metrics
+        metrics.api_requests.labels(route=PATH, code=str(response.status_code)).inc()
+        metrics.api_promotions.labels(outcome=outcome).inc()
+        return response
 
     return [Route(PATH, endpoint, methods=["POST"], name="promotions")]
 
 
-async def handle(service: PromotionService, request: Request) -> Response:
+async def handle(service: PromotionService, request: Request) -> tuple[Response, str]:
+    """The answer, and the outcome the metrics count it under (a bounded label: promoted,
+    already, or the refusal's reason)."""
     secrets = service.host.runtime.secrets
     try:
         principal = await service.authenticator.authenticate(
@@ -286,25 +343,29 @@ async def handle(service: PromotionService, request: Request) -> Response:
         req = parse_request(await _body(request, service.settings.api.max_body_bytes))
         result = await service.promote(principal, req)
     except _TooLarge as exc:
-        return _error(413, "too_large", ExitCode.USAGE, str(exc))
+        return _error(413, "too_large", ExitCode.USAGE, str(exc)), "too_large"
     except ClientDisconnect:  # the caller left (or the request deadline cut it off)
-        return _error(400, "disconnected", ExitCode.USAGE, "The client disconnected.")
+        return _error(400, "disconnected", ExitCode.USAGE, "The client disconnected."), \
+            "disconnected"
     except ImageUpdaterError as exc:
         code = exit_code_for(exc)
         if code is ExitCode.AUTH or exc.reason in ("unauthenticated", "permission_denied"):
             log.warning("promotion API refused: %s", scrub(str(exc), secrets))
-        return _error(_status(exc, code), exc.reason, code, scrub(str(exc), secrets))
+        return _error(http_status(exc), exc.reason, code, scrub(str(exc), secrets)), exc.reason
     except Exception as exc:  # a bug: a 500 with a message, never a traceback to the caller
         log.exception("the promotion API failed unexpectedly (a bug; please report it)")
         return _error(500, "internal", ExitCode.INTERNAL,
-                      f"unexpected {type(exc).__name__}; this is a bug, see the daemon's log.")
+                      f"unexpected {type(exc).__name__}; this is a bug, see the daemon's log."
+                      ), "internal"
     return JSONResponse({"status": result.status, "message": result.line(),
                          "digest": result.digest, "destination": result.destination,
                          "previous": result.previous, "notes": list(result.notes),
-                         "code": int(ExitCode.OK)})
+                         "code": int(ExitCode.OK)}), result.status
 
 
-def _status(exc: ImageUpdaterError, code: ExitCode) -> int:
+def http_status(exc: ImageUpdaterError) -> int:
+    """The HTTP status the API answers ``exc`` with (README: "POST /api/v1/promotions")."""
+    code = exit_code_for(exc)
     if exc.reason == "unauthenticated":
         return 401
     if exc.reason == "permission_denied":
@@ -332,9 +393,12 @@ async def _body(request: Request, limit: int) -> bytes:
         raise _TooLarge(f"The body has {declared} bytes, more than the {limit} allowed "
                         "(api.max_body_bytes).")
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _TooLarge(f"The body is larger than the {limit} bytes allowed "
-                            "(api.max_body_bytes).")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _TooLarge(f"The body is larger than the {limit} bytes allowed "
+                                "(api.max_body_bytes).")
+    except BodyTooLarge as exc:  # the port's own cap (server.max_body_bytes) was lower
+        raise _TooLarge(f"{str(exc).capitalize()}.") from None
     return body

@@ -65,6 +65,9 @@ def build_app(daemon: DaemonPort, settings: Settings, *,
     core = CoreRoutes(daemon, settings)
     app = Starlette(routes=[*core.routes(), *extra_routes],
                     exception_handlers={404: _not_found, BodyTooLarge: _too_large})
+    # No 307 from "/healthz/" to "/healthz": Starlette builds that Location from the
+    # request's own Host header, and an API client answered without JSON is lost. 404.
+    app.router.redirect_slashes = False
 
     def limit_for(path: str) -> tuple[int, str]:
         if path.startswith(WEBHOOKS):
@@ -104,6 +107,7 @@ class HttpServer:
         self._config.app = ConnectionCap(app, state=self._server.server_state,
                                          limit=limits.max_connections)
         self._ticker: asyncio.Task[None] | None = None
+        self._stopped = False
         _quiet_uvicorn_records()
 
     @property
@@ -134,7 +138,11 @@ class HttpServer:
 
     async def stop(self) -> None:
         """Stop accepting, let requests in flight finish for up to ``server.shutdown_grace``
-        seconds, cancel what is left, then close every connection and the port."""
+        seconds, cancel what is left, then close every connection and the port. A second
+        call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         server, state = self._server, self._server.server_state
         if self._ticker is not None:
             self._ticker.cancel()

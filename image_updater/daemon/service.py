@@ -90,6 +90,9 @@ class Daemon:
         self.after_cycle: list[Callable[[], None]] = []
         #: awaited when the daemon stops (the status page ends a refresh under way)
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
+        #: awaited in order once the worker has stopped, before the notifier and on_stop:
+        #: the HTTP port drains its requests, then the promotion API lands what it moved
+        self.before_close: list[Callable[[], Awaitable[None]]] = []
         self._watch = CycleWatch(failing_after=timedelta(
             seconds=settings.notifications.failing_after))
         #: what promotion API callers vouched for each change (daemon/promotions.py)
@@ -293,6 +296,8 @@ class Daemon:
             log.error("the worker task exited unexpectedly: %r; stopping so that the process "
                       "is restarted", worker.exception())
         await self._stop_worker(worker)
+        for step in self.before_close:
+            await step()
         stopper.cancel()
         await asyncio.gather(stopper, return_exceptions=True)  # only waits for the cancel
         if self.notifier is not None:  # the last cycle's events get a short while to go out

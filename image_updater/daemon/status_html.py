@@ -195,7 +195,10 @@ def _notes(r: EnvStatus) -> list[str]:
 
 def _link(url: str, label: str) -> str:
     """A link only to http(s) (never ``javascript:``/``data:``); anything else is text."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # "https://[host": one forge's bad URL must not fail the whole page
+        return _e(url)
     if parts.scheme.lower() in ("http", "https") and parts.netloc:
         return f"<a href={_q(url)} rel=\"noopener noreferrer\">{_e(label)}</a>"
     return _e(url)

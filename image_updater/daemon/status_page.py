@@ -35,6 +35,7 @@ from image_updater.gitops.history import HistoryEntry
 from image_updater.identity.authenticator import Authenticator
 from image_updater.model import App
 from image_updater.observability.logs import scrub
+from image_updater.observability.metrics import Metrics
 from image_updater.secrets import SecretRegistry
 from image_updater.wiring.runtime import Runtime
 
@@ -159,7 +160,7 @@ def mount(daemon: Daemon, settings: StatusPageSettings, *, authorize: Authorize 
                         settings=settings, secrets=daemon.secrets, clock=daemon.clock)
     daemon.after_cycle.append(board.cycle_done)
     daemon.on_stop.append(board.aclose)
-    return board, status_routes(board, authorize=authorize)
+    return board, status_routes(board, authorize=authorize, metrics=daemon.metrics)
 
 
 def identity_check(authenticator: Authenticator) -> Authorize | None:
@@ -223,9 +224,11 @@ def _security_headers(style_hash: str) -> dict[str, str]:
 
 
 def status_routes(board: StatusBoard, *, authorize: Authorize | None = None,
-                  now: Callable[[], datetime] | None = None) -> list[BaseRoute]:
+                  now: Callable[[], datetime] | None = None,
+                  metrics: Metrics | None = None) -> list[BaseRoute]:
     """``GET /`` and ``GET /api/v1/status``. With ``access: authenticated`` every request
-    goes through ``authorize`` first (the promotion API's identities)."""
+    goes through ``authorize`` first (the promotion API's identities). Each answer is
+    counted in ``metrics`` (image_updater_api_requests_total{route,code})."""
     if board.settings.access == "authenticated" and authorize is None:
         raise ConfigError("status_page.access is 'authenticated' but the daemon has no "
                           "identities to check (configure the promotion API's api.tokens or "
@@ -235,6 +238,9 @@ def status_routes(board: StatusBoard, *, authorize: Authorize | None = None,
     headers = _security_headers(STYLE_HASH)
 
     async def page(request: Request) -> Response:
+        return _counted(metrics, "/", await _page(request))
+
+    async def _page(request: Request) -> Response:
         if check is not None and (refused := await check(request)) is not None:
             return refused
         html = render_page(board.read(), now=clock(),
@@ -242,6 +248,9 @@ def status_routes(board: StatusBoard, *, authorize: Authorize | None = None,
         return HTMLResponse(html, headers=headers)
 
     async def api(request: Request) -> Response:
+        return _counted(metrics, "/api/v1/status", await _api(request))
+
+    async def _api(request: Request) -> Response:
         if check is not None and (refused := await check(request)) is not None:
             return refused
         snap = board.read()
@@ -255,3 +264,9 @@ def status_routes(board: StatusBoard, *, authorize: Authorize | None = None,
                                  "X-Status-Computed-At": snap.computed_at.isoformat()})
 
     return [Route("/", page, methods=["GET"]), Route("/api/v1/status", api, methods=["GET"])]
+
+
+def _counted(metrics: Metrics | None, route: str, response: Response) -> Response:
+    if metrics is not None:
+        metrics.api_requests.labels(route=route, code=str(response.status_code)).inc()
+    return response

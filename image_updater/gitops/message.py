@@ -47,7 +47,9 @@ TRAILER_FIELDS: tuple[tuple[str, str], ...] = (
 Action = Literal["update", "promote", "rollback", "hold", "release"]
 Source = Literal["poll", "webhook", "promotion", "person"]
 
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+#: control characters (C0, DEL, C1), line and paragraph separators, and lone surrogates:
+#: a surrogate cannot be encoded as UTF-8, so the commit carrying it would fail every cycle
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
 
 EVIDENCE_TRAILER = f"{TRAILER_PREFIX}Evidence"
 #: evidence bounds: entries per change, key pattern, value length (characters)
@@ -258,7 +260,8 @@ def evidence_problem(key: object, value: object) -> str | None:
         return f"evidence {key}: the value must be a string"
     if len(value) > MAX_EVIDENCE_VALUE or _CONTROL_RE.search(value):
         return (f"evidence {key}: the value must be one line of at most "
-                f"{MAX_EVIDENCE_VALUE} characters")
+                f"{MAX_EVIDENCE_VALUE} characters, without control characters or unpaired "
+                "surrogates")
     return None
 
 

@@ -15,7 +15,7 @@ Use::
     principal.require(app, env)          # PermissionDeniedError unless granted
 """
 
-from image_updater.identity.authenticator import Authenticator
+from image_updater.identity.authenticator import Authenticator, check_identities
 from image_updater.identity.principal import Principal
 
-__all__ = ["Authenticator", "Principal"]
+__all__ = ["Authenticator", "Principal", "check_identities"]

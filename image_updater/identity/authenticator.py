@@ -8,8 +8,8 @@ from collections.abc import Callable
 from fnmatch import fnmatchcase
 
 from image_updater.config.api import ApiSettings
-from image_updater.errors import UnauthenticatedError
-from image_updater.identity.oidc import ServiceAccountVerifier
+from image_updater.errors import ConfigError, IdentityUnavailableError, UnauthenticatedError
+from image_updater.identity.oidc import ServiceAccountVerifier, read_jwks_file
 from image_updater.identity.principal import Principal
 from image_updater.identity.tokens import StaticTokens
 from image_updater.secrets import SecretRegistry
@@ -58,6 +58,24 @@ class Authenticator:
         # A verified token with no grant at all is a known identity refused (403), with
         # the message saying how to grant it.
         return Principal(name=subject, kind="service-account", grants=grants, issuer=issuer)
+
+
+def check_identities(api: ApiSettings, *, secrets: SecretRegistry) -> None:
+    """What ``validate --config`` checks of the ``api`` block beyond its shape: every token
+    file holds a usable token (as the daemon's start requires), and every ``jwks_file`` is a
+    JWKS with keys (the daemon reads it only at the first request, and would answer 503)."""
+    StaticTokens(api.tokens, secrets=secrets)
+    for issuer in api.issuers:
+        if issuer.jwks_file is None:
+            continue
+        try:
+            keys = read_jwks_file(issuer)
+        except IdentityUnavailableError as exc:
+            raise ConfigError(f"api.issuers[{issuer.issuer}].jwks_file: {exc}") from None
+        if not keys:
+            raise ConfigError(f"api.issuers[{issuer.issuer}].jwks_file {issuer.jwks_file} "
+                              "has no keys; write the cluster's JWKS there (kubectl get --raw "
+                              "/openid/v1/jwks).")
 
 
 def _bearer(authorization: str | None) -> str:

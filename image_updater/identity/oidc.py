@@ -53,6 +53,9 @@ class IssuerKeys:
         self._tried_at = float("-inf")     # when a fetch was last attempted
         self._jwks_url: str | None = settings.jwks_url
         self._lock = asyncio.Lock()
+        #: why the last fetch failed while no key was ever had: until a fetch succeeds, every
+        #: token is answered with it (503, temporary), not "no such key" (401, final)
+        self._unavailable: IdentityUnavailableError | None = None
 
     async def candidates(self, kid: str | None, alg: str) -> list[jwt.PyJWK]:
         """The keys that may have signed a token with header ``kid`` and ``alg``."""
@@ -62,6 +65,8 @@ class IssuerKeys:
         if not found and self._clock() - self._tried_at >= self._min_refetch:
             await self._load(force=True)  # a rotated key: look again, rate-limited
             found = self._pick(kid, alg)
+        if not self._keys and self._unavailable is not None:
+            raise IdentityUnavailableError(str(self._unavailable))
         return found
 
     def _pick(self, kid: str | None, alg: str) -> list[jwt.PyJWK]:
@@ -88,15 +93,16 @@ class IssuerKeys:
                 keys = await self._fetch()
             except IdentityUnavailableError as exc:
                 if not self._keys:
+                    self._unavailable = exc
                     raise
                 log.warning("%s; keeping the %d key(s) fetched before, will try again "
                             "within %.0f s", exc, len(self._keys), self._min_refetch)
                 return
-            self._keys, self._fetched_at = keys, now
+            self._keys, self._fetched_at, self._unavailable = keys, now, None
 
     async def _fetch(self) -> list[dict[str, Any]]:
         if self.settings.jwks_file is not None:
-            return await asyncio.to_thread(_read_jwks_file, self.settings)
+            return await asyncio.to_thread(read_jwks_file, self.settings)
         if self._jwks_url is None:
             self._jwks_url = await self._discover()
         return _keys_of(await self._get_json(self._jwks_url, "JWKS"), self._jwks_url)
@@ -147,7 +153,7 @@ class IssuerKeys:
         return document
 
 
-def _read_jwks_file(settings: IssuerSettings) -> list[dict[str, Any]]:
+def read_jwks_file(settings: IssuerSettings) -> list[dict[str, Any]]:
     path = settings.jwks_file
     assert path is not None
     try:
@@ -204,9 +210,12 @@ class ServiceAccountVerifier:
     def _keys_for(self, iss: Any) -> IssuerKeys:
         keys = self._issuers.get(iss) if isinstance(iss, str) else None
         if keys is None:
+            # The configured issuers are not listed: this answer goes to whoever asks, and
+            # with status_page.access: authenticated nothing may be told to strangers.
             raise UnauthenticatedError(
                 f"The token was issued by {truncate(str(iss), 100)!r}, which is not one of "
-                f"api.issuers ({', '.join(sorted(self._issuers)) or 'none configured'}).")
+                "the daemon's api.issuers; add that cluster's service-account issuer there "
+                "(kubectl get --raw /.well-known/openid-configuration names it).")
         return keys
 
 

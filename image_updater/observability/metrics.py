@@ -70,6 +70,13 @@ class Metrics:
         self.webhooks = Counter(
             f"{PREFIX}_webhook_requests", "Webhook requests by source and result.",
             ["source", "result"], registry=r)
+        self.api_requests = Counter(
+            f"{PREFIX}_api_requests", "Requests to the daemon's API and status page "
+            "(/api/v1/..., /) by route and HTTP status code.", ["route", "code"], registry=r)
+        self.api_promotions = Counter(
+            f"{PREFIX}_api_promotions", "Promotions asked of the API by outcome: promoted, "
+            "already, or the refusal's reason (conflict, held, unverified, unauthenticated, "
+            "permission_denied, usage, ...).", ["outcome"], registry=r)
         self.environment_held = Gauge(
             f"{PREFIX}_environment_held", "1 while an app's environment is held (image-updater "
             "hold or rollback): the daemon writes and proposes nothing for it.",

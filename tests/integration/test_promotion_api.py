@@ -24,7 +24,9 @@ import pytest
 from image_updater.cli import main
 from image_updater.config.api import load_api
 from image_updater.config.settings import NotificationSettings, NotificationSinkSettings
+from image_updater.exit_codes import ExitCode
 from image_updater.registry.base import MANIFEST_ACCEPT
+from tests.fixtures.cosign import make_key_pair, sign_image
 from tests.fixtures.daemon import DaemonProcess, InProcessDaemon, daemon_settings, wait_until
 from tests.fixtures.gitrepo import BareRepo, make_bare_repo, push_other_commit
 from tests.fixtures.http_stub import HttpStub, Reply
@@ -238,6 +240,100 @@ def test_promotions_and_refusals_are_told_to_the_notification_sinks(
                       what="the promotion's notification")
     assert "for api-token/ci" in refused[0] and "held" in refused[0]
     assert "by api-token/ci" in done[0] and site.staging["shop"] in done[0]
+
+
+def _counted(daemon: InProcessDaemon, sample: str) -> float:
+    """The value of one sample line of the daemon's /metrics (0 when absent)."""
+    for line in daemon.get("/metrics").text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_an_unsigned_digest_into_a_gated_environment_is_refused_with_422_and_counted(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    run = uuid.uuid4().hex[:8]
+    repo = f"api/gated-{run}"
+    staging = push_image(registry.url, repo, "staging", seed=f"GS{run}")
+    prod = push_image(registry.url, repo, "prod", seed=f"GP{run}")
+    bare = make_bare_repo(tmp_path / "remotes", files={
+        "gated/values-staging.yaml": values("staging", staging),
+        "gated/values-prod.yaml": values("prod", prod)})
+    policies = tmp_path / "policies"
+    ci = make_key_pair(policies / "keys", name="ci")
+    (policies / "gated.yaml").write_text(
+        f"app: gated\nimage: {registry.host}/{repo}\n"
+        f"git: {{url: {bare.url}, branch: master}}\n"
+        "defaults: {strategy: digest, write: {digest: image.digest}}\n"
+        "environments:\n  staging: {file: gated/values-staging.yaml, tag: staging}\n"
+        "  prod: {file: gated/values-prod.yaml, tag: prod, "
+        "verify: {cosign: {keys: [keys/ci.pub]}}}\n")
+    (tmp_path / "ci").write_text(TOKEN, encoding="utf-8")
+    api = load_api({"tokens": [{"name": "ci", "file": str(tmp_path / "ci"), "apps": ["*"],
+                                "envs": ["prod"]}]}, "test")
+    settings = replace(daemon_settings(tmp_path, registry.host), api=api)
+    body = json.dumps({"app": "gated", "from": "staging", "to": "prod",
+                       "digest": staging}).encode()
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    with InProcessDaemon(settings, [policies]) as daemon:
+        daemon.wait_cycles(1)
+        refused = daemon.post("/api/v1/promotions", body, headers)
+
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["code"] == ExitCode.UNVERIFIED == 11
+        assert "requires a cosign signature" in refused.json()["message"]
+        assert _counted(daemon, 'image_updater_api_requests_total{code="422",'
+                                'route="/api/v1/promotions"}') == 1
+        assert _counted(daemon, 'image_updater_api_promotions_total{outcome="unverified"}') == 1
+
+        sign_image(registry.url, repo, staging, ci)
+        done = daemon.post("/api/v1/promotions", body, headers)
+        assert done.status_code == 200, done.text
+        assert _counted(daemon, 'image_updater_api_promotions_total{outcome="promoted"}') == 1
+        assert daemon.post("/api/v1/promotions", body, {**headers, "Authorization": "Bearer x"}
+                           ).status_code == 401
+        assert _counted(daemon, 'image_updater_api_requests_total{code="401",'
+                                'route="/api/v1/promotions"}') == 1
+    r = httpx.get(f"{registry.url}/v2/{repo}/manifests/prod", timeout=10,
+                  headers={"Accept": ", ".join(MANIFEST_ACCEPT)})
+    assert digest_of(r.content) == staging  # moved only once it was signed
+
+
+def test_a_promotion_in_flight_at_shutdown_is_in_git_before_the_daemon_exits(
+        registry: RegistryServer, tmp_path: Path) -> None:
+    """SIGTERM while a job's promotion runs: the request finishes (the port drains), and
+    the daemon writes the moved tag to git, with the job's evidence, before it exits: the
+    registry and git never disagree across a restart (and nothing is lost with the process)."""
+    d = deploy(registry, tmp_path)
+    (tmp_path / "ci").write_text(TOKEN, encoding="utf-8")
+    api = load_api({"tokens": [{"name": "ci", "file": str(tmp_path / "ci"), "apps": ["*"],
+                                "envs": ["prod"]}]}, "test")
+    daemon = InProcessDaemon(replace(daemon_settings(tmp_path, registry.host), api=api),
+                             [d.policies]).start()
+    daemon.wait_cycles(1)
+    answers: list[httpx.Response] = []
+
+    def promote() -> None:
+        answers.append(httpx.post(
+            daemon.url + "/api/v1/promotions", timeout=30,
+            json={"app": "shop", "from": "staging", "to": "prod", "digest": d.staging["shop"],
+                  "evidence": {"job": "shop-promote-at-shutdown"}},
+            headers={"Authorization": f"Bearer {TOKEN}"}))
+
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(promote)
+        wait_until(lambda: daemon.server.requests_in_flight > 0, timeout=10,
+                   what="the promotion in flight")
+        assert daemon.stop() == 0
+        pending.result()
+
+    assert answers[0].status_code == 200, answers[0].text
+    r = httpx.get(f"{registry.url}/v2/{d.repos['shop']}/manifests/prod", timeout=10,
+                  headers={"Accept": ", ".join(MANIFEST_ACCEPT)})
+    assert digest_of(r.content) == d.staging["shop"]
+    assert d.staging["shop"] in d.bare.show("master", "shop/values-prod.yaml").decode()
+    message = d.bare.log("-1", "--format=%B", "master", "--", "shop/values-prod.yaml")
+    assert "Image-Updater-Evidence: job=shop-promote-at-shutdown" in message
 
 
 @pytest.mark.parametrize(("make", "status"), [

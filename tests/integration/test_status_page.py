@@ -195,7 +195,9 @@ def test_authenticated_access_on_the_daemon_port(tmp_path: Path) -> None:
     base = f"cache_dir: {tmp_path / 'cache'}\nlisten: 127.0.0.1:0\ninterval: 3600\n" \
            "status_page: {access: authenticated}\n"
     config.write_text(base)
-    with pytest.raises(ConfigError, match=r"status_page\.access is 'authenticated'"):
+    # refused as the settings load (so validate --config says it too), naming file and line
+    with pytest.raises(ConfigError, match=r"settings\.yaml:4:\d+: status_page\.access: "
+                                          r"'authenticated' needs identities"):
         InProcessDaemon(load_settings(config), [policies]).start()
 
     config.write_text(base + textwrap.dedent(f"""\

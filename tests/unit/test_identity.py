@@ -17,6 +17,7 @@ from typing import Any
 import jwt
 import pytest
 
+from image_updater.cli import main
 from image_updater.config.api import ApiSettings, Grant, load_api
 from image_updater.config.settings import load_settings, secret_sources
 from image_updater.errors import (
@@ -111,10 +112,12 @@ api:
       apps: [shop]
       envs: [prod]
   colour: blue
+  timeout: 0
 """)
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ={})
     text = str(info.value)
+    assert f"{path}:14:3: api.timeout: must be more than 0 seconds" in text
     assert f"{path}:3:7: api.tokens[0].file: required key is missing" in text
     assert "api.tokens[0].envs: required key is missing" in text
     assert f"{path}:7:7: api.issuers[0].algorithms: 'HS256' is not allowed" in text
@@ -229,12 +232,22 @@ def test_a_service_account_token_is_verified_and_mapped(tmp_path: Path, alg: str
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"expires_in": -120}, "has expired"),
     ({"audience": "kubernetes"}, "audience is not one of image-updater"),
-    ({"issuer": "https://other.example"}, "not one of api.issuers"),
+    ({"issuer": "https://other.example"}, "not one of the daemon.s api.issuers"),
 ])
 def test_bad_service_account_tokens_are_unauthenticated(
         tmp_path: Path, issuer: OidcIssuer, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(UnauthenticatedError, match=message):
         _authenticate(_api(tmp_path, issuer), f"Bearer {issuer.token(**kwargs)}")
+
+
+def test_an_unknown_issuer_is_not_told_which_issuers_the_daemon_trusts(
+        tmp_path: Path, issuer: OidcIssuer) -> None:
+    with OidcIssuer() as stranger:
+        token, stranger_url = stranger.token(), stranger.url
+    with pytest.raises(UnauthenticatedError) as info:
+        _authenticate(_api(tmp_path, issuer), f"Bearer {token}")
+    assert stranger_url in str(info.value) and "api.issuers" in str(info.value)
+    assert issuer.url not in str(info.value)
 
 
 def test_a_token_signed_by_another_cluster_is_unauthenticated(tmp_path: Path,
@@ -319,3 +332,69 @@ def test_an_unreachable_issuer_is_temporary(tmp_path: Path) -> None:
     issuer.stop()
     with pytest.raises(IdentityUnavailableError, match="Cannot fetch the discovery document"):
         _authenticate(api, f"Bearer {token}")
+
+
+def test_an_issuer_still_unreachable_stays_temporary_between_refetches(tmp_path: Path) -> None:
+    """The first request finds the issuer down (503); the next ones, within
+    jwks_min_refetch, must not turn that into "not signed by that cluster" (401): the
+    client retries 503 and gives up on 401, so an outage would fail every job for good."""
+    issuer = OidcIssuer().start()
+    token, api = issuer.token(), _api(tmp_path, issuer)
+    issuer.stop()
+
+    async def run() -> list[str]:
+        auth = Authenticator(
+            ApiSettings(tokens=api.tokens, issuers=api.issuers,
+                        service_accounts=api.service_accounts, jwks_min_refetch=10),
+            secrets=SecretRegistry(), clock=lambda: 100.0)
+        seen = []
+        for _ in range(3):
+            try:
+                await auth.authenticate(f"Bearer {token}")
+            except (IdentityUnavailableError, UnauthenticatedError) as exc:
+                seen.append(exc.reason)
+        return seen
+
+    assert asyncio.run(run()) == ["identity_unavailable"] * 3
+
+
+# -- validate --config -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("token", "jwks", "says"), [
+    (None, "{\"keys\": [{\"kty\": \"RSA\"}]}", "api.tokens[ci].file"),          # no file
+    ("short\n", "{\"keys\": [{\"kty\": \"RSA\"}]}", "shorter than 16 characters"),
+    (TOKEN, None, "api.issuers[https://cluster-b.internal].jwks_file"),        # no file
+    (TOKEN, "{\"keys\": []}", "has no keys"),
+    (TOKEN, "not json", "jwks_file"),
+    (TOKEN, "{\"keys\": [{\"kty\": \"RSA\"}]}", None),                            # ok
+])
+def test_validate_reads_the_api_token_and_jwks_files(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], token: str | None,
+        jwks: str | None, says: str | None) -> None:
+    """What the daemon's start (token files) or first request (JWKS files) would refuse,
+    validate --config says first, naming the setting and never the token."""
+    if token is not None:
+        (tmp_path / "ci-token").write_text(token, encoding="utf-8")
+    if jwks is not None:
+        (tmp_path / "jwks.json").write_text(jwks, encoding="utf-8")
+    config = _settings(tmp_path, f"""\
+api:
+  tokens: [{{name: ci, file: {tmp_path / 'ci-token'}, apps: ['*'], envs: [prod]}}]
+  issuers: [{{issuer: "https://cluster-b.internal", jwks_file: {tmp_path / 'jwks.json'}}}]
+""")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "shop.yaml").write_text(
+        "app: shop\nimage: registry.example.com/shop\n"
+        "git: {url: 'https://git.example.com/deploy.git', branch: main}\n"
+        "defaults: {strategy: digest, write: {digest: image.digest}}\n"
+        "environments:\n  prod: {file: shop/values-prod.yaml, tag: prod}\n")
+    code = main(["validate", "--config", str(config), str(policies)])
+    printed = capsys.readouterr()
+    output = printed.out + printed.err
+    assert TOKEN not in output
+    if says is None:
+        assert code == 0, output
+    else:
+        assert code == 1 and says in output, output

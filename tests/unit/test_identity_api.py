@@ -3,18 +3,30 @@ mapping of answers back to exit codes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
+from starlette.requests import Request
 
 from image_updater.api_client import Promotion, promote_remote
 from image_updater.changes import Change, KeyChange
-from image_updater.daemon.promotions import EvidenceStore, UsageError, parse_request
+from image_updater.config.api import load_api
+from image_updater.daemon.http_limits import BodyTooLarge
+from image_updater.daemon.promotions import (
+    EvidenceStore,
+    PromotionService,
+    UsageError,
+    handle,
+    parse_request,
+)
 from image_updater.errors import InvalidReferenceError
 from image_updater.exit_codes import ExitCode
 from image_updater.gitops.message import add_evidence, commit_message, parse_trailers
+from image_updater.identity import Authenticator
 from image_updater.secrets import SecretRegistry
 
 DIGEST = "sha256:" + "a" * 64
@@ -46,6 +58,10 @@ def test_a_valid_request_is_parsed() -> None:
     (_body(evidence={"job": 1}), "must be a string"),
     (_body(evidence={"job": "a\nImage-Updater-App: forged"}), "one line"),
     (_body(evidence={"job": "x" * 257}), "at most 256"),
+    # JSON may escape an unpaired surrogate; no commit message can carry one (not UTF-8)
+    (_body(evidence={"job": "a\ud800"}), "unpaired surrogates"),
+    (_body(evidence={"job": "a\udcff"}), "unpaired surrogates"),
+    (_body(evidence={"job": "a\x85Image-Updater-App: forged"}), "one line"),
 ])
 def test_untrusted_bodies_are_refused_naming_the_field(body: bytes, says: str) -> None:
     with pytest.raises(InvalidReferenceError, match=says) as info:
@@ -75,6 +91,14 @@ def test_evidence_that_slipped_past_the_api_cannot_forge_a_trailer() -> None:
     message = add_evidence(commit_message([_change("shop", "prod")]), [
         {"job": "a\nImage-Updater-App: forged", "bad key\n": "x", "ok": "fine"}])
     assert "forged" not in message and "bad key" not in message
+    assert "Image-Updater-Evidence: ok=fine" in message
+
+
+def test_evidence_that_slipped_past_the_api_still_makes_a_committable_message() -> None:
+    message = add_evidence(commit_message([_change("shop", "prod")]), [
+        {"job": "a\ud800b", "run": "x\udcffy", "ok": "fine"}])
+    message.encode("utf-8")  # git commit -m would fail on a surrogate, every cycle
+    assert "job=" not in message and "run=" not in message
     assert "Image-Updater-Evidence: ok=fine" in message
 
 
@@ -117,6 +141,8 @@ def _client(tmp_path: Any, handler: Any, attempts: int = 3) -> tuple[ExitCode, s
     (200, {"status": "promoted", "message": "promoted x", "code": 0}, ExitCode.OK),
     (409, {"error": "conflict", "code": 4, "message": "The job tested"}, ExitCode.CONFLICT),
     (423, {"error": "held", "code": 10, "message": "held"}, ExitCode.HELD),
+    (422, {"error": "unverified", "code": 11, "message": "unsigned"}, ExitCode.UNVERIFIED),
+    (422, {"message": "a proxy dropped the code"}, ExitCode.UNVERIFIED),
     (403, {"error": "permission_denied", "code": 5, "message": "no"}, ExitCode.AUTH),
     (404, {"message": "no code in the body"}, ExitCode.NOT_FOUND),
     (400, {"code": 99, "message": "an unknown code"}, ExitCode.USAGE),
@@ -135,6 +161,19 @@ def test_answers_map_back_to_promotes_exit_codes(tmp_path: Any, status: int,
     assert str(seen[0].url) == "http://daemon:8080/api/v1/promotions"
     assert seen[0].headers["authorization"] == "Bearer a-token-0123456789abcdef"
     assert json.loads(seen[0].content)["evidence"] == {"job": "j"}
+
+
+def test_a_refused_token_names_the_file_it_was_read_from_never_the_token(
+        tmp_path: Any) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"error": "unauthenticated", "code": 5,
+                                         "message": "The bearer token is not one of the API's "
+                                                    "tokens; check the token file."})
+
+    code, message, _ = _client(tmp_path, handler)
+    assert code is ExitCode.AUTH
+    assert message.endswith(f"(the token was read from {tmp_path / 'token'})")
+    assert "a-token-0123456789abcdef" not in message
 
 
 def test_an_unavailable_daemon_is_retried_then_temporary(tmp_path: Any) -> None:
@@ -158,3 +197,26 @@ def test_a_missing_token_file_is_an_identity_error(tmp_path: Any) -> None:
         promote_remote(Promotion(server="http://x", app="a", source="b", target="c",
                                  digest=DIGEST), token_file=str(tmp_path / "none"),
                        secrets=SecretRegistry())
+
+
+def test_a_body_past_the_ports_own_cap_is_413_not_an_internal_error(tmp_path: Any) -> None:
+    """server.max_body_bytes below api.max_body_bytes: the port's cap stops a chunked body
+    while the route reads it; the caller gets 413, not a 500 logged as a bug."""
+    token = "a-token-0123456789abcdef"
+    (tmp_path / "ci").write_text(token, encoding="utf-8")
+    api = load_api({"tokens": [{"name": "ci", "file": str(tmp_path / "ci"), "apps": ["*"],
+                                "envs": ["*"]}]}, "test")
+    secrets = SecretRegistry()
+    host = SimpleNamespace(runtime=SimpleNamespace(secrets=secrets,
+                                                   settings=SimpleNamespace(api=api)))
+    service = PromotionService(cast(Any, host), Authenticator(api, secrets=secrets))
+
+    async def receive() -> dict[str, Any]:
+        raise BodyTooLarge(100, "server.max_body_bytes")
+
+    request = Request({"type": "http", "method": "POST", "path": "/api/v1/promotions",
+                       "headers": [(b"authorization", f"Bearer {token}".encode()),
+                                   (b"content-type", b"application/json")]}, receive)
+    response, outcome = asyncio.run(handle(service, request))
+    assert (response.status_code, outcome) == (413, "too_large")
+    assert b"server.max_body_bytes" in response.body

@@ -196,3 +196,23 @@ def test_unknown_paths_get_one_line_and_a_routes_own_404_keeps_its_message(
     assert (unknown.status_code, unknown.text) == (404, "not found\n")
     assert (own.status_code, own.text) == (404, "no app is named 'x'; see image-updater status\n")
     assert wrong_method.status_code == 405
+
+
+def test_a_trailing_slash_is_not_redirected_to_the_host_the_request_named(
+        tmp_path: Path) -> None:
+    """Starlette would answer ``/healthz/`` with a 307 to ``http://<Host header>/healthz``:
+    a redirect to wherever the request says, and a promotion POST answered without JSON.
+    The port answers unknown paths 404, as the standard-library server did."""
+    settings = Settings(cache_dir=str(tmp_path))
+    daemon = Daemon(settings=settings, policy_paths=[], apps=[],
+                    runtime=Runtime(settings, secrets=SecretRegistry()))
+    app = build_app(daemon, settings)
+
+    async def ask() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://port") as client:
+            return [await client.get(path, headers={"Host": "evil.example"})
+                    for path in ("/healthz/", "/metrics/", "/healthz%2F")]
+
+    for answer in asyncio.run(ask()):
+        assert answer.status_code == 404 and "location" not in answer.headers

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,6 +31,7 @@ from image_updater.engine.status import EnvStatus
 from image_updater.errors import ConfigError
 from image_updater.gitops.history import HistoryEntry
 from image_updater.identity.authenticator import Authenticator
+from image_updater.observability.metrics import Metrics
 from image_updater.secrets import SecretRegistry
 from tests.fixtures.browser import Dom
 
@@ -105,7 +107,10 @@ def test_state_details_pull_request_hold_wanted_waiting_error() -> None:
 
 @pytest.mark.parametrize("url", ["javascript:alert(1)", "data:text/html,<script>x</script>",
                                  "JAVASCRIPT:alert(1)", "//evil.example/x",
-                                 "branch image-updater/web/prod", " javascript:alert(1)"])
+                                 "branch image-updater/web/prod", " javascript:alert(1)",
+                                 # urlsplit raises on it: one such URL from a forge must not
+                                 # fail the whole snapshot
+                                 "https://[forge.example/pr/1"])
 def test_only_http_links_become_links(url: str) -> None:
     dom = Dom(page([row("awaiting-approval", pull_request=url)]))
     assert dom.named("a") == []
@@ -263,6 +268,23 @@ def test_authenticated_access_asks_authorize_for_both_routes() -> None:
     assert client(board(access="open"), authorize=authorize).get("/").status_code == 200
 
 
+def test_page_and_api_answers_are_counted_by_route_and_code() -> None:
+    metrics = Metrics(CollectorRegistry())
+    b = board([row("in-sync")])
+    c = client(b, metrics=metrics)
+    assert c.get("/api/v1/status").status_code == 503  # nothing computed yet
+    asyncio.run(b.refresh())
+    c.get("/")
+    c.get("/api/v1/status")
+
+    def count(route: str, code: str) -> float | None:
+        return metrics.registry.get_sample_value("image_updater_api_requests_total",
+                                                 {"route": route, "code": code})
+
+    assert (count("/api/v1/status", "503"), count("/api/v1/status", "200"),
+            count("/", "200")) == (1, 1, 1)
+
+
 def test_authenticated_access_without_identities_is_refused_at_start() -> None:
     with pytest.raises(ConfigError, match=r"status_page\.access is 'authenticated'"):
         status_routes(board(access="authenticated"))
@@ -386,7 +408,8 @@ def test_cycles_recompute_only_while_someone_reads() -> None:
 
 def test_settings_block_loads_and_bad_values_name_the_key(tmp_path: Path) -> None:
     path = tmp_path / "settings.yaml"
-    path.write_text("status_page: {access: authenticated, reload_seconds: 10, history: 3}\n")
+    path.write_text("status_page: {access: authenticated, reload_seconds: 10, history: 3}\n"
+                    "api: {tokens: [{name: ci, file: /run/ci, apps: ['*'], envs: ['*']}]}\n")
     block = load_settings(path, environ={}).status_page
     assert (block.access, block.reload_seconds, block.history) == ("authenticated", 10, 3)
     assert load_settings(None, environ={}).status_page.access == "open"
@@ -399,6 +422,11 @@ def test_settings_block_loads_and_bad_values_name_the_key(tmp_path: Path) -> Non
                 "settings.yaml:1:31: status_page.reload_seconds",
                 "settings.yaml:1:50: status_page.max_age", "status_page.history"):
         assert key in text
+    # validate --config says it, not only the daemon's start: there is nobody to let in
+    path.write_text("status_page: {access: authenticated}\n")
+    with pytest.raises(ConfigError, match=r"settings.yaml:1:15: status_page.access: "
+                                          r"'authenticated' needs identities"):
+        load_settings(path, environ={})
     path.write_text("status_page: {acess: open}\n")
     with pytest.raises(ConfigError, match=r"settings.yaml:1:\d+: status_page.acess: unknown"):
         load_settings(path, environ={})

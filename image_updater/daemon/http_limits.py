@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -27,6 +26,8 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
+
+from image_updater.observability.logs import Throttle
 
 log = logging.getLogger("image_updater.server")
 
@@ -149,21 +150,18 @@ class ConnectionCap:
         self.state = state
         self.limit = limit
         self.exempt = frozenset(exempt)
-        self._refused = 0  # since the last warning: a flood is one line per LOG_EVERY s
-        self._logged_at = -LOG_EVERY
+        self._warnings = Throttle(LOG_EVERY)  # a flood is one line per LOG_EVERY s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         busy = max(len(self.state.connections), len(self.state.tasks))
         if scope["type"] != "http" or busy <= self.limit or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        self._refused += 1
-        now = time.monotonic()
-        if now - self._logged_at >= LOG_EVERY:
+        refused = self._warnings.due()
+        if refused:
             log.warning("refused %d request(s) with 503: %d connections are open, more than "
                         "server.max_connections (%d); raise it if this is normal load",
-                        self._refused, busy, self.limit)
-            self._refused, self._logged_at = 0, now
+                        refused, busy, self.limit)
         await send_text(send, 503, f"the server is busy ({busy} connections, more than "
                         f"server.max_connections); try again shortly", close=True,
                         headers=[(b"retry-after", b"1")])

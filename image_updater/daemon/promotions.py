@@ -50,7 +50,7 @@ from image_updater.identity import Authenticator, Principal
 from image_updater.model import App, Environment
 from image_updater.notify.dispatcher import Dispatcher
 from image_updater.notify.events import CommandEvent, told
-from image_updater.observability.logs import scrub
+from image_updater.observability.logs import Throttle, scrub
 from image_updater.observability.metrics import Metrics
 from image_updater.registry.base import check_digest
 from image_updater.registry.reference import parse_reference
@@ -193,6 +193,8 @@ class PromotionService:
         #: apps whose tag this service moved -> the number of cycles that must have finished
         #: before one that began after the move covers them (see :meth:`cycle_done`)
         self._unlanded: dict[str, int] = {}
+        #: refused callers are each counted in metrics; the log gets one line per burst
+        self.refusals = Throttle(10.0)
 
     @classmethod
     def for_daemon(cls, daemon: Daemon, settings: Settings) -> PromotionService:
@@ -350,7 +352,10 @@ async def handle(service: PromotionService, request: Request) -> tuple[Response,
     except ImageUpdaterError as exc:
         code = exit_code_for(exc)
         if code is ExitCode.AUTH or exc.reason in ("unauthenticated", "permission_denied"):
-            log.warning("promotion API refused: %s", scrub(str(exc), secrets))
+            refused = service.refusals.due()  # anyone can send bad tokens: one line per burst
+            if refused:
+                log.warning("promotion API refused %d caller(s) in the last %.0f s; the "
+                            "latest: %s", refused, service.refusals.every, scrub(str(exc), secrets))
         return _error(http_status(exc), exc.reason, code, scrub(str(exc), secrets)), exc.reason
     except Exception as exc:  # a bug: a 500 with a message, never a traceback to the caller
         log.exception("the promotion API failed unexpectedly (a bug; please report it)")

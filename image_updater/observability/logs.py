@@ -28,7 +28,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, Any, Literal
 
 from image_updater.errors import ConfigError
@@ -36,7 +36,7 @@ from image_updater.secrets import MASK, SecretRegistry
 
 __all__ = [  # SecretRegistry lives in image_updater.secrets; re-exported for log users
     "FORMATS", "MASK", "JsonFormatter", "LogFormat", "RedactionFilter", "SecretRegistry",
-    "TextFormatter", "configure_logging", "extra_fields", "redact", "scrub",
+    "TextFormatter", "Throttle", "configure_logging", "extra_fields", "redact", "scrub",
 ]
 
 LogFormat = Literal["text", "json"]
@@ -238,3 +238,27 @@ def configure_logging(
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING if number > logging.DEBUG else number)
     return handler
+
+
+class Throttle:
+    """At most one log line per ``every`` seconds for an event anyone can repeat (refused
+    connections, refused API callers): a flood costs one line per interval, with a count.
+
+    ``due()`` counts the event and returns how many happened since the last line when a line
+    is due now, else 0. Not thread-safe: callers live on the event loop.
+    """
+
+    def __init__(self, every: float = 10.0, *, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.every = every
+        self._clock = clock
+        self._count = 0
+        self._logged_at: float | None = None
+
+    def due(self) -> int:
+        self._count += 1
+        now = self._clock()
+        if self._logged_at is not None and now - self._logged_at < self.every:
+            return 0
+        count, self._count, self._logged_at = self._count, 0, now
+        return count

@@ -512,3 +512,17 @@ api:
             "master", "shop/values-prod.yaml").decode(), timeout=30, what="prod in git")
     message = d.bare.log("-1", "--format=%B", "master")
     assert "Image-Updater-Evidence: promoted-by=system:serviceaccount:shop:promoter" in message
+
+
+def test_a_flood_of_bad_tokens_is_one_log_line_and_every_refusal_is_counted(
+        site: Site, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="image_updater")
+    before = _counted(site.daemon, 'image_updater_api_requests_total{code="401",'
+                                   'route="/api/v1/promotions"}')
+    for n in range(30):
+        assert site.post(site.request("shop"), token=f"wrong-{n}").status_code == 401
+
+    lines = [r for r in caplog.records if "promotion API refused" in r.getMessage()]
+    assert len(lines) <= 1, [r.getMessage() for r in lines]
+    assert _counted(site.daemon, 'image_updater_api_requests_total{code="401",'
+                                 'route="/api/v1/promotions"}') == before + 30

@@ -21,6 +21,7 @@ from image_updater.observability.logs import (
     RedactionFilter,
     SecretRegistry,
     TextFormatter,
+    Throttle,
     configure_logging,
     redact,
 )
@@ -341,3 +342,14 @@ def test_tokens_read_while_running_are_masked_in_printed_output(tmp_path: Path) 
         logging.getLogger().removeHandler(handler)
     assert rotated not in printed and "***" in printed
     assert rotated not in stream.getvalue()
+
+
+def test_throttle_lets_one_line_through_per_interval_with_the_count() -> None:
+    now = [100.0]
+    throttle = Throttle(10.0, clock=lambda: now[0])
+    assert throttle.due() == 1           # the first event is logged at once
+    assert [throttle.due() for _ in range(5)] == [0] * 5
+    now[0] += 10.0
+    assert throttle.due() == 6           # the five held back, and this one
+    now[0] += 3.0
+    assert throttle.due() == 0

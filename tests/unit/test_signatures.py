@@ -144,6 +144,45 @@ def test_claims_are_compared_by_repository(reference: str, repository: str) -> N
     assert repository_of(reference) == repository
 
 
+@pytest.mark.parametrize("claim", [
+    "registry.example.com/team/app-evil",     # a prefix of another repository
+    "registry.example.com/team/app/evil",
+    "registry.example.com:443/team/app",      # another port is another registry
+    "evil.example.com/team/app",
+    "registry.example.com/team/app ",         # not a reference: names no repository
+    " registry.example.com/team/app",
+    "registry.example.com/team/app\n",
+    "registry.example.com/team/app\x00",
+    "registry.example.com/team/app\t:v1",
+    "registry.example.com/Team/app",
+    "registry.example.com/team/app:",
+    "registry.example.com/team/app@",
+    "registry.example.com/team/app:v1:v2",
+    "https://registry.example.com/team/app",
+    "",
+])
+def test_a_claim_naming_anything_else_is_another_identity(pairs: dict[str, KeyPair],
+                                                         claim: str) -> None:
+    verdict = verify_signatures(artifacts(simple(pairs["ecdsa-p256"], reference=claim)),
+                                digest=DIGEST, docker_reference=IMAGE,
+                                keys=[public(pairs["ecdsa-p256"])])
+    assert (verdict.ok, verdict.reason) == (False, Reason.WRONG_IDENTITY), verdict.message
+
+
+@pytest.mark.parametrize(("claim", "expected"), [
+    ("REGISTRY.Example.com/team/app:v1", IMAGE),   # DNS names ignore case
+    ("registry.example.com/team/app:v1@" + DIGEST, IMAGE),
+    ("nginx:1.27", "index.docker.io/library/nginx"),
+    ("registry-1.docker.io/team/app", "team/app"),
+])
+def test_a_claim_spelling_the_same_repository_otherwise_is_accepted(
+        pairs: dict[str, KeyPair], claim: str, expected: str) -> None:
+    verdict = verify_signatures(artifacts(simple(pairs["ecdsa-p256"], reference=claim)),
+                                digest=DIGEST, docker_reference=expected,
+                                keys=[public(pairs["ecdsa-p256"])])
+    assert verdict.ok, verdict.message
+
+
 # -- simple signing refusals ------------------------------------------------------------------
 
 

@@ -16,6 +16,8 @@ located policy problem at load and in ``validate``, never a refusal at night.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +102,20 @@ def read_public_key(file: Path, *, name: str) -> PublicKey:
     """The PEM public key in ``file``; ConfigError (SignatureKeyError) when it cannot be
     read or is no key the gate can verify with."""
     try:
-        with file.open("rb") as stream:
-            data = stream.read(MAX_KEY_BYTES + 1)
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever
+        descriptor = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise ConfigError(f"cannot read the public key {file}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise ConfigError(f"the public key {file} is not a regular file (a directory, "
+                          "device or pipe); give the path of a PEM file")
+    with os.fdopen(descriptor, "rb") as stream:
+        try:
+            data = stream.read(MAX_KEY_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the public key {file}: "
+                              f"{exc.strerror or exc}") from exc
     if len(data) > MAX_KEY_BYTES:
         raise ConfigError(f"{file} is larger than {MAX_KEY_BYTES} bytes, so it is no public key")
     return load_public_key(data, name=name)

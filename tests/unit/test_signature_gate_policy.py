@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 from pathlib import Path
 
 import pytest
@@ -106,6 +108,30 @@ def test_a_bad_verify_block_is_a_located_problem(policy_dir: Path, prod: str, li
     located = [p for p in problems if p.startswith(f"{policy_dir / 'shop.yaml'}:{line}:")
                and "environments.prod.verify" in p and message in p and hint in p]
     assert located, problems
+
+
+def _located(policy_dir: Path, key: str) -> list[str]:
+    problems = _problems(_write(policy_dir, prod=f"    verify: {{cosign: {{keys: [{key}]}}}}\n"))
+    return [p for p in problems if ":10:" in p and "verify.cosign.keys" in p and key in p]
+
+
+def test_a_fifo_or_a_directory_named_as_a_key_is_a_problem_not_a_hang(policy_dir: Path
+                                                                      ) -> None:
+    os.mkfifo(policy_dir / "keys" / "fifo.pub")  # reading it would wait for a writer
+    (policy_dir / "keys" / "dir.pub").mkdir()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        found = pool.submit(_located, policy_dir, "keys/fifo.pub").result(timeout=10)
+    assert found and "not a regular file" in found[0], found
+    found = _located(policy_dir, "keys/dir.pub")
+    assert found and "not a regular file" in found[0], found
+
+
+def test_a_key_file_with_two_keys_is_refused_rather_than_half_read(policy_dir: Path) -> None:
+    keys = policy_dir / "keys"
+    (keys / "two.pub").write_bytes((keys / "ci.pub").read_bytes()
+                                   + (keys / "release.pub").read_bytes())
+    found = _located(policy_dir, "keys/two.pub")
+    assert found and "holds 2 PEM blocks" in found[0], found
 
 
 def test_a_broken_key_in_defaults_is_reported_even_when_every_env_turns_it_off(

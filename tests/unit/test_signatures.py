@@ -118,6 +118,8 @@ def _pem(key: object) -> bytes:
     (b"-----BEGIN EC PRIVATE KEY-----\n...", "holds a private key"),
     (_pem(ec.generate_private_key(ec.SECP521R1())), "EC key on curve secp521r1"),
     (_pem(rsa.generate_private_key(public_exponent=65537, key_size=1024)), "1024-bit RSA key"),
+    (b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", "holds a certificate"),
+    (_pem(ec.generate_private_key(ec.SECP256R1())) * 2, "holds 2 PEM blocks"),
 ])
 def test_unusable_keys_are_configuration_errors_naming_the_file(data: bytes,
                                                                 expected: str) -> None:

@@ -25,7 +25,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from image_updater.config.fields import _check_keys, _Ctx, _Layer
 from image_updater.errors import ConfigError, ImageUpdaterError
-from image_updater.model import CosignVerify
+from image_updater.model import CosignVerify, Environment
 from image_updater.signatures import PublicKey, load_public_key
 
 VERIFY_KEYS = ("cosign",)
@@ -146,3 +146,35 @@ def _identity(ctx: _Ctx, cosign: CommentedMap, where: str) -> str | None:
                 "name the repository only; the digest is checked on its own")
         return None
     return reference
+
+
+def refuse_unreadable_registry(ctx: _Ctx, doc: CommentedMap, image: str | None,
+                               envs: list[Environment]) -> None:
+    """A gate on an ECR image would refuse every digest, every cycle: the signatures cannot
+    be read through the ECR API yet (docs/signatures.md). Say so at load, at the ``verify``
+    that asks for it."""
+    from image_updater.registry.ecr_host import parse_ecr_host
+    from image_updater.registry.reference import parse_reference
+
+    gated = [env for env in envs if env.verify is not None]
+    try:
+        host = parse_reference(image).registry if image and gated else ""
+    except ImageUpdaterError:  # already reported against 'image'
+        return
+    if parse_ecr_host(host) is None:
+        return
+    for env in gated:
+        node, fld = _verify_node(doc, env.name)
+        ctx.add(node, "verify", fld,
+                f"signatures cannot be verified for {image}: cosign signatures are not read "
+                "from ECR yet, so every digest would be refused",
+                "remove 'verify' for this app (or 'verify: false' on the environment), or "
+                "keep signed images in an OCI registry whose signatures can be read")
+
+
+def _verify_node(doc: CommentedMap, env: str) -> tuple[CommentedMap, str]:
+    """Where ``env``'s ``verify`` is written: on the environment, or in ``defaults``."""
+    node = doc.get("environments", {}).get(env)
+    if isinstance(node, CommentedMap) and "verify" in node:
+        return node, f"environments.{env}.verify"
+    return doc.get("defaults"), "defaults.verify"

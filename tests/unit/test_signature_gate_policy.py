@@ -150,3 +150,20 @@ def test_validate_exits_1_and_names_the_key(policy_dir: Path,
     file = _write(policy_dir, prod="    verify: {cosign: {keys: [keys/junk.pub]}}\n")
     assert main(["validate", str(file)]) == 1
     assert "keys/junk.pub" in capsys.readouterr().out
+
+
+def test_a_gate_on_an_ecr_image_is_refused_at_load_where_verify_is_written(
+        policy_dir: Path) -> None:
+    ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/shop"
+    text = _write(policy_dir, defaults="  verify: {cosign: {keys: [keys/ci.pub]}}",
+                  dev=", verify: false").read_text()
+    file = policy_dir / "shop.yaml"
+    file.write_text(text.replace("registry.example.com/team/shop", ecr))
+    problems = _problems(file)
+    assert len(problems) == 1, problems  # prod inherits the defaults' verify; dev turns it off
+    assert problems[0].startswith(f"{file}:5:") and "defaults.verify" in problems[0]
+    assert "not read from ECR" in problems[0] and ecr in problems[0]
+    # without a gate, the same image loads
+    file.write_text(text.replace("registry.example.com/team/shop", ecr).replace(
+        "  verify: {cosign: {keys: [keys/ci.pub]}}", "  strategy: digest"))
+    assert load_policies([file])[0].image == ecr

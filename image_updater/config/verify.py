@@ -126,11 +126,12 @@ def _identity(ctx: _Ctx, cosign: CommentedMap, where: str) -> str | None:
     if raw is None:
         return None
     fld = f"{where}.identity"
+    if isinstance(raw, CommentedMap):  # first, so a misspelt key gets its "did you mean"
+        _check_keys(ctx, raw, IDENTITY_KEYS, fld)
     if not isinstance(raw, CommentedMap) or not isinstance(raw.get("docker_reference"), str):
         ctx.add(cosign, "identity", fld, "must be a mapping with 'docker_reference'",
                 "e.g. identity: {docker_reference: registry.example.com/team/app}")
         return None
-    _check_keys(ctx, raw, IDENTITY_KEYS, fld)
     reference = str(raw["docker_reference"])
     from image_updater.registry.reference import parse_reference
 

@@ -95,6 +95,8 @@ BAD = [
     ("    verify: {cosign: {keys: [keys/ci.pub], idenity: {}}}", 10, "unknown key 'idenity'",
      "did you mean 'identity'"),
     ("    verify: {cosgin: {keys: [keys/ci.pub]}}", 10, "must be a mapping with 'cosign'", ""),
+    ("    verify: {cosign: {keys: [keys/ci.pub], identity: {docker_refrence: r.io/a}}}", 10,
+     "unknown key 'docker_refrence'", "did you mean 'docker_reference'"),
     ("    verify: yes-please", 10, "must be a mapping with 'cosign'", "e.g. verify:"),
     ("    verify: {cosign: {keys: [keys/ci.pub], identity: {docker_reference: 'r.io/a:v1'}}}",
      10, "carries a tag or digest", "name the repository only"),

@@ -16,18 +16,24 @@ Then the signature gate, for environments whose policy says ``verify``: the dige
 signatures are fetched (``sha256-<hex>.sig`` and OCI 1.1 referrers) and one of the listed keys
 must have signed exactly that digest with a claim naming the expected repository. A verdict
 is kept for the process by (digest, key set, identity): the steady state asks the registry
-nothing more. A refusal is not kept: a signature pushed after its image is found next cycle.
+nothing more. A refusal is asked again next cycle (a signature pushed just after its image is
+found then), and, while it stays refused, after a doubling delay of at most
+``REFUSAL_RECHECK_MAX``: a steady unsigned tag stops costing its signature requests every
+cycle, and a late signature is still found within ten minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from image_updater.changes import Change, SignatureCheck, Verification, VerificationOutcome
+from image_updater.clocks import MonotonicClock
 from image_updater.errors import (
     DigestMismatchError,
     ImageUpdaterError,
@@ -67,11 +73,30 @@ async def check_signatures(registry: Registry, repository: str, digest: str, ide
     return Signed(verdict=verdict, requests=artifacts.requests)
 
 
-class VerifiedDigests:
-    """The digests verified so far in this process; shared by the worker threads."""
+#: A signature refusal is asked again next cycle (a signature pushed just after its image is
+#: seen at once); while it stays refused, after 60 s, then 120 s, 240 s, 480 s, and every
+#: 600 s at most: a steady unsigned tag does not cost the signature requests every cycle.
+REFUSAL_RECHECK_FIRST = 60.0
+REFUSAL_RECHECK_MAX = 600.0
+#: refusals remembered at most (the oldest are forgotten: they are asked again)
+REFUSALS_KEPT = 4096
 
-    def __init__(self) -> None:
+
+@dataclass
+class _Refusal:
+    error: UnverifiedError
+    count: int      # consecutive refusals of this (digest, key set, identity)
+    until: float    # monotonic time before which the registry is not asked again
+
+
+class VerifiedDigests:
+    """The digests verified so far in this process, and the signature refusals not to ask
+    about again yet; shared by the worker threads."""
+
+    def __init__(self, clock: MonotonicClock = time.monotonic) -> None:
         self._seen: set[Hashable] = set()  # DigestKey, and SignedKey for the signature gate
+        self._refused: OrderedDict[SignedKey, _Refusal] = OrderedDict()
+        self._clock = clock
         self._lock = threading.Lock()
 
     def __contains__(self, key: object) -> bool:
@@ -81,6 +106,24 @@ class VerifiedDigests:
     def add(self, key: DigestKey | SignedKey) -> None:
         with self._lock:
             self._seen.add(key)
+            self._refused.pop(key, None)  # type: ignore[arg-type]
+
+    def refusal(self, key: SignedKey) -> UnverifiedError | None:
+        """The refusal of ``key`` while it is too recent to ask the registry again."""
+        with self._lock:
+            found = self._refused.get(key)
+            return found.error if found is not None and self._clock() < found.until else None
+
+    def refuse(self, key: SignedKey, error: UnverifiedError) -> None:
+        """Remember a refusal (a verdict, never a failed fetch) and when to ask again."""
+        with self._lock:
+            previous = self._refused.pop(key, None)
+            count = previous.count + 1 if previous is not None else 1
+            delay = 0.0 if count == 1 else min(REFUSAL_RECHECK_MAX,
+                                               REFUSAL_RECHECK_FIRST * 2 ** (count - 2))
+            self._refused[key] = _Refusal(error, count, self._clock() + delay)
+            while len(self._refused) > REFUSALS_KEPT:
+                self._refused.popitem(last=False)
 
 
 class Verifier:
@@ -151,6 +194,10 @@ class Verifier:
             raise failed
         if key in self._verified:
             return
+        if (refused := self._verified.refusal(key)) is not None:  # asked recently: no request
+            with self._lock:
+                self._failed[key] = refused
+            raise refused
         ref = parse_reference(app.image)
         try:
             outcome = asyncio.run_coroutine_threadsafe(self._signatures(
@@ -169,22 +216,28 @@ class Verifier:
         record.append(SignatureCheck(app=app.name, env=env.name, digest=digest, ok=verdict.ok,
                                      key=verdict.key, reason=reason, requests=outcome.requests))
         if not verdict.ok:
-            error = unverified_error(app, env, digest, verdict)
+            error = unverified_error(app, env, digest, verdict, _RECHECK)
             with self._lock:
                 self._failed[key] = error
+            self._verified.refuse(key, error)
             raise error
         self._verified.add(key)
 
 
-def unverified_error(app: App, env: Environment, digest: str,
-                     verdict: SignatureVerdict) -> UnverifiedError:
+_RECHECK = (f"its signatures are read again next cycle, then less often while it stays "
+            f"refused (at least every {REFUSAL_RECHECK_MAX:.0f} s)")
+
+
+def unverified_error(app: App, env: Environment, digest: str, verdict: SignatureVerdict,
+                     recheck: str = "the digest is checked again when it comes up next"
+                     ) -> UnverifiedError:
     """The refusal for ``digest`` in ``env``: which check failed, and what to do."""
     reason = str(verdict.reason or "unsigned")
     where = f"{app.source}:{env.line}" if app.source else "its policy"
     return UnverifiedError(
         f"{app.name}/{env.name} requires a cosign signature (verify in {where}) and refuses "
         f"{digest} ({reason}): {verdict.message.rstrip('.')}. Nothing was written for "
-        f"{env.name}; the digest is checked again when it comes up next.", verdict=reason)
+        f"{env.name}; {recheck}.", verdict=reason)
 
 
 async def require_signed(app: App, env: Environment, digest: str,

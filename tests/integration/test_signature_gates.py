@@ -22,6 +22,7 @@ from image_updater.cli import main
 from image_updater.config.policies import load_policies
 from image_updater.config.settings import load_settings
 from image_updater.engine.reconcile import reconcile
+from image_updater.engine.verify import REFUSAL_RECHECK_FIRST, VerifiedDigests
 from image_updater.exit_codes import ExitCode
 from image_updater.observability.metrics import Metrics
 from image_updater.observability.report import report
@@ -282,6 +283,45 @@ def test_each_refusal_writes_nothing_and_is_counted(
     assert "Nothing was written" in failure.message
     assert _failures(metrics, reason) == 1.0
     assert result.signatures[0].reason == reason
+
+
+def test_a_steady_unsigned_tag_is_asked_about_less_often_but_refused_every_cycle(
+        registry: RegistryServer, forge: ForgeServer, tmp_path: Path) -> None:
+    gated = Gated(registry, forge, tmp_path, "backoff")
+    digest = gated.push("dev", "backoff-unsigned")
+    settings, apps = load_settings(str(gated.config)), load_policies([gated.policies])
+    now = [0.0]
+
+    async def cycles(count: int, runtime: Runtime) -> list[tuple[CycleResult, Metrics]]:
+        done = []
+        for _ in range(count):
+            metrics = Metrics(CollectorRegistry())
+            result = await reconcile(apps, runtime.deps())
+            report(result, metrics, log_outcomes=False)
+            done.append((result, metrics))
+            now[0] += 20.0
+        return done
+
+    async def run() -> list[tuple[CycleResult, Metrics]]:
+        runtime = Runtime(settings, secrets=SecretRegistry())
+        runtime.verified = VerifiedDigests(clock=lambda: now[0])
+        try:
+            refused = await cycles(3, runtime)
+            gated.sign(digest)  # late: found once the delay is over
+            refused += await cycles(1, runtime)
+            now[0] += REFUSAL_RECHECK_FIRST
+            return refused + await cycles(1, runtime)
+        finally:
+            await runtime.aclose()
+
+    done = asyncio.run(run())
+    # read in cycles 1 and 2; cycles 3 and 4 (within 60 s of the second refusal) ask nothing
+    assert [len(r.signatures) for r, _ in done] == [1, 1, 0, 0, 1]
+    for result, metrics in done[:4]:  # yet each of them refuses dev, counted once
+        (failure,) = result.failures
+        assert (failure.env, failure.unverified) == ("dev", "unsigned")
+        assert _failures(metrics, "unsigned") == 1.0
+    assert done[4][0].failures == [] and gated.deployed("dev") == digest
 
 
 def test_once_fails_for_an_unsigned_dev_image(registry: RegistryServer, forge: ForgeServer,

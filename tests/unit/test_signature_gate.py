@@ -17,7 +17,13 @@ from image_updater.changes import Change, CycleResult, SignatureCheck, Verificat
 from image_updater.engine.reconcile import _fail
 from image_updater.engine.resolve import Resolved
 from image_updater.engine.status import Observed, derive
-from image_updater.engine.verify import Signed, VerifiedDigests, Verifier, retag_gate
+from image_updater.engine.verify import (
+    REFUSAL_RECHECK_MAX,
+    Signed,
+    VerifiedDigests,
+    Verifier,
+    retag_gate,
+)
 from image_updater.errors import UnverifiedError
 from image_updater.exit_codes import ExitCode, exit_code_for, once_exit_code
 from image_updater.model import (
@@ -238,3 +244,38 @@ def test_check_shows_under_each_kept_candidate_whether_it_is_signed() -> None:
     assert "NOT signed (unsigned)" in text
     assert sum("signed" in x for x in lines) == 2, "dropped tags are not checked"
     assert "signed" not in render("r.io/shop", ["1.2.0"], selection, DIGEST)
+
+
+def test_a_steady_refusal_is_asked_less_often_and_a_late_signature_still_found() -> None:
+    now = [1000.0]
+    verified, fake = VerifiedDigests(clock=lambda: now[0]), FakeSignatures({DIGEST: UNSIGNED})
+    app = _app(CosignVerify(keys=(CI,)))
+
+    def cycle(after: float) -> list[BaseException]:
+        now[0] += after
+        return _run(verified, fake, app, [_change()])[1]
+
+    assert len(cycle(0)) == 1 and len(fake.asked) == 1
+    assert len(cycle(30)) == 1 and len(fake.asked) == 2   # the next cycle asks again
+    # refused twice: not asked for 60 s, yet refused (and counted) every cycle meanwhile
+    errors = cycle(30)
+    assert len(fake.asked) == 2 and len(errors) == 1
+    assert isinstance(errors[0], UnverifiedError) and errors[0].verdict == "unsigned"
+    assert len(cycle(31)) == 1 and len(fake.asked) == 3   # 61 s after: asked, refused again
+    assert len(cycle(119)) == 1 and len(fake.asked) == 3  # now 120 s
+    for _ in range(10):                                   # the delay stops growing at 600 s
+        cycle(REFUSAL_RECHECK_MAX)
+    asked = len(fake.asked)
+    fake.verdicts[DIGEST] = OK                            # the signature arrives late
+    assert cycle(REFUSAL_RECHECK_MAX) == [] and len(fake.asked) == asked + 1
+    assert cycle(REFUSAL_RECHECK_MAX) == [] and len(fake.asked) == asked + 1  # kept as ok
+
+
+def test_a_refusal_remembered_for_one_key_set_says_nothing_about_another() -> None:
+    verified, fake = VerifiedDigests(clock=lambda: 0.0), FakeSignatures({DIGEST: UNSIGNED})
+    for _ in range(3):
+        _run(verified, fake, _app(CosignVerify(keys=(CI,))), [_change()])
+    assert len(fake.asked) == 2                           # the third was remembered
+    fake.verdicts[DIGEST] = OK
+    signed, errors = _run(verified, fake, _app(CosignVerify(keys=(CI, RELEASE))), [_change()])
+    assert errors == [] and signed[0].ok and len(fake.asked) == 3

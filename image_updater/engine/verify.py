@@ -236,8 +236,19 @@ def unverified_error(app: App, env: Environment, digest: str, verdict: Signature
     where = f"{app.source}:{env.line}" if app.source else "its policy"
     return UnverifiedError(
         f"{app.name}/{env.name} requires a cosign signature (verify in {where}) and refuses "
-        f"{digest} ({reason}): {verdict.message.rstrip('.')}. Nothing was written for "
-        f"{env.name}; {recheck}.", verdict=reason)
+        f"{digest} ({reason}): {verdict.message.rstrip('.')}.{_platform_hint(env, reason)} "
+        f"Nothing was written for {env.name}; {recheck}.", verdict=reason)
+
+
+def _platform_hint(env: Environment, reason: str) -> str:
+    """A pinned platform writes the platform's own manifest digest, and that digest must be
+    signed: a signature over the index is not one over exactly the digest written (nor what
+    an admission controller checks). 'cosign sign' signs only the index by default."""
+    if not env.strategy.platform or reason != "unsigned":
+        return ""
+    return (f" {env.name} pins platform {env.strategy.platform}, so the digest is that "
+            "platform's manifest, not the index: sign it too ('cosign sign --recursive' "
+            "signs the index and every platform's manifest).")
 
 
 async def require_signed(app: App, env: Environment, digest: str,

@@ -279,3 +279,17 @@ def test_a_refusal_remembered_for_one_key_set_says_nothing_about_another() -> No
     fake.verdicts[DIGEST] = OK
     signed, errors = _run(verified, fake, _app(CosignVerify(keys=(CI, RELEASE))), [_change()])
     assert errors == [] and signed[0].ok and len(fake.asked) == 3
+
+
+def test_an_unsigned_platform_digest_says_to_sign_recursively() -> None:
+    pinned = _app(CosignVerify(keys=(CI,)))
+    env = replace(pinned.environments[0],
+                              strategy=Strategy(tag="prod", platform="linux/arm64"))
+    pinned = replace(pinned, environments=(env,))
+    verified = VerifiedDigests()  # the platform's digest, as derived from the index
+    verified.add(("registry.example.com", "team/shop", "prod", "linux/arm64", DIGEST))
+    errors = _run(verified, FakeSignatures({DIGEST: UNSIGNED}), pinned, [_change()])[1]
+    assert "pins platform linux/arm64" in str(errors[0]) and "--recursive" in str(errors[0])
+    errors = _run(VerifiedDigests(), FakeSignatures({DIGEST: UNSIGNED}),
+                  _app(CosignVerify(keys=(CI,))), [_change()])[1]
+    assert "--recursive" not in str(errors[0])

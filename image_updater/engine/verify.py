@@ -50,6 +50,9 @@ from image_updater.signatures import PublicKey, SignatureVerdict, verify_signatu
 DigestKey = tuple[str, str, str, str, str]
 #: (digest, key fingerprints, identity): what a signature verdict depends on
 SignedKey = tuple[str, tuple[str, ...], str]
+#: (registry host, repository) + SignedKey: what a refusal depends on, as the signatures
+#: were looked for in that repository (another may hold them)
+RefusalKey = tuple[str, str, str, tuple[str, ...], str]
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ REFUSALS_KEPT = 4096
 
 @dataclass
 class _Refusal:
-    error: UnverifiedError
+    verdict: SignatureVerdict
     count: int      # consecutive refusals of this (digest, key set, identity)
     until: float    # monotonic time before which the registry is not asked again
 
@@ -95,7 +98,7 @@ class VerifiedDigests:
 
     def __init__(self, clock: MonotonicClock = time.monotonic) -> None:
         self._seen: set[Hashable] = set()  # DigestKey, and SignedKey for the signature gate
-        self._refused: OrderedDict[SignedKey, _Refusal] = OrderedDict()
+        self._refused: OrderedDict[RefusalKey, _Refusal] = OrderedDict()
         self._clock = clock
         self._lock = threading.Lock()
 
@@ -106,22 +109,21 @@ class VerifiedDigests:
     def add(self, key: DigestKey | SignedKey) -> None:
         with self._lock:
             self._seen.add(key)
-            self._refused.pop(key, None)  # type: ignore[arg-type]
 
-    def refusal(self, key: SignedKey) -> UnverifiedError | None:
+    def refusal(self, key: RefusalKey) -> SignatureVerdict | None:
         """The refusal of ``key`` while it is too recent to ask the registry again."""
         with self._lock:
             found = self._refused.get(key)
-            return found.error if found is not None and self._clock() < found.until else None
+            return found.verdict if found is not None and self._clock() < found.until else None
 
-    def refuse(self, key: SignedKey, error: UnverifiedError) -> None:
+    def refuse(self, key: RefusalKey, verdict: SignatureVerdict) -> None:
         """Remember a refusal (a verdict, never a failed fetch) and when to ask again."""
         with self._lock:
             previous = self._refused.pop(key, None)
             count = previous.count + 1 if previous is not None else 1
             delay = 0.0 if count == 1 else min(REFUSAL_RECHECK_MAX,
                                                REFUSAL_RECHECK_FIRST * 2 ** (count - 2))
-            self._refused[key] = _Refusal(error, count, self._clock() + delay)
+            self._refused[key] = _Refusal(verdict, count, self._clock() + delay)
             while len(self._refused) > REFUSALS_KEPT:
                 self._refused.popitem(last=False)
 
@@ -142,6 +144,9 @@ class Verifier:
         self._loop = loop
         self._signatures = signatures
         self._failed: dict[Hashable, ImageUpdaterError] = {}
+        #: this cycle's signature answers that were not a pass: the verdict (each app and
+        #: environment gets its own message) or the error that stopped the fetch
+        self._refused: dict[RefusalKey, SignatureVerdict | ImageUpdaterError] = {}
         self._lock = threading.Lock()
 
     def check(self, app: App, env: Environment, change: Change, record: list[Verification],
@@ -186,19 +191,22 @@ class Verifier:
 
     def _check_signed(self, app: App, env: Environment, spec: CosignVerify, digest: str,
                       record: list[SignatureCheck]) -> None:
+        ref = parse_reference(app.image)
         fingerprints, identity = spec.cache_key(app.image)
         key: SignedKey = (digest, fingerprints, identity)
+        asked: RefusalKey = (ref.registry, ref.repository, *key)
         with self._lock:
-            failed = self._failed.get(key)
-        if failed is not None:  # a re-plan after a push race asks no second time
+            failed = self._refused.get(asked)
+        if failed is None and key not in self._verified:
+            failed = self._verified.refusal(asked)  # refused recently: no request
+        if isinstance(failed, ImageUpdaterError):  # a re-plan after a push race asks no more
             raise failed
+        if failed is not None:
+            with self._lock:
+                self._refused[asked] = failed
+            raise unverified_error(app, env, digest, failed, _RECHECK)
         if key in self._verified:
             return
-        if (refused := self._verified.refusal(key)) is not None:  # asked recently: no request
-            with self._lock:
-                self._failed[key] = refused
-            raise refused
-        ref = parse_reference(app.image)
         try:
             outcome = asyncio.run_coroutine_threadsafe(self._signatures(
                 self._registry_for(ref.registry), ref.repository, digest, identity, spec.keys),
@@ -207,7 +215,7 @@ class Verifier:
             error = as_image_updater_error(exc, f"fetching the signatures of {app.image}@"
                                                 f"{digest}")
             with self._lock:
-                self._failed[key] = error
+                self._refused[asked] = error
             if error is exc:
                 raise
             raise error from exc
@@ -216,11 +224,10 @@ class Verifier:
         record.append(SignatureCheck(app=app.name, env=env.name, digest=digest, ok=verdict.ok,
                                      key=verdict.key, reason=reason, requests=outcome.requests))
         if not verdict.ok:
-            error = unverified_error(app, env, digest, verdict, _RECHECK)
             with self._lock:
-                self._failed[key] = error
-            self._verified.refuse(key, error)
-            raise error
+                self._refused[asked] = verdict
+            self._verified.refuse(asked, verdict)
+            raise unverified_error(app, env, digest, verdict, _RECHECK)
         self._verified.add(key)
 
 

@@ -293,3 +293,57 @@ def test_an_unsigned_platform_digest_says_to_sign_recursively() -> None:
     errors = _run(VerifiedDigests(), FakeSignatures({DIGEST: UNSIGNED}),
                   _app(CosignVerify(keys=(CI,))), [_change()])[1]
     assert "--recursive" not in str(errors[0])
+
+
+def _one_cycle(verified: VerifiedDigests, fake: Any, checks: list[tuple[App, Change]]
+               ) -> list[BaseException | None]:
+    """One verifier, asked about each (app, change) in turn; what each raised."""
+    outcomes: list[BaseException | None] = []
+
+    async def cycle() -> None:
+        verifier = Verifier(lambda _host: object(), verified,  # type: ignore[arg-type,return-value]
+                            asyncio.get_running_loop(), fake)
+        for app, change in checks:
+            try:
+                await asyncio.to_thread(_check, verifier, app, change, [])
+                outcomes.append(None)
+            except UnverifiedError as exc:
+                outcomes.append(exc)
+
+    asyncio.run(cycle())
+    return outcomes
+
+
+def _named(name: str, image: str, verify: CosignVerify) -> App:
+    return replace(_app(verify), name=name, image=image)
+
+
+def test_a_refusal_shared_by_two_apps_names_each_app_in_its_own_message() -> None:
+    verified, fake = VerifiedDigests(), FakeSignatures({DIGEST: UNSIGNED})
+    spec = CosignVerify(keys=(CI,))
+    shop, cafe = _named("shop", IMAGE, spec), _named("cafe", IMAGE, spec)
+    verified.add(("registry.example.com", "team/shop", "prod", "", DIGEST))
+    first, second = _one_cycle(verified, fake, [(shop, _change()), (cafe, _change())])
+    assert len(fake.asked) == 1                      # one question for both
+    assert str(first).startswith("shop/prod ") and str(second).startswith("cafe/prod ")
+
+
+def test_a_refusal_in_one_repository_is_not_taken_for_another() -> None:
+    # two repositories promoted under one identity: the signature is only in the second
+    identity = "registry.example.com/team/shop"
+    spec = CosignVerify(keys=(CI,), docker_reference=identity)
+    mirror = _named("mirror", "registry.example.com/mirror/shop", spec)
+    shop = _named("shop", IMAGE, spec)
+
+    async def signatures(_registry: Registry, repository: str, digest: str, _identity: str,
+                         _keys: tuple[PublicKey, ...]) -> Signed:
+        asked.append(repository)
+        return Signed(verdict=OK if repository == "team/shop" else UNSIGNED, requests=3)
+
+    asked: list[str] = []
+    verified = VerifiedDigests()
+    verified.add(("registry.example.com", "mirror/shop", "prod", "", DIGEST))
+    verified.add(("registry.example.com", "team/shop", "prod", "", DIGEST))
+    outcomes = _one_cycle(verified, signatures, [(mirror, _change()), (shop, _change())])
+    assert isinstance(outcomes[0], UnverifiedError) and outcomes[1] is None
+    assert asked == ["mirror/shop", "team/shop"]

@@ -260,17 +260,26 @@ def _platform_hint(env: Environment, reason: str) -> str:
 
 async def require_signed(app: App, env: Environment, digest: str,
                          registry_for: Callable[[str], Registry],
-                         signatures: SignatureCheckFn = check_signatures) -> Signed | None:
-    """For a person's command (promote, retag, rollback): UnverifiedError unless ``digest``
-    passes ``env``'s signature gate; None when ``env`` requires no signature. Not cached: a
-    command runs once, and a key removed from the policy since must count."""
+                         signatures: SignatureCheckFn = check_signatures,
+                         verified: VerifiedDigests | None = None) -> Signed | None:
+    """For a person's command (promote, retag, rollback) and the status: UnverifiedError
+    unless ``digest`` passes ``env``'s signature gate; None when ``env`` requires no signature
+    or ``verified`` (the daemon's verdicts, by digest, key set and identity, so a key removed
+    from the policy since still counts) already holds a pass. A command's own process has
+    none: it asks the registry."""
     if env.verify is None:
+        return None
+    fingerprints, identity = env.verify.cache_key(app.image)
+    key: SignedKey = (digest, fingerprints, identity)
+    if verified is not None and key in verified:
         return None
     ref = parse_reference(app.image)
     outcome = await signatures(registry_for(ref.registry), ref.repository, digest,
-                               env.verify.identity(app.image), env.verify.keys)
+                               identity, env.verify.keys)
     if not outcome.verdict.ok:
         raise unverified_error(app, env, digest, outcome.verdict)
+    if verified is not None:
+        verified.add(key)
     return outcome
 
 

@@ -22,11 +22,19 @@ from image_updater.cli import main
 from image_updater.config.policies import load_policies
 from image_updater.config.settings import load_settings
 from image_updater.engine.reconcile import reconcile
-from image_updater.engine.verify import REFUSAL_RECHECK_FIRST, VerifiedDigests
+from image_updater.engine.status import EnvStatus, StatusDeps, gather
+from image_updater.engine.verify import (
+    REFUSAL_RECHECK_FIRST,
+    Signed,
+    VerifiedDigests,
+    check_signatures,
+)
 from image_updater.exit_codes import ExitCode
 from image_updater.observability.metrics import Metrics
 from image_updater.observability.report import report
+from image_updater.registry.base import Registry
 from image_updater.secrets import SecretRegistry
+from image_updater.signatures import PublicKey
 from image_updater.wiring.runtime import Runtime
 from tests.fixtures.cosign import (
     KeyPair,
@@ -403,3 +411,33 @@ def test_rollback_to_an_unsigned_digest_is_refused_and_status_shows_unverified(
     assert row["state"] == "unverified"
     assert row["wanted"]["digest"] == unsigned and row["git"]["digest"] == good
     assert "unsigned" in row["unverified"]
+
+
+def test_the_status_page_asks_nothing_about_a_digest_the_daemon_verified(
+        registry: RegistryServer, forge: ForgeServer, tmp_path: Path) -> None:
+    gated = Gated(registry, forge, tmp_path, "status-cost", dev_gated=True)
+    gated.sign(gated.push("dev", "status-signed"))
+    gated.push("staging", "status-unsigned")
+    settings, apps = load_settings(str(gated.config)), load_policies([gated.policies])
+    asked: list[str] = []
+
+    async def counted(registry_: Registry, repository: str, digest: str, identity: str,
+                      keys: tuple[PublicKey, ...]) -> Signed:
+        asked.append(digest)
+        return await check_signatures(registry_, repository, digest, identity, keys)
+
+    async def run() -> dict[str, EnvStatus]:
+        runtime = Runtime(settings, secrets=SecretRegistry())
+        try:
+            await reconcile(apps, runtime.deps())  # dev verified and committed
+            deps = StatusDeps(registry_for=runtime.registry_for, repo_for=runtime.repo_for,
+                              approvals_for=runtime.approvals_for, signatures=counted,
+                              verified=runtime.verified)
+            return {row.env: row for row in await gather(apps, deps)}
+        finally:
+            await runtime.aclose()
+
+    rows = asyncio.run(run())
+    assert rows["dev"].state == "in-sync"
+    assert rows["staging"].state == "unverified"
+    assert asked == [gated.tag("staging")]  # only the digest nobody verified yet

@@ -332,6 +332,23 @@ def test_a_steady_unsigned_tag_is_asked_about_less_often_but_refused_every_cycle
     assert done[4][0].failures == [] and gated.deployed("dev") == digest
 
 
+def test_a_refusal_is_counted_even_when_the_other_environments_push_fails(
+        registry: RegistryServer, forge: ForgeServer, tmp_path: Path) -> None:
+    gated = Gated(registry, forge, tmp_path, "push-fails")
+    refused = gated.push("dev", "push-fails-unsigned")
+    gated.sign(gated.push("staging", "push-fails-signed"))  # a commit for staging...
+    hook = gated.deploy.path / "hooks" / "pre-receive"      # ...that the remote rejects
+    hook.write_text("#!/bin/sh\necho 'no pushes today' >&2\nexit 1\n")
+    hook.chmod(0o755)
+
+    result, metrics = gated.cycle()
+
+    failures = {f.env: f for f in result.failures}
+    assert failures["dev"].unverified == "unsigned" and refused in failures["dev"].message
+    assert failures["staging"].unverified == "" and failures["staging"].reason != "unverified"
+    assert _failures(metrics, "unsigned") == 1.0
+
+
 def test_once_fails_for_an_unsigned_dev_image(registry: RegistryServer, forge: ForgeServer,
                                               tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:

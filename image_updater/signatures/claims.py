@@ -2,9 +2,11 @@
 
 containers/image signs the full destination reference (``host/repo:tag``); cosign signs the
 repository (``host/repo``). A claim names the expected repository when both reduce to the same
-``host/path``: tag and digest dropped, Docker Hub spelled one way, the host (a DNS name) in
-lowercase. A claim that is not a valid reference (surrounding spaces, a NUL, an empty tag, an
-uppercase path, a URL) names no repository, even when one of our keys signed it.
+``host/path``: tag and digest dropped, Docker Hub spelled one way. Nothing else is
+normalised: another port or another spelling of the host is another name, as cosign and
+containers/image compare them. A claim that is not a valid reference (surrounding spaces, a
+NUL, an empty tag, an uppercase path, a URL) names no repository, even when one of our keys
+signed it.
 
 The grammar is distribution's, as in :mod:`image_updater.registry.reference`; it is repeated
 here because verification is pure and may not import the registry adapter.
@@ -26,15 +28,15 @@ _NAME_MAX_LENGTH = 255
 
 
 def repository_of(reference: str) -> str | None:
-    """``reference`` without its tag or digest, with Docker Hub's implicit parts spelled out
-    and the host in lowercase; None when ``reference`` is not a valid docker reference."""
+    """``reference`` without its tag or digest, with Docker Hub's implicit parts spelled
+    out; None when ``reference`` is not a valid docker reference."""
     match = _REFERENCE.fullmatch(reference) if isinstance(reference, str) else None
     if match is None:
         return None
     host, path = match["host"], match["path"]
     if host is not None and not _looks_like_host(host):
         host, path = None, f"{host}/{path}"  # "team/app": a Docker Hub name, not a host
-    host = _HUB if host is None or host.lower() in _HUB_ALIASES else host.lower()
+    host = _HUB if host is None or host in _HUB_ALIASES else host
     if host == _HUB and "/" not in path:
         path = f"library/{path}"
     if len(host) + 1 + len(path) > _NAME_MAX_LENGTH:

@@ -325,3 +325,37 @@ def test_artifacts_of_one_digest_never_vouch_for_another(pairs: dict[str, KeyPai
     with pytest.raises(ValueError, match="given to verify"):
         verify_signatures(artifacts(simple(pairs["ecdsa-p256"], digest=OTHER)), digest=OTHER,
                           docker_reference=IMAGE, keys=[public(pairs["ecdsa-p256"])])
+
+
+def _dsse(pair: KeyPair, subjects: list[tuple[str, str]], *,
+          payload_type: str = "application/vnd.in-toto+json") -> BundleDocument:
+    """A bundle whose DSSE statement, signed by ``pair``, lists ``subjects`` (name, digest)."""
+    statement = json.dumps({
+        "_type": "https://in-toto.io/Statement/v1", "predicateType":
+        "https://sigstore.dev/cosign/sign/v1", "predicate": {},
+        "subject": [{"name": n, "digest": {"sha256": d.split(":", 1)[1]}} for n, d in subjects],
+    }).encode()
+    body = json.loads(make_bundle(pair, DIGEST, IMAGE))
+    body["dsseEnvelope"] = {"payload": base64.b64encode(statement).decode(),
+                            "payloadType": payload_type, "signatures": [{"sig": base64.b64encode(
+                                pair.sign(b"DSSEv1 %d %s %d %s" % (
+                                    len(payload_type), payload_type.encode(), len(statement),
+                                    statement))).decode()}]}
+    return bundle(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize(("subjects", "payload_type", "reason"), [
+    ([("registry.example.com/x/other", OTHER), (IMAGE, DIGEST)], None, None),
+    ([(IMAGE, OTHER), ("registry.example.com/x/other", OTHER)], None, Reason.WRONG_DIGEST),
+    ([("registry.example.com/team/app-evil", DIGEST)], None, Reason.WRONG_IDENTITY),
+    ([(IMAGE, DIGEST)], "application/json", Reason.MALFORMED),
+    ([(IMAGE, DIGEST)], "application/vnd.in-toto+json ", Reason.MALFORMED),
+])
+def test_a_dsse_statement_decides_by_its_subject_over_this_digest(
+        pairs: dict[str, KeyPair], subjects: list[tuple[str, str]], payload_type: str | None,
+        reason: Reason | None) -> None:
+    document = _dsse(pairs["ecdsa-p256"], subjects,
+                     **({"payload_type": payload_type} if payload_type else {}))
+    verdict = verify_signatures(artifacts(document), digest=DIGEST, docker_reference=IMAGE,
+                                keys=[public(pairs["ecdsa-p256"])])
+    assert (verdict.ok, verdict.reason) == (reason is None, reason), verdict.message

@@ -14,6 +14,7 @@ truncated with :func:`truncate` before they are quoted.
     │   ├── NotFoundError            permanent: repository, tag or manifest unknown
     │   ├── DigestMismatchError      permanent: body does not hash to the claimed digest
     │   ├── ImmutableTagError        permanent: registry refuses to move an immutable tag
+    │   ├── ResponseTooLargeError    permanent: a body over its cap was refused unread
     │   └── TransientRegistryError   temporary: connection, timeout, 5xx, 429 after retries
     ├── ValuesError                  permanent: values file missing / unparseable / key missing
     ├── GitError                     git command failed
@@ -118,6 +119,11 @@ class DigestMismatchError(RegistryError):
 
 class ImmutableTagError(RegistryError):
     reason = "immutable_tag"
+
+
+class ResponseTooLargeError(RegistryError):
+    """A registry sent a body larger than the cap for what it is (Content-Length or bytes);
+    its ``reason`` stays ``registry``, as before it had a class of its own."""
 
 
 class TransientRegistryError(RegistryError):

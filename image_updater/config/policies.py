@@ -32,7 +32,7 @@ from image_updater.config.fields import (
     _position,
     _req_str,
 )
-from image_updater.config.verify import verify_block
+from image_updater.config.verify import refuse_unreadable_registry, verify_block
 from image_updater.errors import ImageUpdaterError, PolicyError, Problem
 from image_updater.model import (
     DEFAULT_FILE_BYTES,
@@ -197,6 +197,7 @@ def _app(ctx: _Ctx, doc: Any) -> App | None:
         _check_keys(ctx, defaults, ENV_KEYS, "defaults")
         _check_defaults(ctx, defaults)
     envs = _environments(ctx, doc, defaults)
+    refuse_unreadable_registry(ctx, doc, image, envs)
     if len(ctx.problems) > before or name is None or image is None or git is None:
         return None
     return App(name=name, image=image, git=git, environments=tuple(envs), source=ctx.file,

@@ -16,6 +16,8 @@ located policy problem at load and in ``validate``, never a refusal at night.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from image_updater.config.fields import _check_keys, _Ctx, _Layer
 from image_updater.errors import ConfigError, ImageUpdaterError
-from image_updater.model import CosignVerify
+from image_updater.model import CosignVerify, Environment
 from image_updater.signatures import PublicKey, load_public_key
 
 VERIFY_KEYS = ("cosign",)
@@ -100,10 +102,20 @@ def read_public_key(file: Path, *, name: str) -> PublicKey:
     """The PEM public key in ``file``; ConfigError (SignatureKeyError) when it cannot be
     read or is no key the gate can verify with."""
     try:
-        with file.open("rb") as stream:
-            data = stream.read(MAX_KEY_BYTES + 1)
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever
+        descriptor = os.open(file, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
         raise ConfigError(f"cannot read the public key {file}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise ConfigError(f"the public key {file} is not a regular file (a directory, "
+                          "device or pipe); give the path of a PEM file")
+    with os.fdopen(descriptor, "rb") as stream:
+        try:
+            data = stream.read(MAX_KEY_BYTES + 1)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the public key {file}: "
+                              f"{exc.strerror or exc}") from exc
     if len(data) > MAX_KEY_BYTES:
         raise ConfigError(f"{file} is larger than {MAX_KEY_BYTES} bytes, so it is no public key")
     return load_public_key(data, name=name)
@@ -114,11 +126,12 @@ def _identity(ctx: _Ctx, cosign: CommentedMap, where: str) -> str | None:
     if raw is None:
         return None
     fld = f"{where}.identity"
+    if isinstance(raw, CommentedMap):  # first, so a misspelt key gets its "did you mean"
+        _check_keys(ctx, raw, IDENTITY_KEYS, fld)
     if not isinstance(raw, CommentedMap) or not isinstance(raw.get("docker_reference"), str):
         ctx.add(cosign, "identity", fld, "must be a mapping with 'docker_reference'",
                 "e.g. identity: {docker_reference: registry.example.com/team/app}")
         return None
-    _check_keys(ctx, raw, IDENTITY_KEYS, fld)
     reference = str(raw["docker_reference"])
     from image_updater.registry.reference import parse_reference
 
@@ -134,3 +147,35 @@ def _identity(ctx: _Ctx, cosign: CommentedMap, where: str) -> str | None:
                 "name the repository only; the digest is checked on its own")
         return None
     return reference
+
+
+def refuse_unreadable_registry(ctx: _Ctx, doc: CommentedMap, image: str | None,
+                               envs: list[Environment]) -> None:
+    """A gate on an ECR image would refuse every digest, every cycle: the signatures cannot
+    be read through the ECR API yet (docs/signatures.md). Say so at load, at the ``verify``
+    that asks for it."""
+    from image_updater.registry.ecr_host import parse_ecr_host
+    from image_updater.registry.reference import parse_reference
+
+    gated = [env for env in envs if env.verify is not None]
+    try:
+        host = parse_reference(image).registry if image and gated else ""
+    except ImageUpdaterError:  # already reported against 'image'
+        return
+    if parse_ecr_host(host) is None:
+        return
+    for env in gated:
+        node, fld = _verify_node(doc, env.name)
+        ctx.add(node, "verify", fld,
+                f"signatures cannot be verified for {image}: cosign signatures are not read "
+                "from ECR yet, so every digest would be refused",
+                "remove 'verify' for this app (or 'verify: false' on the environment), or "
+                "keep signed images in an OCI registry whose signatures can be read")
+
+
+def _verify_node(doc: CommentedMap, env: str) -> tuple[CommentedMap, str]:
+    """Where ``env``'s ``verify`` is written: on the environment, or in ``defaults``."""
+    node = doc.get("environments", {}).get(env)
+    if isinstance(node, CommentedMap) and "verify" in node:
+        return node, f"environments.{env}.verify"
+    return doc.get("defaults"), "defaults.verify"

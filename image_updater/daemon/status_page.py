@@ -200,7 +200,8 @@ def engine_source(apps: Callable[[], Sequence[App]], runtime: Runtime, *,
         current = list(apps())
         deps = StatusDeps(registry_for=runtime.registry_for, repo_for=runtime.repo_for,
                           approvals_for=runtime.approvals_for,
-                          values_file_bytes=runtime.settings.limits.values_file_bytes)
+                          values_file_bytes=runtime.settings.limits.values_file_bytes,
+                          verified=runtime.verified)
         rows = await gather(current, deps)
         recent = await asyncio.to_thread(recent_history, current, deps, limit=history) \
             if history else {}

@@ -325,8 +325,12 @@ def _commit_direct(target: GitTarget, repo: DeployRepo, items: list[Target], dep
         except ImageUpdaterError as exc:
             result.pushes.append(PushAttempt(repository=target.url, branch=target.branch,
                                              result="failed"))
+            # an environment the last plan failed on its own (a refused signature) keeps
+            # its own reason: the push would not have carried it anyway
+            own = {(a.name, e.name): err for a, e, err in (attempts[-1].failures
+                                                          if attempts else [])}
             for app, env, _ in items:
-                _fail(result, app, env, exc)
+                _fail(result, app, env, own.get((app.name, env.name), exc))
             return
         if pushed.sha:
             result.commits.append(pushed.sha)

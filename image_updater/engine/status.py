@@ -28,7 +28,12 @@ from image_updater.config.holds import HOLDS_FILE, Hold, Holds, parse_holds
 from image_updater.engine.approval import Approvals, branch_name
 from image_updater.engine.plan import plan_edit, read_current
 from image_updater.engine.resolve import Resolution, Resolved, resolve
-from image_updater.engine.verify import SignatureCheckFn, check_signatures, require_signed
+from image_updater.engine.verify import (
+    SignatureCheckFn,
+    VerifiedDigests,
+    check_signatures,
+    require_signed,
+)
 from image_updater.errors import ImageUpdaterError, UnverifiedError, ValuesError
 from image_updater.gitops.history import HistoryEntry, newest_per_env, read_history
 from image_updater.gitops.repo import DeployRepo
@@ -131,6 +136,8 @@ class StatusDeps:
     approvals_for: Callable[[GitTarget, DeployRepo], Approvals | None]
     values_file_bytes: int = DEFAULT_FILE_BYTES
     signatures: SignatureCheckFn = check_signatures
+    #: the daemon's signature verdicts: a digest it verified is not asked about again
+    verified: VerifiedDigests | None = None
 
 
 #: (app, env) -> the signature gate's refusal of the digest the policy chooses now
@@ -159,7 +166,7 @@ async def _signature_refusals(apps: Sequence[App], resolution: Resolution, deps:
                 continue
             try:
                 await require_signed(app, env, resolved.digest, deps.registry_for,
-                                     deps.signatures)
+                                     deps.signatures, deps.verified)
             except UnverifiedError as exc:
                 refused[(app.name, env.name)] = str(exc)
             except ImageUpdaterError as exc:  # not a verdict: the signatures were not read

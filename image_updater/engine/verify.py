@@ -16,18 +16,24 @@ Then the signature gate, for environments whose policy says ``verify``: the dige
 signatures are fetched (``sha256-<hex>.sig`` and OCI 1.1 referrers) and one of the listed keys
 must have signed exactly that digest with a claim naming the expected repository. A verdict
 is kept for the process by (digest, key set, identity): the steady state asks the registry
-nothing more. A refusal is not kept: a signature pushed after its image is found next cycle.
+nothing more. A refusal is asked again next cycle (a signature pushed just after its image is
+found then), and, while it stays refused, after a doubling delay of at most
+``REFUSAL_RECHECK_MAX``: a steady unsigned tag stops costing its signature requests every
+cycle, and a late signature is still found within ten minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from image_updater.changes import Change, SignatureCheck, Verification, VerificationOutcome
+from image_updater.clocks import MonotonicClock
 from image_updater.errors import (
     DigestMismatchError,
     ImageUpdaterError,
@@ -44,6 +50,9 @@ from image_updater.signatures import PublicKey, SignatureVerdict, verify_signatu
 DigestKey = tuple[str, str, str, str, str]
 #: (digest, key fingerprints, identity): what a signature verdict depends on
 SignedKey = tuple[str, tuple[str, ...], str]
+#: (registry host, repository) + SignedKey: what a refusal depends on, as the signatures
+#: were looked for in that repository (another may hold them)
+RefusalKey = tuple[str, str, str, tuple[str, ...], str]
 
 
 @dataclass(frozen=True)
@@ -67,11 +76,30 @@ async def check_signatures(registry: Registry, repository: str, digest: str, ide
     return Signed(verdict=verdict, requests=artifacts.requests)
 
 
-class VerifiedDigests:
-    """The digests verified so far in this process; shared by the worker threads."""
+#: A signature refusal is asked again next cycle (a signature pushed just after its image is
+#: seen at once); while it stays refused, after 60 s, then 120 s, 240 s, 480 s, and every
+#: 600 s at most: a steady unsigned tag does not cost the signature requests every cycle.
+REFUSAL_RECHECK_FIRST = 60.0
+REFUSAL_RECHECK_MAX = 600.0
+#: refusals remembered at most (the oldest are forgotten: they are asked again)
+REFUSALS_KEPT = 4096
 
-    def __init__(self) -> None:
+
+@dataclass
+class _Refusal:
+    verdict: SignatureVerdict
+    count: int      # consecutive refusals of this (digest, key set, identity)
+    until: float    # monotonic time before which the registry is not asked again
+
+
+class VerifiedDigests:
+    """The digests verified so far in this process, and the signature refusals not to ask
+    about again yet; shared by the worker threads."""
+
+    def __init__(self, clock: MonotonicClock = time.monotonic) -> None:
         self._seen: set[Hashable] = set()  # DigestKey, and SignedKey for the signature gate
+        self._refused: OrderedDict[RefusalKey, _Refusal] = OrderedDict()
+        self._clock = clock
         self._lock = threading.Lock()
 
     def __contains__(self, key: object) -> bool:
@@ -81,6 +109,23 @@ class VerifiedDigests:
     def add(self, key: DigestKey | SignedKey) -> None:
         with self._lock:
             self._seen.add(key)
+
+    def refusal(self, key: RefusalKey) -> SignatureVerdict | None:
+        """The refusal of ``key`` while it is too recent to ask the registry again."""
+        with self._lock:
+            found = self._refused.get(key)
+            return found.verdict if found is not None and self._clock() < found.until else None
+
+    def refuse(self, key: RefusalKey, verdict: SignatureVerdict) -> None:
+        """Remember a refusal (a verdict, never a failed fetch) and when to ask again."""
+        with self._lock:
+            previous = self._refused.pop(key, None)
+            count = previous.count + 1 if previous is not None else 1
+            delay = 0.0 if count == 1 else min(REFUSAL_RECHECK_MAX,
+                                               REFUSAL_RECHECK_FIRST * 2 ** (count - 2))
+            self._refused[key] = _Refusal(verdict, count, self._clock() + delay)
+            while len(self._refused) > REFUSALS_KEPT:
+                self._refused.popitem(last=False)
 
 
 class Verifier:
@@ -99,6 +144,9 @@ class Verifier:
         self._loop = loop
         self._signatures = signatures
         self._failed: dict[Hashable, ImageUpdaterError] = {}
+        #: this cycle's signature answers that were not a pass: the verdict (each app and
+        #: environment gets its own message) or the error that stopped the fetch
+        self._refused: dict[RefusalKey, SignatureVerdict | ImageUpdaterError] = {}
         self._lock = threading.Lock()
 
     def check(self, app: App, env: Environment, change: Change, record: list[Verification],
@@ -143,15 +191,22 @@ class Verifier:
 
     def _check_signed(self, app: App, env: Environment, spec: CosignVerify, digest: str,
                       record: list[SignatureCheck]) -> None:
+        ref = parse_reference(app.image)
         fingerprints, identity = spec.cache_key(app.image)
         key: SignedKey = (digest, fingerprints, identity)
+        asked: RefusalKey = (ref.registry, ref.repository, *key)
         with self._lock:
-            failed = self._failed.get(key)
-        if failed is not None:  # a re-plan after a push race asks no second time
+            failed = self._refused.get(asked)
+        if failed is None and key not in self._verified:
+            failed = self._verified.refusal(asked)  # refused recently: no request
+        if isinstance(failed, ImageUpdaterError):  # a re-plan after a push race asks no more
             raise failed
+        if failed is not None:
+            with self._lock:
+                self._refused[asked] = failed
+            raise unverified_error(app, env, digest, failed, _RECHECK)
         if key in self._verified:
             return
-        ref = parse_reference(app.image)
         try:
             outcome = asyncio.run_coroutine_threadsafe(self._signatures(
                 self._registry_for(ref.registry), ref.repository, digest, identity, spec.keys),
@@ -160,7 +215,7 @@ class Verifier:
             error = as_image_updater_error(exc, f"fetching the signatures of {app.image}@"
                                                 f"{digest}")
             with self._lock:
-                self._failed[key] = error
+                self._refused[asked] = error
             if error is exc:
                 raise
             raise error from exc
@@ -169,37 +224,62 @@ class Verifier:
         record.append(SignatureCheck(app=app.name, env=env.name, digest=digest, ok=verdict.ok,
                                      key=verdict.key, reason=reason, requests=outcome.requests))
         if not verdict.ok:
-            error = unverified_error(app, env, digest, verdict)
             with self._lock:
-                self._failed[key] = error
-            raise error
+                self._refused[asked] = verdict
+            self._verified.refuse(asked, verdict)
+            raise unverified_error(app, env, digest, verdict, _RECHECK)
         self._verified.add(key)
 
 
-def unverified_error(app: App, env: Environment, digest: str,
-                     verdict: SignatureVerdict) -> UnverifiedError:
+_RECHECK = (f"its signatures are read again next cycle, then less often while it stays "
+            f"refused (at least every {REFUSAL_RECHECK_MAX:.0f} s)")
+
+
+def unverified_error(app: App, env: Environment, digest: str, verdict: SignatureVerdict,
+                     recheck: str = "the digest is checked again when it comes up next"
+                     ) -> UnverifiedError:
     """The refusal for ``digest`` in ``env``: which check failed, and what to do."""
     reason = str(verdict.reason or "unsigned")
     where = f"{app.source}:{env.line}" if app.source else "its policy"
     return UnverifiedError(
         f"{app.name}/{env.name} requires a cosign signature (verify in {where}) and refuses "
-        f"{digest} ({reason}): {verdict.message.rstrip('.')}. Nothing was written for "
-        f"{env.name}; the digest is checked again when it comes up next.", verdict=reason)
+        f"{digest} ({reason}): {verdict.message.rstrip('.')}.{_platform_hint(env, reason)} "
+        f"Nothing was written for {env.name}; {recheck}.", verdict=reason)
+
+
+def _platform_hint(env: Environment, reason: str) -> str:
+    """A pinned platform writes the platform's own manifest digest, and that digest must be
+    signed: a signature over the index is not one over exactly the digest written (nor what
+    an admission controller checks). 'cosign sign' signs only the index by default."""
+    if not env.strategy.platform or reason != "unsigned":
+        return ""
+    return (f" {env.name} pins platform {env.strategy.platform}, so the digest is that "
+            "platform's manifest, not the index: sign it too ('cosign sign --recursive' "
+            "signs the index and every platform's manifest).")
 
 
 async def require_signed(app: App, env: Environment, digest: str,
                          registry_for: Callable[[str], Registry],
-                         signatures: SignatureCheckFn = check_signatures) -> Signed | None:
-    """For a person's command (promote, retag, rollback): UnverifiedError unless ``digest``
-    passes ``env``'s signature gate; None when ``env`` requires no signature. Not cached: a
-    command runs once, and a key removed from the policy since must count."""
+                         signatures: SignatureCheckFn = check_signatures,
+                         verified: VerifiedDigests | None = None) -> Signed | None:
+    """For a person's command (promote, retag, rollback) and the status: UnverifiedError
+    unless ``digest`` passes ``env``'s signature gate; None when ``env`` requires no signature
+    or ``verified`` (the daemon's verdicts, by digest, key set and identity, so a key removed
+    from the policy since still counts) already holds a pass. A command's own process has
+    none: it asks the registry."""
     if env.verify is None:
+        return None
+    fingerprints, identity = env.verify.cache_key(app.image)
+    key: SignedKey = (digest, fingerprints, identity)
+    if verified is not None and key in verified:
         return None
     ref = parse_reference(app.image)
     outcome = await signatures(registry_for(ref.registry), ref.repository, digest,
-                               env.verify.identity(app.image), env.verify.keys)
+                               identity, env.verify.keys)
     if not outcome.verdict.ok:
         raise unverified_error(app, env, digest, outcome.verdict)
+    if verified is not None:
+        verified.add(key)
     return outcome
 
 

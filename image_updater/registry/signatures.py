@@ -18,7 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from image_updater.errors import DigestMismatchError, InvalidReferenceError, NotFoundError
+from image_updater.errors import (
+    DigestMismatchError,
+    InvalidReferenceError,
+    NotFoundError,
+    ResponseTooLargeError,
+)
 from image_updater.registry.base import Manifest, Registry, check_digest
 from image_updater.registry.documents import json_object
 from image_updater.signatures import (
@@ -35,6 +40,7 @@ from image_updater.signatures import (
 )
 
 MAX_SIGNATURE_MANIFEST_BYTES = 256 * 1024
+MAX_REFERRERS_INDEX_BYTES = 4 * 1024 * 1024  # the distribution registry's manifest limit
 MAX_SIGNATURE_BLOB_BYTES = 128 * 1024  # a bundle with a certificate chain is a few KiB
 MAX_SIGNATURE_LAYERS = 16
 MAX_BUNDLE_REFERRERS = 16
@@ -101,7 +107,15 @@ class _Reader:
 
     async def read_bundles(self) -> None:
         self.requests += 1
-        index = await self.registry.referrers(self.repository, self.digest)
+        try:
+            index = await self.registry.referrers(self.repository, self.digest,
+                                                  max_bytes=MAX_REFERRERS_INDEX_BYTES)
+        except ResponseTooLargeError:
+            # an oversized answer is the registry's problem; it must not hide the .sig tag's
+            # signatures (read already) behind an error
+            self._problem(SIGSTORE_BUNDLE, Reason.MALFORMED, f"{self.image} referrers of "
+                          f"{self.digest}", "an oversized referrers index (it was not read)")
+            return
         if index is not None:
             self.referrers, where = REFERRERS_API, f"{self.image} referrers of {self.digest}"
         else:
@@ -153,6 +167,10 @@ class _Reader:
                           f"a manifest ({reference}) whose content does not hash to the "
                           "digest the registry gives for it")
             return None
+        except ResponseTooLargeError:
+            self._problem(fmt, Reason.MALFORMED, where, f"an oversized manifest ({reference}, "
+                          f"more than {MAX_SIGNATURE_MANIFEST_BYTES} bytes; it was not read)")
+            return None
 
     def _list(self, manifest: Manifest | None, name: str, where: str, fmt: str,
               limit: int | None) -> list[Any]:
@@ -192,6 +210,10 @@ class _Reader:
             return None
         except NotFoundError:
             self._problem(fmt, Reason.MALFORMED, where, f"a descriptor of a missing blob {digest}")
+            return None
+        except ResponseTooLargeError:  # its descriptor said it was small
+            self._problem(fmt, Reason.TAMPERED, where,
+                          f"a blob larger than its descriptor's {size} bytes")
             return None
         if len(body) != size:
             self._problem(fmt, Reason.TAMPERED, where,

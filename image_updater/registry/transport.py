@@ -24,6 +24,7 @@ from image_updater.errors import (
     ConfigError,
     DigestMismatchError,
     RegistryError,
+    ResponseTooLargeError,
     TransientRegistryError,
     truncate,
 )
@@ -168,7 +169,7 @@ class RegistryTransport:
                     break
         if len(body) > limit or (length.isdigit() and int(length) > limit):
             url = shown(str(response.request.url))
-            raise RegistryError(
+            raise ResponseTooLargeError(
                 f"Registry {self.host} sent a {what} larger than {limit} bytes at {url}; "
                 "refusing to read it.", registry=self.host, url=url)
         return bytes(body)

@@ -108,6 +108,16 @@ def load_public_key(data: bytes, *, name: str) -> PublicKey:
         raise SignatureKeyError(
             f"Key file {name} holds a private key; list the public key (cosign.pub) instead "
             "and keep the private key out of the configuration.")
+    if b"-----BEGIN CERTIFICATE" in data:
+        raise SignatureKeyError(
+            f"Key file {name} holds a certificate, not a public key (certificate identities "
+            "are not verified); list the signer's public key, e.g. the output of 'openssl "
+            "x509 -pubkey -noout' if that key is the one that signs.")
+    if (blocks := data.count(b"-----BEGIN ")) > 1:
+        # load_pem_public_key reads the first block and ignores the rest without a word
+        raise SignatureKeyError(
+            f"Key file {name} holds {blocks} PEM blocks; put each public key in a file of "
+            "its own and list every file under keys.")
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as exc:
@@ -131,6 +141,6 @@ def _kind(key: object, name: str) -> str:
     described = (f"an EC key on curve {key.curve.name}"
                  if isinstance(key, ec.EllipticCurvePublicKey)
                  else f"a {key.key_size}-bit RSA key" if isinstance(key, rsa.RSAPublicKey)
-                 else f"a {type(key).__name__.removeprefix('_')}")
+                 else f"a key of type {type(key).__name__.removeprefix('_')}")
     raise SignatureKeyError(f"Key file {name} holds {described}; signature keys must be "
                             f"{SUPPORTED}. Generate one with 'cosign generate-key-pair'.")

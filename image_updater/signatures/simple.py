@@ -11,7 +11,7 @@ from base64 import b64decode
 from collections.abc import Sequence
 from typing import Any
 
-from image_updater.signatures.claims import same_repository
+from image_updater.signatures.claims import repository_of, same_repository
 from image_updater.signatures.keys import PublicKey
 from image_updater.signatures.model import SIMPLE_SIGNING, Finding, Reason, SimpleSignature
 
@@ -50,9 +50,11 @@ def claim_finding(fmt: str, where: str, signer: PublicKey, digest: str, docker_r
                        f"has a signature at {where} by {signer.name} over another digest, "
                        f"{signed_digest[:80]}", signer.name)
     if not same_repository(reference, docker_reference):
+        named = ("a malformed reference" if repository_of(reference) is None
+                 else "another repository")
         return Finding(fmt, where, Reason.WRONG_IDENTITY,
                        f"has a signature at {where} by {signer.name} whose claims name "
-                       f"{reference[:120]!r}, not {docker_reference}", signer.name)
+                       f"{named}, {reference[:120]!r}, not {docker_reference}", signer.name)
     return Finding(fmt, where, None, f"is signed by {signer.name} ({fmt}, {where})", signer.name)
 
 

@@ -165,6 +165,15 @@ def test_writable_paths_are_emptydir_volumes(pod: dict[str, Any],
         assert "emptyDir" in volumes[mounts[path]], path
 
 
+def test_configuration_and_secret_mounts_are_read_only(pod: dict[str, Any],
+                                                      container: dict[str, Any]) -> None:
+    # a merge once dropped readOnly (and optional) from the public keys' mount
+    given = {v["name"] for v in pod["volumes"] if "configMap" in v or "secret" in v}
+    mounts = [m for m in container["volumeMounts"] if m["name"] in given]
+    assert {m["name"] for m in mounts} == given
+    assert [m["name"] for m in mounts if m.get("readOnly") is not True] == []
+
+
 def test_secrets_are_referenced_by_name(pod: dict[str, Any]) -> None:
     names = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
     assert names == {"image-updater-git", "image-updater-forge", "image-updater-registry",

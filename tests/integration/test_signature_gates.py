@@ -22,10 +22,19 @@ from image_updater.cli import main
 from image_updater.config.policies import load_policies
 from image_updater.config.settings import load_settings
 from image_updater.engine.reconcile import reconcile
+from image_updater.engine.status import EnvStatus, StatusDeps, gather
+from image_updater.engine.verify import (
+    REFUSAL_RECHECK_FIRST,
+    Signed,
+    VerifiedDigests,
+    check_signatures,
+)
 from image_updater.exit_codes import ExitCode
 from image_updater.observability.metrics import Metrics
 from image_updater.observability.report import report
+from image_updater.registry.base import Registry
 from image_updater.secrets import SecretRegistry
+from image_updater.signatures import PublicKey
 from image_updater.wiring.runtime import Runtime
 from tests.fixtures.cosign import (
     KeyPair,
@@ -284,6 +293,62 @@ def test_each_refusal_writes_nothing_and_is_counted(
     assert result.signatures[0].reason == reason
 
 
+def test_a_steady_unsigned_tag_is_asked_about_less_often_but_refused_every_cycle(
+        registry: RegistryServer, forge: ForgeServer, tmp_path: Path) -> None:
+    gated = Gated(registry, forge, tmp_path, "backoff")
+    digest = gated.push("dev", "backoff-unsigned")
+    settings, apps = load_settings(str(gated.config)), load_policies([gated.policies])
+    now = [0.0]
+
+    async def cycles(count: int, runtime: Runtime) -> list[tuple[CycleResult, Metrics]]:
+        done = []
+        for _ in range(count):
+            metrics = Metrics(CollectorRegistry())
+            result = await reconcile(apps, runtime.deps())
+            report(result, metrics, log_outcomes=False)
+            done.append((result, metrics))
+            now[0] += 20.0
+        return done
+
+    async def run() -> list[tuple[CycleResult, Metrics]]:
+        runtime = Runtime(settings, secrets=SecretRegistry())
+        runtime.verified = VerifiedDigests(clock=lambda: now[0])
+        try:
+            refused = await cycles(3, runtime)
+            gated.sign(digest)  # late: found once the delay is over
+            refused += await cycles(1, runtime)
+            now[0] += REFUSAL_RECHECK_FIRST
+            return refused + await cycles(1, runtime)
+        finally:
+            await runtime.aclose()
+
+    done = asyncio.run(run())
+    # read in cycles 1 and 2; cycles 3 and 4 (within 60 s of the second refusal) ask nothing
+    assert [len(r.signatures) for r, _ in done] == [1, 1, 0, 0, 1]
+    for result, metrics in done[:4]:  # yet each of them refuses dev, counted once
+        (failure,) = result.failures
+        assert (failure.env, failure.unverified) == ("dev", "unsigned")
+        assert _failures(metrics, "unsigned") == 1.0
+    assert done[4][0].failures == [] and gated.deployed("dev") == digest
+
+
+def test_a_refusal_is_counted_even_when_the_other_environments_push_fails(
+        registry: RegistryServer, forge: ForgeServer, tmp_path: Path) -> None:
+    gated = Gated(registry, forge, tmp_path, "push-fails")
+    refused = gated.push("dev", "push-fails-unsigned")
+    gated.sign(gated.push("staging", "push-fails-signed"))  # a commit for staging...
+    hook = gated.deploy.path / "hooks" / "pre-receive"      # ...that the remote rejects
+    hook.write_text("#!/bin/sh\necho 'no pushes today' >&2\nexit 1\n")
+    hook.chmod(0o755)
+
+    result, metrics = gated.cycle()
+
+    failures = {f.env: f for f in result.failures}
+    assert failures["dev"].unverified == "unsigned" and refused in failures["dev"].message
+    assert failures["staging"].unverified == "" and failures["staging"].reason != "unverified"
+    assert _failures(metrics, "unsigned") == 1.0
+
+
 def test_once_fails_for_an_unsigned_dev_image(registry: RegistryServer, forge: ForgeServer,
                                               tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
@@ -363,3 +428,33 @@ def test_rollback_to_an_unsigned_digest_is_refused_and_status_shows_unverified(
     assert row["state"] == "unverified"
     assert row["wanted"]["digest"] == unsigned and row["git"]["digest"] == good
     assert "unsigned" in row["unverified"]
+
+
+def test_the_status_page_asks_nothing_about_a_digest_the_daemon_verified(
+        registry: RegistryServer, forge: ForgeServer, tmp_path: Path) -> None:
+    gated = Gated(registry, forge, tmp_path, "status-cost", dev_gated=True)
+    gated.sign(gated.push("dev", "status-signed"))
+    gated.push("staging", "status-unsigned")
+    settings, apps = load_settings(str(gated.config)), load_policies([gated.policies])
+    asked: list[str] = []
+
+    async def counted(registry_: Registry, repository: str, digest: str, identity: str,
+                      keys: tuple[PublicKey, ...]) -> Signed:
+        asked.append(digest)
+        return await check_signatures(registry_, repository, digest, identity, keys)
+
+    async def run() -> dict[str, EnvStatus]:
+        runtime = Runtime(settings, secrets=SecretRegistry())
+        try:
+            await reconcile(apps, runtime.deps())  # dev verified and committed
+            deps = StatusDeps(registry_for=runtime.registry_for, repo_for=runtime.repo_for,
+                              approvals_for=runtime.approvals_for, signatures=counted,
+                              verified=runtime.verified)
+            return {row.env: row for row in await gather(apps, deps)}
+        finally:
+            await runtime.aclose()
+
+    rows = asyncio.run(run())
+    assert rows["dev"].state == "in-sync"
+    assert rows["staging"].state == "unverified"
+    assert asked == [gated.tag("staging")]  # only the digest nobody verified yet

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from image_updater.errors import RegistryError
 from image_updater.registry.oci import OciRegistry
 from image_updater.registry.options import RegistryOptions
 from image_updater.registry.signatures import (
@@ -247,12 +246,18 @@ def test_a_signature_manifest_served_altered_is_tampered(registry: RegistryServe
     assert artifacts.problems[0].where.endswith(".sig")
 
 
-def test_an_oversized_signature_manifest_raises_rather_than_being_read(
+def test_an_oversized_signature_manifest_is_not_read_and_hides_no_bundle(
         registry: RegistryServer, keys: dict[str, KeyPair]) -> None:
     digest = sign_image(registry.url, "sig/huge",
                         push_image(registry.url, "sig/huge", "dev", seed="huge"), keys["ci"])
+    identity = f"{registry.host}/sig/huge"
+    attach_bundle(registry.url, "sig/huge", digest, make_bundle(keys["ci"], digest, identity))
     sig_path = f"/v2/sig/huge/manifests/{digest.replace(':', '-')}.sig"
     with FaultProxy(registry.url) as proxy:
         proxy.replace_body("GET", sig_path, b" " * (MAX_SIGNATURE_MANIFEST_BYTES + 1))
-        with pytest.raises(RegistryError, match="larger than"):
-            fetch(proxy.host, "sig/huge", digest)
+        verdict, artifacts = check(proxy.host, "sig/huge", digest, [keys["ci"]],
+                                   reference=identity)
+    assert verdict.ok and verdict.format == "sigstore-bundle", verdict.message
+    (problem,) = artifacts.problems
+    assert problem.reason is Reason.MALFORMED and "oversized manifest" in problem.message
+    assert problem.where.endswith(".sig") and artifacts.simple_signing == ()

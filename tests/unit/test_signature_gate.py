@@ -17,7 +17,13 @@ from image_updater.changes import Change, CycleResult, SignatureCheck, Verificat
 from image_updater.engine.reconcile import _fail
 from image_updater.engine.resolve import Resolved
 from image_updater.engine.status import Observed, derive
-from image_updater.engine.verify import Signed, VerifiedDigests, Verifier, retag_gate
+from image_updater.engine.verify import (
+    REFUSAL_RECHECK_MAX,
+    Signed,
+    VerifiedDigests,
+    Verifier,
+    retag_gate,
+)
 from image_updater.errors import UnverifiedError
 from image_updater.exit_codes import ExitCode, exit_code_for, once_exit_code
 from image_updater.model import (
@@ -238,3 +244,106 @@ def test_check_shows_under_each_kept_candidate_whether_it_is_signed() -> None:
     assert "NOT signed (unsigned)" in text
     assert sum("signed" in x for x in lines) == 2, "dropped tags are not checked"
     assert "signed" not in render("r.io/shop", ["1.2.0"], selection, DIGEST)
+
+
+def test_a_steady_refusal_is_asked_less_often_and_a_late_signature_still_found() -> None:
+    now = [1000.0]
+    verified, fake = VerifiedDigests(clock=lambda: now[0]), FakeSignatures({DIGEST: UNSIGNED})
+    app = _app(CosignVerify(keys=(CI,)))
+
+    def cycle(after: float) -> list[BaseException]:
+        now[0] += after
+        return _run(verified, fake, app, [_change()])[1]
+
+    assert len(cycle(0)) == 1 and len(fake.asked) == 1
+    assert len(cycle(30)) == 1 and len(fake.asked) == 2   # the next cycle asks again
+    # refused twice: not asked for 60 s, yet refused (and counted) every cycle meanwhile
+    errors = cycle(30)
+    assert len(fake.asked) == 2 and len(errors) == 1
+    assert isinstance(errors[0], UnverifiedError) and errors[0].verdict == "unsigned"
+    assert len(cycle(31)) == 1 and len(fake.asked) == 3   # 61 s after: asked, refused again
+    assert len(cycle(119)) == 1 and len(fake.asked) == 3  # now 120 s
+    for _ in range(10):                                   # the delay stops growing at 600 s
+        cycle(REFUSAL_RECHECK_MAX)
+    asked = len(fake.asked)
+    fake.verdicts[DIGEST] = OK                            # the signature arrives late
+    assert cycle(REFUSAL_RECHECK_MAX) == [] and len(fake.asked) == asked + 1
+    assert cycle(REFUSAL_RECHECK_MAX) == [] and len(fake.asked) == asked + 1  # kept as ok
+
+
+def test_a_refusal_remembered_for_one_key_set_says_nothing_about_another() -> None:
+    verified, fake = VerifiedDigests(clock=lambda: 0.0), FakeSignatures({DIGEST: UNSIGNED})
+    for _ in range(3):
+        _run(verified, fake, _app(CosignVerify(keys=(CI,))), [_change()])
+    assert len(fake.asked) == 2                           # the third was remembered
+    fake.verdicts[DIGEST] = OK
+    signed, errors = _run(verified, fake, _app(CosignVerify(keys=(CI, RELEASE))), [_change()])
+    assert errors == [] and signed[0].ok and len(fake.asked) == 3
+
+
+def test_an_unsigned_platform_digest_says_to_sign_recursively() -> None:
+    pinned = _app(CosignVerify(keys=(CI,)))
+    env = replace(pinned.environments[0],
+                              strategy=Strategy(tag="prod", platform="linux/arm64"))
+    pinned = replace(pinned, environments=(env,))
+    verified = VerifiedDigests()  # the platform's digest, as derived from the index
+    verified.add(("registry.example.com", "team/shop", "prod", "linux/arm64", DIGEST))
+    errors = _run(verified, FakeSignatures({DIGEST: UNSIGNED}), pinned, [_change()])[1]
+    assert "pins platform linux/arm64" in str(errors[0]) and "--recursive" in str(errors[0])
+    errors = _run(VerifiedDigests(), FakeSignatures({DIGEST: UNSIGNED}),
+                  _app(CosignVerify(keys=(CI,))), [_change()])[1]
+    assert "--recursive" not in str(errors[0])
+
+
+def _one_cycle(verified: VerifiedDigests, fake: Any, checks: list[tuple[App, Change]]
+               ) -> list[BaseException | None]:
+    """One verifier, asked about each (app, change) in turn; what each raised."""
+    outcomes: list[BaseException | None] = []
+
+    async def cycle() -> None:
+        verifier = Verifier(lambda _host: object(), verified,  # type: ignore[arg-type,return-value]
+                            asyncio.get_running_loop(), fake)
+        for app, change in checks:
+            try:
+                await asyncio.to_thread(_check, verifier, app, change, [])
+                outcomes.append(None)
+            except UnverifiedError as exc:
+                outcomes.append(exc)
+
+    asyncio.run(cycle())
+    return outcomes
+
+
+def _named(name: str, image: str, verify: CosignVerify) -> App:
+    return replace(_app(verify), name=name, image=image)
+
+
+def test_a_refusal_shared_by_two_apps_names_each_app_in_its_own_message() -> None:
+    verified, fake = VerifiedDigests(), FakeSignatures({DIGEST: UNSIGNED})
+    spec = CosignVerify(keys=(CI,))
+    shop, cafe = _named("shop", IMAGE, spec), _named("cafe", IMAGE, spec)
+    verified.add(("registry.example.com", "team/shop", "prod", "", DIGEST))
+    first, second = _one_cycle(verified, fake, [(shop, _change()), (cafe, _change())])
+    assert len(fake.asked) == 1                      # one question for both
+    assert str(first).startswith("shop/prod ") and str(second).startswith("cafe/prod ")
+
+
+def test_a_refusal_in_one_repository_is_not_taken_for_another() -> None:
+    # two repositories promoted under one identity: the signature is only in the second
+    identity = "registry.example.com/team/shop"
+    spec = CosignVerify(keys=(CI,), docker_reference=identity)
+    mirror = _named("mirror", "registry.example.com/mirror/shop", spec)
+    shop = _named("shop", IMAGE, spec)
+
+    async def signatures(_registry: Registry, repository: str, digest: str, _identity: str,
+                         _keys: tuple[PublicKey, ...]) -> Signed:
+        asked.append(repository)
+        return Signed(verdict=OK if repository == "team/shop" else UNSIGNED, requests=3)
+
+    asked: list[str] = []
+    verified = VerifiedDigests()
+    verified.add(("registry.example.com", "mirror/shop", "prod", "", DIGEST))
+    verified.add(("registry.example.com", "team/shop", "prod", "", DIGEST))
+    outcomes = _one_cycle(verified, signatures, [(mirror, _change()), (shop, _change())])
+    assert isinstance(outcomes[0], UnverifiedError) and outcomes[1] is None
+    assert asked == ["mirror/shop", "team/shop"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 from pathlib import Path
 
 import pytest
@@ -93,6 +95,8 @@ BAD = [
     ("    verify: {cosign: {keys: [keys/ci.pub], idenity: {}}}", 10, "unknown key 'idenity'",
      "did you mean 'identity'"),
     ("    verify: {cosgin: {keys: [keys/ci.pub]}}", 10, "must be a mapping with 'cosign'", ""),
+    ("    verify: {cosign: {keys: [keys/ci.pub], identity: {docker_refrence: r.io/a}}}", 10,
+     "unknown key 'docker_refrence'", "did you mean 'docker_reference'"),
     ("    verify: yes-please", 10, "must be a mapping with 'cosign'", "e.g. verify:"),
     ("    verify: {cosign: {keys: [keys/ci.pub], identity: {docker_reference: 'r.io/a:v1'}}}",
      10, "carries a tag or digest", "name the repository only"),
@@ -106,6 +110,30 @@ def test_a_bad_verify_block_is_a_located_problem(policy_dir: Path, prod: str, li
     located = [p for p in problems if p.startswith(f"{policy_dir / 'shop.yaml'}:{line}:")
                and "environments.prod.verify" in p and message in p and hint in p]
     assert located, problems
+
+
+def _located(policy_dir: Path, key: str) -> list[str]:
+    problems = _problems(_write(policy_dir, prod=f"    verify: {{cosign: {{keys: [{key}]}}}}\n"))
+    return [p for p in problems if ":10:" in p and "verify.cosign.keys" in p and key in p]
+
+
+def test_a_fifo_or_a_directory_named_as_a_key_is_a_problem_not_a_hang(policy_dir: Path
+                                                                      ) -> None:
+    os.mkfifo(policy_dir / "keys" / "fifo.pub")  # reading it would wait for a writer
+    (policy_dir / "keys" / "dir.pub").mkdir()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        found = pool.submit(_located, policy_dir, "keys/fifo.pub").result(timeout=10)
+    assert found and "not a regular file" in found[0], found
+    found = _located(policy_dir, "keys/dir.pub")
+    assert found and "not a regular file" in found[0], found
+
+
+def test_a_key_file_with_two_keys_is_refused_rather_than_half_read(policy_dir: Path) -> None:
+    keys = policy_dir / "keys"
+    (keys / "two.pub").write_bytes((keys / "ci.pub").read_bytes()
+                                   + (keys / "release.pub").read_bytes())
+    found = _located(policy_dir, "keys/two.pub")
+    assert found and "holds 2 PEM blocks" in found[0], found
 
 
 def test_a_broken_key_in_defaults_is_reported_even_when_every_env_turns_it_off(
@@ -124,3 +152,20 @@ def test_validate_exits_1_and_names_the_key(policy_dir: Path,
     file = _write(policy_dir, prod="    verify: {cosign: {keys: [keys/junk.pub]}}\n")
     assert main(["validate", str(file)]) == 1
     assert "keys/junk.pub" in capsys.readouterr().out
+
+
+def test_a_gate_on_an_ecr_image_is_refused_at_load_where_verify_is_written(
+        policy_dir: Path) -> None:
+    ecr = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/shop"
+    text = _write(policy_dir, defaults="  verify: {cosign: {keys: [keys/ci.pub]}}",
+                  dev=", verify: false").read_text()
+    file = policy_dir / "shop.yaml"
+    file.write_text(text.replace("registry.example.com/team/shop", ecr))
+    problems = _problems(file)
+    assert len(problems) == 1, problems  # prod inherits the defaults' verify; dev turns it off
+    assert problems[0].startswith(f"{file}:5:") and "defaults.verify" in problems[0]
+    assert "not read from ECR" in problems[0] and ecr in problems[0]
+    # without a gate, the same image loads
+    file.write_text(text.replace("registry.example.com/team/shop", ecr).replace(
+        "  verify: {cosign: {keys: [keys/ci.pub]}}", "  strategy: digest"))
+    assert load_policies([file])[0].image == ecr

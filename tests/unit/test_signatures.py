@@ -118,6 +118,8 @@ def _pem(key: object) -> bytes:
     (b"-----BEGIN EC PRIVATE KEY-----\n...", "holds a private key"),
     (_pem(ec.generate_private_key(ec.SECP521R1())), "EC key on curve secp521r1"),
     (_pem(rsa.generate_private_key(public_exponent=65537, key_size=1024)), "1024-bit RSA key"),
+    (b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", "holds a certificate"),
+    (_pem(ec.generate_private_key(ec.SECP256R1())) * 2, "holds 2 PEM blocks"),
 ])
 def test_unusable_keys_are_configuration_errors_naming_the_file(data: bytes,
                                                                 expected: str) -> None:
@@ -142,6 +144,45 @@ def test_unusable_keys_are_configuration_errors_naming_the_file(data: bytes,
 ])
 def test_claims_are_compared_by_repository(reference: str, repository: str) -> None:
     assert repository_of(reference) == repository
+
+
+@pytest.mark.parametrize("claim", [
+    "registry.example.com/team/app-evil",     # a prefix of another repository
+    "registry.example.com/team/app/evil",
+    "registry.example.com:443/team/app",      # another port is another registry
+    "REGISTRY.example.com/team/app",          # another spelling: compared as written
+    "evil.example.com/team/app",
+    "registry.example.com/team/app ",         # not a reference: names no repository
+    " registry.example.com/team/app",
+    "registry.example.com/team/app\n",
+    "registry.example.com/team/app\x00",
+    "registry.example.com/team/app\t:v1",
+    "registry.example.com/Team/app",
+    "registry.example.com/team/app:",
+    "registry.example.com/team/app@",
+    "registry.example.com/team/app:v1:v2",
+    "https://registry.example.com/team/app",
+    "",
+])
+def test_a_claim_naming_anything_else_is_another_identity(pairs: dict[str, KeyPair],
+                                                         claim: str) -> None:
+    verdict = verify_signatures(artifacts(simple(pairs["ecdsa-p256"], reference=claim)),
+                                digest=DIGEST, docker_reference=IMAGE,
+                                keys=[public(pairs["ecdsa-p256"])])
+    assert (verdict.ok, verdict.reason) == (False, Reason.WRONG_IDENTITY), verdict.message
+
+
+@pytest.mark.parametrize(("claim", "expected"), [
+    ("registry.example.com/team/app:v1@" + DIGEST, IMAGE),
+    ("nginx:1.27", "index.docker.io/library/nginx"),
+    ("registry-1.docker.io/team/app", "team/app"),
+])
+def test_a_claim_spelling_the_same_repository_otherwise_is_accepted(
+        pairs: dict[str, KeyPair], claim: str, expected: str) -> None:
+    verdict = verify_signatures(artifacts(simple(pairs["ecdsa-p256"], reference=claim)),
+                                digest=DIGEST, docker_reference=expected,
+                                keys=[public(pairs["ecdsa-p256"])])
+    assert verdict.ok, verdict.message
 
 
 # -- simple signing refusals ------------------------------------------------------------------
@@ -284,3 +325,37 @@ def test_artifacts_of_one_digest_never_vouch_for_another(pairs: dict[str, KeyPai
     with pytest.raises(ValueError, match="given to verify"):
         verify_signatures(artifacts(simple(pairs["ecdsa-p256"], digest=OTHER)), digest=OTHER,
                           docker_reference=IMAGE, keys=[public(pairs["ecdsa-p256"])])
+
+
+def _dsse(pair: KeyPair, subjects: list[tuple[str, str]], *,
+          payload_type: str = "application/vnd.in-toto+json") -> BundleDocument:
+    """A bundle whose DSSE statement, signed by ``pair``, lists ``subjects`` (name, digest)."""
+    statement = json.dumps({
+        "_type": "https://in-toto.io/Statement/v1", "predicateType":
+        "https://sigstore.dev/cosign/sign/v1", "predicate": {},
+        "subject": [{"name": n, "digest": {"sha256": d.split(":", 1)[1]}} for n, d in subjects],
+    }).encode()
+    body = json.loads(make_bundle(pair, DIGEST, IMAGE))
+    body["dsseEnvelope"] = {"payload": base64.b64encode(statement).decode(),
+                            "payloadType": payload_type, "signatures": [{"sig": base64.b64encode(
+                                pair.sign(b"DSSEv1 %d %s %d %s" % (
+                                    len(payload_type), payload_type.encode(), len(statement),
+                                    statement))).decode()}]}
+    return bundle(json.dumps(body).encode())
+
+
+@pytest.mark.parametrize(("subjects", "payload_type", "reason"), [
+    ([("registry.example.com/x/other", OTHER), (IMAGE, DIGEST)], None, None),
+    ([(IMAGE, OTHER), ("registry.example.com/x/other", OTHER)], None, Reason.WRONG_DIGEST),
+    ([("registry.example.com/team/app-evil", DIGEST)], None, Reason.WRONG_IDENTITY),
+    ([(IMAGE, DIGEST)], "application/json", Reason.MALFORMED),
+    ([(IMAGE, DIGEST)], "application/vnd.in-toto+json ", Reason.MALFORMED),
+])
+def test_a_dsse_statement_decides_by_its_subject_over_this_digest(
+        pairs: dict[str, KeyPair], subjects: list[tuple[str, str]], payload_type: str | None,
+        reason: Reason | None) -> None:
+    document = _dsse(pairs["ecdsa-p256"], subjects,
+                     **({"payload_type": payload_type} if payload_type else {}))
+    verdict = verify_signatures(artifacts(document), digest=DIGEST, docker_reference=IMAGE,
+                                keys=[public(pairs["ecdsa-p256"])])
+    assert (verdict.ok, verdict.reason) == (reason is None, reason), verdict.message

@@ -16,13 +16,20 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from image_updater.errors import DigestMismatchError, RegistryError, TransientRegistryError
+from image_updater.errors import (
+    DigestMismatchError,
+    RegistryError,
+    ResponseTooLargeError,
+    TransientRegistryError,
+)
 from image_updater.registry.base import OCI_INDEX, OCI_MANIFEST, Manifest
 from image_updater.registry.ecr import EcrRegistry
 from image_updater.registry.signatures import (
     MAX_BUNDLE_REFERRERS,
+    MAX_REFERRERS_INDEX_BYTES,
     MAX_SIGNATURE_BLOB_BYTES,
     MAX_SIGNATURE_LAYERS,
+    MAX_SIGNATURE_MANIFEST_BYTES,
     REFERRERS_API,
     TAG_FALLBACK,
     fetch_signatures,
@@ -65,19 +72,27 @@ class FakeRegistry:
         if reference in self.tampered:
             raise DigestMismatchError("mismatch", registry=self.host)
         body = self.manifests.get(reference)
-        return None if body is None else Manifest(OCI_MANIFEST, digest_of(body), body)
+        return None if body is None else Manifest(OCI_MANIFEST, digest_of(body),
+                                                  self._capped(body, max_bytes))
 
     async def get_blob(self, repository: str, digest: str, max_bytes: int) -> bytes:
         self._call(f"blob {digest}")
         if digest in self.tampered:
             raise DigestMismatchError("mismatch", registry=self.host)
-        return self.blobs[digest]
+        return self._capped(self.blobs[digest], max_bytes)
 
     async def referrers(self, repository: str, digest: str, *,
                         max_bytes: int = 0) -> Manifest | None:
         self._call("referrers")
         body = self.referrers_index
-        return None if body is None else Manifest(OCI_INDEX, digest_of(body), body)
+        return None if body is None else Manifest(OCI_INDEX, digest_of(body),
+                                                  self._capped(body, max_bytes))
+
+    def _capped(self, body: bytes, max_bytes: int) -> bytes:
+        # what RegistryTransport.read_capped does with a body over its cap
+        if max_bytes and len(body) > max_bytes:
+            raise ResponseTooLargeError("too large", registry=self.host)
+        return body
 
     def _call(self, what: str) -> None:
         self.calls.append(what)
@@ -150,6 +165,32 @@ def test_a_tampered_signature_manifest_or_blob_is_tampered() -> None:
     registry.manifests[SIG_TAG] = sig_manifest([layer])
     registry.tampered.add(layer["digest"])
     assert [p.reason for p in fetch(registry).problems] == [Reason.TAMPERED]
+
+
+def test_an_oversized_signature_manifest_hides_no_bundle() -> None:
+    # giant annotations on the .sig tag: a located problem, and the referrers are still read
+    registry = FakeRegistry()
+    layer = registry.signature_layer(annotations={SIGNATURE_ANNOTATION: "c2ln",
+                                                  "x": "y" * MAX_SIGNATURE_MANIFEST_BYTES})
+    registry.manifests[SIG_TAG] = sig_manifest([layer])
+    registry.referrers_index = index([bundle_referrer(registry, b'{"b": 1}', "one")])
+
+    found = fetch(registry)
+
+    assert [b.body for b in found.bundles] == [b'{"b": 1}']
+    assert [(p.reason, p.where) for p in found.problems] == [
+        (Reason.MALFORMED, f"registry.test/team/app:{SIG_TAG}")]
+    assert "oversized manifest" in found.problems[0].message
+
+
+def test_an_oversized_referrers_index_keeps_the_simple_signatures() -> None:
+    registry = FakeRegistry()
+    registry.manifests[SIG_TAG] = sig_manifest([registry.signature_layer(b'{"s": 1}')])
+    registry.referrers_index = b" " * (MAX_REFERRERS_INDEX_BYTES + 1)
+    found = fetch(registry)
+    assert [s.payload for s in found.simple_signing] == [b'{"s": 1}']
+    assert [p.reason for p in found.problems] == [Reason.MALFORMED]
+    assert "oversized referrers index" in found.problems[0].message
 
 
 def bundle_referrer(registry: FakeRegistry, body: bytes, name: str) -> dict[str, Any]:

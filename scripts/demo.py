@@ -202,12 +202,16 @@ def run_flow(work: Path, registry: RegistryServer, forge: ForgeServer) -> None:
 
     say("the daemon runs from here on; PostSync jobs promote through its API")
     print("$ image-updater run --config settings.yaml --policies policies --log-format json "
-          "2> daemon.log &")
+          ">daemon.stdout 2>daemon.stderr &")
     with DaemonProcess(work, work / "settings.yaml", [work / "policies"],
                        env={"DEMO_FORGE_TOKEN": FORGE_TOKEN}) as daemon:
         print(f"listening on {daemon.url} (promotion API, status page, /metrics)")
-        promote_flow(work, registry, key, bare, forge, daemon)
-        show_status_api(daemon)
+        try:
+            promote_flow(work, registry, key, bare, forge, daemon)
+            show_status_api(daemon)
+        except BaseException:  # the work dir goes away: show why the daemon did not deliver
+            print(f"the daemon's log, last lines:\n{daemon.output()[-3000:]}", file=sys.stderr)
+            raise
         say("the daemon stops on SIGTERM")
         print(f"exit code {daemon.terminate()}")
 

@@ -201,6 +201,8 @@ def run_flow(work: Path, registry: RegistryServer, forge: ForgeServer) -> None:
     refuse_unsigned(work, registry, bare, policies)
 
     say("the daemon runs from here on; PostSync jobs promote through its API")
+    print(f"(settings.yaml: api.tokens: the token in {API_TOKEN} may promote {APP} to "
+          "staging and prod)")
     print("$ image-updater run --config settings.yaml --policies policies --log-format json "
           ">daemon.stdout 2>daemon.stderr &")
     with DaemonProcess(work, work / "settings.yaml", [work / "policies"],

@@ -125,10 +125,12 @@ class MessageTemplates:
     pull_request_body: Template | None = None
 
     def commit_message(self, changes: Sequence[Change], *, source: Source = "poll",
-                       action: Action = "update", repo_url: str | None = None) -> str:
+                       action: Action = "update", repo_url: str | None = None,
+                       evidence: Sequence[Mapping[str, str]] = ()) -> str:
         """:func:`~image_updater.gitops.message.commit_message` with the templates' text."""
         if self.commit_subject is None and self.commit_body is None:
-            return commit_message(changes, source=source, action=action, repo_url=repo_url)
+            return commit_message(changes, source=source, action=action, repo_url=repo_url,
+                                  evidence=evidence)
         subject, body = commit_text(changes, action=action, repo_url=repo_url)
         context = commit_context(changes, action=action, source=source, repo_url=repo_url,
                                  default_subject=subject, default_body=body)
@@ -137,7 +139,7 @@ class MessageTemplates:
         if self.commit_body is not None:
             body = self.commit_body.render(context)
         return commit_message(changes, source=source, action=action, repo_url=repo_url,
-                              subject=subject, body=body)
+                              subject=subject, body=body, evidence=evidence)
 
     def title(self, context: Mapping[str, Any]) -> str:
         """The title; ``context`` is :func:`pull_request_context`'s."""

@@ -74,7 +74,8 @@ class Approvals:
     templates: MessageTemplates = NO_TEMPLATES
 
     def sync(self, app: App, env: Environment, change: Change | None, why: str,
-             replan: PlanFn, *, dry_run: bool = False) -> Proposal:
+             replan: PlanFn, *, dry_run: bool = False, trailers: str | None = None
+             ) -> Proposal:
         """Bring the forge in line with the wanted change.
 
         ``replan`` derives the branch's commit from the base branch as it is when the branch
@@ -82,6 +83,9 @@ class Approvals:
         The branch is pushed before the pull request's text changes, and pushed again (a
         no-op when it is right) while a proposal is pending, so a cycle that failed half
         way never leaves a branch that deploys something other than what the title says.
+
+        ``trailers`` is the trailer block of the branch's commit (its source, a promotion's
+        evidence), which ends the body too, so the approver reads what the commit will say.
         """
         branch = branch_name(app, env)
         prs = self.forge.find(branch)
@@ -129,7 +133,8 @@ class Approvals:
                     self.repo.restore_branch(branch, before)
 
             try:
-                title, body = self._text(app, env, change, url=open_pr.url, supersedes=previous)
+                title, body = self._text(app, env, change, trailers, url=open_pr.url,
+                                         supersedes=previous)
                 pr = self.forge.update(open_pr, title=title, body=body)
             except ImageUpdaterError:
                 put_back()  # until an update succeeds
@@ -142,7 +147,7 @@ class Approvals:
             self._note(pr, _superseded_note(previous, change), app, env)
             action: PullRequestVerb = "updated"
         else:
-            title, body = self._text(app, env, change)
+            title, body = self._text(app, env, change, trailers)
             pr = self.forge.create(PullRequestRequest(
                 head=branch, base=self.base_branch, title=title,
                 body=body, labels=env.pull_request.labels,
@@ -212,7 +217,8 @@ class Approvals:
                 return record.sha
         return None
 
-    def _text(self, app: App, env: Environment, change: Change, *, url: str | None = None,
+    def _text(self, app: App, env: Environment, change: Change, trailers: str | None, *,
+              url: str | None = None,
               supersedes: str | None = None) -> tuple[str, str]:
         """Title and body: the settings' templates (or the built-in text), then the trailer
         block, which a template can neither drop nor forge (declines are read from it)."""
@@ -223,7 +229,8 @@ class Approvals:
             supersedes=supersedes, default_title=self._title(change, env),
             default_body=self._body(change, found, supersedes=supersedes))
         return (self.templates.title(context), "\n".join(
-            [self.templates.body(context), "", "---", trailer_block([change]) + "\n"]))
+            [self.templates.body(context), "", "---",
+             (trailers or trailer_block([change])) + "\n"]))
 
     @staticmethod
     def _title(change: Change, env: Environment) -> str:

@@ -43,7 +43,7 @@ from image_updater.errors import (
     ValuesError,
     as_image_updater_error,
 )
-from image_updater.gitops.message import add_evidence
+from image_updater.gitops.message import trailer_block
 from image_updater.gitops.repo import DeployRepo, Plan, PlanFn
 from image_updater.model import DEFAULT_FILE_BYTES, App, Environment, GitTarget
 from image_updater.registry.base import Registry
@@ -372,7 +372,9 @@ def _propose_gated(target: GitTarget, repo: DeployRepo, items: list[Target], dep
             if change is not None:  # about to be proposed: check it first
                 verifier.check(app, env, change, result.verifications, result.signatures)
             replan = _replan(app, env, res, deps)
-            proposal = approvals.sync(app, env, change, why, replan, dry_run=dry_run)
+            trailers = None if change is None else _message([change], deps, block=True)
+            proposal = approvals.sync(app, env, change, why, replan, dry_run=dry_run,
+                                      trailers=trailers)
         except Exception as exc:  # one environment's proposal never costs the others theirs
             if not isinstance(exc, ImageUpdaterError):
                 log.error("unexpected fault while proposing %s/%s", app.name, env.name,
@@ -408,10 +410,13 @@ def _replan(app: App, env: Environment, res: Resolved, deps: Deps) -> PlanFn:
     return plan
 
 
-def _message(changes: Sequence[Change], deps: Deps) -> str:
-    """The commit message of ``changes``, with what promotions vouched for each."""
-    text = deps.templates.commit_message(changes, source=deps.source)
-    return add_evidence(text, [deps.evidence_for(c) for c in changes])
+def _message(changes: Sequence[Change], deps: Deps, *, block: bool = False) -> str:
+    """The commit message of ``changes``, with what promotions vouched for each (``block``:
+    only its trailer block, which also ends the body of a pull request for them)."""
+    evidence = [deps.evidence_for(c) for c in changes]
+    if block:
+        return trailer_block(changes, source=deps.source, evidence=evidence)
+    return deps.templates.commit_message(changes, source=deps.source, evidence=evidence)
 
 
 def _no_forge_error(app: App, env: Environment, target: GitTarget) -> ImageUpdaterError:

@@ -16,9 +16,10 @@ git alone (``git log --format='%(trailers)'``): one group per change, always in 
 
 A hold or release changes no image: its group has App, Env, Action, Source, By and Reason.
 
-A change a promotion asked for (``POST /api/v1/promotions``) may end its group with
-``Image-Updater-Evidence: KEY=VALUE`` lines: what the caller vouched with (an Argo CD sync
-revision, a Job name, a test report URL), see :func:`add_evidence`.
+A change a promotion asked for (``POST /api/v1/promotions``) has ``Source: promotion`` and
+ends its group with ``Image-Updater-Evidence: KEY=VALUE`` lines: what the caller vouched with
+(an Argo CD sync revision, a Job name, a test report URL), see :func:`trailer_block`. A pull
+request's body ends with the same block as its commit.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ EVIDENCE_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 def commit_message(changes: Sequence[Change], *, repo_url: str | None = None,
                    action: Action = "update", source: Source = "poll",
                    by: str | None = None, reason: str | None = None,
-                   subject: str | None = None, body: str | None = None) -> str:
+                   subject: str | None = None, body: str | None = None,
+                   evidence: Sequence[Mapping[str, str]] = ()) -> str:
     """Subject, one body paragraph per change, then the trailer block.
 
     ``action`` and ``source`` say what kind of change this is and what started it; ``by``
@@ -82,8 +84,8 @@ def commit_message(changes: Sequence[Change], *, repo_url: str | None = None,
                                                 by=by, reason=reason)
     head = _one_line(subject) if subject is not None else default_subject
     text = strip_trailers(body) if body is not None else default_body
-    extra = {"action": action, "source": source, "by": by, "reason": reason}
-    trailers = "\n".join(line for c in changes for line in _trailers(c, extra))
+    trailers = trailer_block(changes, action=action, source=source, by=by, reason=reason,
+                             evidence=evidence)
     return "\n\n".join(p for p in (head, text, trailers) if p) + "\n"
 
 
@@ -114,10 +116,21 @@ def strip_trailers(text: str) -> str:
 
 
 def trailer_block(changes: Sequence[Change], *, action: Action = "update",
-                  source: Source = "poll") -> str:
-    """The trailer lines of ``changes``, as :func:`commit_message` ends with them."""
-    extra: dict[str, str | None] = {"action": action, "source": source}
-    return "\n".join(line for c in changes for line in _trailers(c, extra))
+                  source: Source = "poll", by: str | None = None, reason: str | None = None,
+                  evidence: Sequence[Mapping[str, str]] = ()) -> str:
+    """The trailer lines of ``changes``, as :func:`commit_message` ends with them.
+
+    ``evidence[i]`` is what a promotion's caller vouched for the ``i``-th change with (the
+    daemon's promotion API): its lines end that change's group, and its ``Source`` is
+    ``promotion``, whatever started the cycle that lands it.
+    """
+    lines: list[str] = []
+    for i, change in enumerate(changes):
+        vouched = evidence[i] if i < len(evidence) else {}
+        extra = {"action": action, "source": "promotion" if vouched else source, "by": by,
+                 "reason": reason}
+        lines += _trailers(change, extra) + evidence_lines(vouched)
+    return "\n".join(lines)
 
 
 def control_message(action: Action, app: str, env: str, *, by: str, reason: str,
@@ -273,20 +286,3 @@ def evidence_lines(evidence: Mapping[str, str]) -> list[str]:
             if _one_line(v)]
 
 
-def add_evidence(message: str, evidence: Sequence[Mapping[str, str]]) -> str:
-    """``message`` (from :func:`commit_message`) with each change's evidence at the end of
-    its trailer group; ``evidence[i]`` belongs to the message's ``i``-th change."""
-    if not any(evidence):
-        return message
-    head, sep, block = message.rstrip("\n").rpartition("\n\n")
-    lines: list[str] = []
-    group = -1
-    app_line = f"{TRAILER_PREFIX}App:"
-    for line in block.splitlines():
-        if line.startswith(app_line) and group >= 0:
-            lines += evidence_lines(evidence[group]) if group < len(evidence) else []
-        group += line.startswith(app_line)
-        lines.append(line)
-    if 0 <= group < len(evidence):
-        lines += evidence_lines(evidence[group])
-    return head + sep + "\n".join(lines) + "\n"

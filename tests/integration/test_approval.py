@@ -7,6 +7,7 @@ else); the registry and the deploy repository are real.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import tempfile
 import textwrap
 from collections.abc import Iterator
@@ -18,7 +19,10 @@ from image_updater.changes import CycleResult
 from image_updater.commands import run_once
 from image_updater.config.policies import load_text
 from image_updater.config.settings import ForgeSettings, GitSettings, RegistrySettings, Settings
+from image_updater.engine.reconcile import reconcile
 from image_updater.model import App
+from image_updater.secrets import SecretRegistry
+from image_updater.wiring.runtime import Runtime
 from tests.fixtures.forge_server import ForgeServer
 from tests.fixtures.gitrepo import BareRepo, git, make_bare_repo
 from tests.fixtures.registry import RegistryServer, push_image
@@ -240,3 +244,32 @@ def test_a_close_by_a_person_during_the_cycle_is_not_overwritten(rig: Rig) -> No
     rig.cycle()  # next cycle: release-2 was never declined, so it is proposed anew
     (second,) = rig.open_prs()
     assert second != number
+
+
+def test_a_promotions_evidence_ends_the_pull_request_body_as_it_ends_the_commit(
+        rig: Rig) -> None:
+    """An approver reads in the body what the branch's commit says: the promotion's source
+    and the evidence its caller vouched with (the daemon's promotion API)."""
+    digest = rig.push("release-1")
+    vouched = {"job": "shop-promote-9", "promoted-by": "api-token/ci"}
+
+    async def cycle() -> CycleResult:
+        runtime = Runtime(rig.settings, secrets=SecretRegistry())
+        try:
+            deps = dataclasses.replace(
+                runtime.deps(), source="webhook",
+                evidence_for=lambda c: vouched if c.digest == digest else {})
+            return await reconcile(rig.apps, deps)
+        finally:
+            await runtime.aclose()
+
+    result = asyncio.run(cycle())
+    assert result.failures == []
+    (number,) = rig.open_prs()
+    body = rig.forge.prs[number].body
+    commit = rig.deploy.log("-1", "--format=%B", BRANCH)
+    for line in ("Image-Updater-Evidence: job=shop-promote-9",
+                 "Image-Updater-Evidence: promoted-by=api-token/ci",
+                 "Image-Updater-Source: promotion"):
+        assert line in body and line in commit, line
+    assert body.rstrip("\n").endswith(commit.rstrip("\n").rpartition("\n\n")[2])

@@ -203,6 +203,7 @@ def test_a_promotion_moves_the_tag_and_lands_in_git_with_its_evidence(site: Site
     assert "Image-Updater-Evidence: job=shop-promote-x7k2" in message
     assert "Image-Updater-Evidence: argocd/sync-revision=3f2a9c1" in message
     assert "Image-Updater-Evidence: promoted-by=api-token/ci" in message
+    assert "Image-Updater-Source: promotion" in message  # not the cycle's own trigger
 
     replay = site.post(site.request("shop", evidence=evidence))
     assert replay.status_code == 200

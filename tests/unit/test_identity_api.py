@@ -25,7 +25,7 @@ from image_updater.daemon.promotions import (
 )
 from image_updater.errors import InvalidReferenceError
 from image_updater.exit_codes import ExitCode
-from image_updater.gitops.message import add_evidence, commit_message, parse_trailers
+from image_updater.gitops.message import commit_message, parse_trailers, trailer_block
 from image_updater.identity import Authenticator
 from image_updater.secrets import SecretRegistry
 
@@ -77,25 +77,31 @@ def _change(app: str, env: str) -> Change:
 
 def test_evidence_ends_its_own_changes_trailer_group() -> None:
     changes = [_change("shop", "prod"), _change("blog", "prod")]
-    message = add_evidence(commit_message(changes), [
+    message = commit_message(changes, source="webhook", evidence=[
         {"job": "shop-promote-1", "promoted-by": "system:serviceaccount:shop:promoter"}, {}])
 
     block = message.rstrip("\n").rpartition("\n\n")[2].splitlines()
     assert block.index("Image-Updater-Evidence: job=shop-promote-1") < \
         block.index("Image-Updater-App: blog")
     assert "Image-Updater-Evidence: promoted-by=system:serviceaccount:shop:promoter" in block
-    assert [g["app"] for g in parse_trailers(message)] == ["shop", "blog"]  # groups intact
+    groups = parse_trailers(message)
+    assert [g["app"] for g in groups] == ["shop", "blog"]  # groups intact
+    # the promoted change says so, whatever started the cycle; the other keeps the cycle's
+    assert [g["source"] for g in groups] == ["promotion", "webhook"]
+    # a pull request's body ends with the same block as its commit
+    assert message.rstrip("\n").endswith(trailer_block(changes, source="webhook", evidence=[
+        {"job": "shop-promote-1", "promoted-by": "system:serviceaccount:shop:promoter"}, {}]))
 
 
 def test_evidence_that_slipped_past_the_api_cannot_forge_a_trailer() -> None:
-    message = add_evidence(commit_message([_change("shop", "prod")]), [
+    message = commit_message([_change("shop", "prod")], evidence=[
         {"job": "a\nImage-Updater-App: forged", "bad key\n": "x", "ok": "fine"}])
     assert "forged" not in message and "bad key" not in message
     assert "Image-Updater-Evidence: ok=fine" in message
 
 
 def test_evidence_that_slipped_past_the_api_still_makes_a_committable_message() -> None:
-    message = add_evidence(commit_message([_change("shop", "prod")]), [
+    message = commit_message([_change("shop", "prod")], evidence=[
         {"job": "a\ud800b", "run": "x\udcffy", "ok": "fine"}])
     message.encode("utf-8")  # git commit -m would fail on a surrogate, every cycle
     assert "job=" not in message and "run=" not in message
@@ -104,7 +110,7 @@ def test_evidence_that_slipped_past_the_api_still_makes_a_committable_message() 
 
 def test_no_evidence_leaves_the_message_alone() -> None:
     message = commit_message([_change("shop", "prod")])
-    assert add_evidence(message, [{}]) == message
+    assert commit_message([_change("shop", "prod")], evidence=[{}]) == message
 
 
 def test_the_evidence_store_is_bounded_and_expires() -> None:

@@ -23,7 +23,7 @@ import httpx
 
 from image_updater.clocks import MonotonicClock, WallClock
 from image_updater.errors import InvalidReferenceError, RegistryError, truncate
-from image_updater.registry import documents
+from image_updater.registry import documents, heads
 from image_updater.registry.auth import repository_scope
 from image_updater.registry.base import (
     MANIFEST_ACCEPT,
@@ -56,6 +56,7 @@ from image_updater.registry.transport import (
     closing,
     shown,
 )
+from image_updater.retry import RetryLater
 
 if TYPE_CHECKING:  # prometheus_client is imported only by processes that export metrics
     from image_updater.observability.metrics import Metrics
@@ -137,17 +138,22 @@ class OciRegistry:
             f"The tag list of {repository} on {self.host} has more than {MAX_TAG_PAGES} pages; "
             "refusing to read further.", registry=self.host, url=shown(url))
 
-    async def _manifest_request(self, method: str, repository: str, reference: str
+    async def _manifest_request(self, method: str, repository: str, reference: str, *,
+                                first: RetryLater | None = None
                                 ) -> tuple[str, httpx.Response]:
         """Send ``method`` for a manifest (reference checked first); the caller closes it."""
         check_repository(repository)
         _check_reference(reference)
         url = self._manifest_url(repository, reference)
-        return url, await self.transport.request(method, url,
+        return url, await self.transport.request(method, url, first=first,
                                                  headers={"Accept": ACCEPT_MANIFESTS})
 
     async def head_manifest(self, repository: str, reference: str) -> tuple[str, str] | None:
-        url, response = await self._manifest_request("HEAD", repository, reference)
+        return await self._head(repository, reference)
+
+    async def _head(self, repository: str, reference: str, *, first: RetryLater | None = None
+                    ) -> tuple[str, str] | None:
+        url, response = await self._manifest_request("HEAD", repository, reference, first=first)
         async with closing(response):
             self.transport.from_origin(response, "manifest digest")
             if response.status_code == 404:
@@ -215,22 +221,42 @@ class OciRegistry:
         return manifest.digest
 
     async def digests(self, repository: str, tags: Collection[str]) -> dict[str, str]:
-        """One HEAD per tag, concurrently (bounded by ``max_concurrency``)."""
+        """One HEAD per tag, concurrently on the transport's threads (``heads.py``)."""
         check_repository(repository)
         wanted = [check_tag(t) for t in dict.fromkeys(tags)]
+        outcomes: dict[str, heads.Outcome] = {}
+        for part in await asyncio.gather(*(
+                self.transport.in_thread(
+                    heads.head_tags, self.transport,
+                    {t: self._manifest_url(repository, t) for t in job}, ACCEPT_MANIFESTS,
+                    self._reported_digest)
+                for job in heads.jobs(wanted))):
+            outcomes.update(part)
         # return_exceptions: every HEAD finishes before we raise, so no task is left behind.
-        results = await asyncio.gather(*(self.head_manifest(repository, t) for t in wanted),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(self._settle(repository, t, outcomes[t])
+                                         for t in wanted), return_exceptions=True)
         found: dict[str, str] = {}
         for tag, result in zip(wanted, results, strict=True):
             if isinstance(result, BaseException):
                 raise result
             if result is not None:
-                found[tag] = result[0]
+                found[tag] = result
         if wanted and not found:
             # HEAD answers carry no body: tell a missing repository from missing tags.
             await self._require_repository(repository)
         return found
+
+    async def _settle(self, repository: str, tag: str, outcome: heads.Outcome) -> str | None:
+        """A bulk HEAD's outcome as ``head_manifest`` would have answered it."""
+        if outcome is None or isinstance(outcome, str):
+            return outcome
+        if isinstance(outcome, heads.AskAgain) and outcome.get:
+            return (await self.get_manifest(repository, tag)).digest  # no digest on HEAD
+        if isinstance(outcome, RetryLater | heads.AskAgain):
+            first = outcome if isinstance(outcome, RetryLater) else None
+            found = await self._head(repository, tag, first=first)
+            return found[0] if found is not None else None
+        raise outcome
 
     async def created(self, repository: str, digest: str,
                       platform: str | None = None) -> datetime | None:

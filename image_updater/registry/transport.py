@@ -101,7 +101,12 @@ class RegistryTransport:
         HEAD through the sync client on a thread ~0.6 ms (bench/README.md, "asyncio or
         threads"); the pool size is the concurrency cap of this path.
         """
-        if self._pool is None:
+        if self._pool is None:  # both made here, on the loop's thread: never twice
+            self._sync_client = httpx.Client(
+                auth=self._auth, verify=self._verify, http1=True, http2=False,
+                timeout=httpx.Timeout(self.options.timeout), follow_redirects=True,
+                limits=_limits(self.options),
+                event_hooks={"request": [self._sync_request_hook]})
             self._pool = ThreadPoolExecutor(max_workers=self.options.max_concurrency,
                                             thread_name_prefix=f"registry-{self.host}")
         return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
@@ -118,7 +123,8 @@ class RegistryTransport:
         started = self._clock()
         status = "error"
         try:
-            response = self._blocking_client().send(request)
+            assert self._sync_client is not None, "send_blocking runs only via in_thread"
+            response = self._sync_client.send(request)
             status = str(response.status_code)
         except (httpx.TransportError, TransientRegistryError) as exc:
             raise self._retry_later(request, exc) from exc
@@ -133,15 +139,6 @@ class RegistryTransport:
     def build(self, method: str, url: str, headers: Mapping[str, str]) -> httpx.Request:
         """A request for :meth:`send_blocking` (no body, default scopes)."""
         return self._client.build_request(method, url, headers=headers)
-
-    def _blocking_client(self) -> httpx.Client:
-        if self._sync_client is None:
-            self._sync_client = httpx.Client(
-                auth=self._auth, verify=self._verify, http1=True, http2=False,
-                timeout=httpx.Timeout(self.options.timeout), follow_redirects=True,
-                limits=_limits(self.options),
-                event_hooks={"request": [self._sync_request_hook]})
-        return self._sync_client
 
     async def request(self, method: str, url: str, *,
                       headers: Mapping[str, str] | None = None,

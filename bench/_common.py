@@ -107,16 +107,20 @@ def mount_blob(client: httpx.Client, base: str, repo: str, digest: str) -> None:
                            "the registry declined the cross-repository mount.")
 
 
-def move_tags(server: RegistryServer, image: Image, targets: Iterable[tuple[int, str]]
-              ) -> dict[tuple[int, str], str]:
+def move_tags(server: RegistryServer, image: Image, targets: Iterable[tuple[int, str]], *,
+              suffix: str = "moved", workers: int = 8) -> dict[tuple[int, str], str]:
     """Point each (app index, env) tag at a new manifest; return the new digests."""
-    moved: dict[tuple[int, str], str] = {}
-    with httpx.Client(timeout=30) as client:
-        for i, env in targets:
-            body = image.manifest(f"{env}-moved")
-            put_manifest(client, server.url, repository(i), env, body, OCI_MANIFEST)
-            moved[(i, env)] = digest_of(body)
-    return moved
+    bodies = {env: image.manifest(f"{env}-{suffix}") for env in ENVS}
+    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+    with httpx.Client(timeout=30, limits=limits) as client, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
+        def move(target: tuple[int, str]) -> None:
+            i, env = target
+            put_manifest(client, server.url, repository(i), env, bodies[env], OCI_MANIFEST)
+
+        wanted = list(targets)
+        list(pool.map(move, wanted))
+    return {(i, env): digest_of(bodies[env]) for i, env in wanted}
 
 
 class AccessLog:

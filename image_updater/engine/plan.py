@@ -7,11 +7,12 @@ commit path, the pull-request path, dry runs and the retry after a rejected push
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from image_updater.changes import Change, KeyChange
 from image_updater.engine.resolve import Resolved
-from image_updater.errors import ValuesError
+from image_updater.errors import ImageUpdaterError, ValuesError
 from image_updater.model import DEFAULT_FILE_BYTES, App, Environment, KeyPath
 from image_updater.policy.strategies import compiled
 from image_updater.values.document import check_size
@@ -80,6 +81,23 @@ def read_current(env: Environment, text: str, *, max_bytes: int = DEFAULT_FILE_B
     if env.write.tag is None and env.write.reference is None and env.strategy.kind == "digest":
         tag = env.strategy.tag
     return Current(tag=tag, digest=digest)
+
+
+def moving(items: Sequence[tuple[App, Environment, Resolved]], read: Callable[[str], str | None],
+           *, max_bytes: int = DEFAULT_FILE_BYTES) -> list[tuple[App, Environment, str, str]]:
+    """``(app, env, tag, digest)`` of each item whose values file holds another digest than
+    its resolution: the digests a plan is about to verify. Unreadable files are left to
+    the plan, which reports them."""
+    out = []
+    for app, env, res in items:
+        try:
+            text = read(env.file)
+            current = read_current(env, text, max_bytes=max_bytes) if text is not None else None
+        except ImageUpdaterError:
+            continue
+        if current is not None and current.digest != res.digest:
+            out.append((app, env, res.tag, res.digest))
+    return out
 
 
 def plan_edit(app: App, env: Environment, res: Resolved, text: str, *,

@@ -15,9 +15,9 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import httpx
 
@@ -69,6 +69,8 @@ MAX_TAG_PAGES = 1000
 CREATED_CACHE_SIZE = 4096
 _LINK_RE = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]*)*)")
 _REL_NEXT_RE = re.compile(r';\s*rel\s*=\s*"?([^";]*)"?')
+_DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")  # as base.check_digest: its fast path
+T = TypeVar("T")
 
 __all__ = ["ACCEPT_MANIFESTS", "OciRegistry", "OnRequest"]
 
@@ -225,22 +227,23 @@ class OciRegistry:
         check_repository(repository)
         wanted = [check_tag(t) for t in dict.fromkeys(tags)]
         outcomes: dict[str, heads.Outcome] = {}
-        for part in await asyncio.gather(*(
-                self.transport.in_thread(
-                    heads.head_tags, self.transport,
-                    {t: self._manifest_url(repository, t) for t in job}, ACCEPT_MANIFESTS,
-                    self._reported_digest)
-                for job in heads.jobs(wanted))):
+        for part in await _all(self.transport.in_thread(
+                heads.head_tags, self.transport,
+                {t: self._manifest_url(repository, t) for t in job}, ACCEPT_MANIFESTS,
+                self._reported_digest) for job in heads.jobs(wanted)):
             outcomes.update(part)
-        # return_exceptions: every HEAD finishes before we raise, so no task is left behind.
-        results = await asyncio.gather(*(self._settle(repository, t, outcomes[t])
-                                         for t in wanted), return_exceptions=True)
-        found: dict[str, str] = {}
-        for tag, result in zip(wanted, results, strict=True):
-            if isinstance(result, BaseException):
-                raise result
-            if result is not None:
-                found[tag] = result
+        # Plain answers are final; only the others need the async path (a task each).
+        unsettled = [t for t in wanted if not (outcomes[t] is None
+                                               or isinstance(outcomes[t], str))]
+        if unsettled:
+            # return_exceptions: every HEAD finishes before we raise, so no task is left
+            results = await asyncio.gather(*(self._settle(repository, t, outcomes[t])
+                                             for t in unsettled), return_exceptions=True)
+            for tag, result in zip(unsettled, results, strict=True):
+                if isinstance(result, BaseException):
+                    raise result
+                outcomes[tag] = result
+        found = {t: d for t in wanted if isinstance(d := outcomes[t], str)}
         if wanted and not found:
             # HEAD answers carry no body: tell a missing repository from missing tags.
             await self._require_repository(repository)
@@ -395,12 +398,23 @@ class OciRegistry:
             "created"))
 
     def _reported_digest(self, digest: str, url: str) -> str:
+        if _DIGEST_RE.fullmatch(digest):
+            return digest  # the usual answer: no message to prepare
         try:
             return check_digest(digest, what=f"Docker-Content-Digest from {shown(url)}")
         except InvalidReferenceError as exc:
             raise RegistryError(f"Registry {self.host} answered {shown(url)} with a malformed "
                                 f"digest header: {exc}", registry=self.host, url=shown(url)
                                 ) from exc
+
+
+async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """``gather`` without its task per awaitable when there is just one (one repository's
+    few tags are one thread job: the common case of a poll)."""
+    pending = list(awaitables)
+    if len(pending) == 1:
+        return [await pending[0]]
+    return list(await asyncio.gather(*pending))
 
 
 # -- module helpers (pure) -------------------------------------------------------------------

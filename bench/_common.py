@@ -165,7 +165,14 @@ def make_deploy_repo(root: Path, apps: int, digests: dict[str, str]) -> Path:
     """A bare repository already holding the right digest for every app environment."""
     files = {f"{app_name(i)}/values-{env}.yaml": values_text(app_name(i), env, digests[env])
              for i in range(apps) for env in ENVS}
-    return make_bare_repo(root, files).path
+    # 30,000 new objects start `git gc --auto` in the background, which races the
+    # fixture's removal of its work tree: no automatic gc while the repository is made.
+    os.environ.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="gc.auto", GIT_CONFIG_VALUE_0="0")
+    try:
+        return make_bare_repo(root, files).path
+    finally:
+        for key in ("GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0", "GIT_CONFIG_VALUE_0"):
+            os.environ.pop(key, None)
 
 
 def write_policies(folder: Path, host: str, deploy: Path, apps: int) -> Path:

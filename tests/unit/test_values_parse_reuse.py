@@ -9,9 +9,9 @@ from image_updater.values.document import parse
 
 
 def test_an_anchor_from_a_failed_parse_is_not_seen_by_the_next() -> None:
-    with pytest.raises(ValuesError, match="first.yaml"):
+    with pytest.raises(ValuesError, match=r"first\.yaml"):
         parse("a: &x 1\nb: [unclosed\n", file="first.yaml")
-    with pytest.raises(ValuesError, match="second.yaml"):
+    with pytest.raises(ValuesError, match=r"second\.yaml"):
         parse("c: *x\n", file="second.yaml")  # undefined alias, whatever came before
 
 

@@ -98,8 +98,8 @@ class RegistryTransport:
         """Run ``function(*args)`` on this registry's pool of ``max_concurrency`` threads.
 
         Why threads: a HEAD through httpx's async stack costs ~2-3 ms of CPU here, the same
-        HEAD through the sync client on a thread ~0.6 ms (bench/README.md, "asyncio or
-        threads"); the pool size is the concurrency cap of this path.
+        HEAD through the sync client on a thread ~0.6 ms (bench/README.md, "What changed for
+        issue 16"); the pool size is the concurrency cap of this path.
         """
         if self._pool is None:  # both made here, on the loop's thread: never twice
             self._sync_client = httpx.Client(

@@ -107,16 +107,20 @@ def mount_blob(client: httpx.Client, base: str, repo: str, digest: str) -> None:
                            "the registry declined the cross-repository mount.")
 
 
-def move_tags(server: RegistryServer, image: Image, targets: Iterable[tuple[int, str]]
-              ) -> dict[tuple[int, str], str]:
+def move_tags(server: RegistryServer, image: Image, targets: Iterable[tuple[int, str]], *,
+              suffix: str = "moved", workers: int = 8) -> dict[tuple[int, str], str]:
     """Point each (app index, env) tag at a new manifest; return the new digests."""
-    moved: dict[tuple[int, str], str] = {}
-    with httpx.Client(timeout=30) as client:
-        for i, env in targets:
-            body = image.manifest(f"{env}-moved")
-            put_manifest(client, server.url, repository(i), env, body, OCI_MANIFEST)
-            moved[(i, env)] = digest_of(body)
-    return moved
+    bodies = {env: image.manifest(f"{env}-{suffix}") for env in ENVS}
+    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
+    with httpx.Client(timeout=30, limits=limits) as client, \
+            ThreadPoolExecutor(max_workers=workers) as pool:
+        def move(target: tuple[int, str]) -> None:
+            i, env = target
+            put_manifest(client, server.url, repository(i), env, bodies[env], OCI_MANIFEST)
+
+        wanted = list(targets)
+        list(pool.map(move, wanted))
+    return {(i, env): digest_of(bodies[env]) for i, env in wanted}
 
 
 class AccessLog:
@@ -161,7 +165,14 @@ def make_deploy_repo(root: Path, apps: int, digests: dict[str, str]) -> Path:
     """A bare repository already holding the right digest for every app environment."""
     files = {f"{app_name(i)}/values-{env}.yaml": values_text(app_name(i), env, digests[env])
              for i in range(apps) for env in ENVS}
-    return make_bare_repo(root, files).path
+    # 30,000 new objects start `git gc --auto` in the background, which races the
+    # fixture's removal of its work tree: no automatic gc while the repository is made.
+    os.environ.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="gc.auto", GIT_CONFIG_VALUE_0="0")
+    try:
+        return make_bare_repo(root, files).path
+    finally:
+        for key in ("GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0", "GIT_CONFIG_VALUE_0"):
+            os.environ.pop(key, None)
 
 
 def write_policies(folder: Path, host: str, deploy: Path, apps: int) -> Path:

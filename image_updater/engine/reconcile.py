@@ -28,7 +28,7 @@ from image_updater.changes import (
 from image_updater.config.holds import HOLDS_FILE, Hold, Holds, parse_holds
 from image_updater.config.templates import NO_TEMPLATES, MessageTemplates
 from image_updater.engine.approval import Approvals
-from image_updater.engine.plan import plan_edit, read_current
+from image_updater.engine.plan import moving, plan_edit, read_current
 from image_updater.engine.resolve import Resolution, Resolved, group_by_repository, resolve
 from image_updater.engine.verify import (
     SignatureCheckFn,
@@ -285,6 +285,8 @@ def _commit_direct(target: GitTarget, repo: DeployRepo, items: list[Target], dep
         attempt = _Attempt()
         attempts.append(attempt)
         holds = parse_holds(read(HOLDS_FILE))  # a hold placed since the sync wins
+        verifier.prefetch([m for m in moving(items, read, max_bytes=deps.values_file_bytes)
+                           if holds.get(m[0].name, m[1].name) is None])
         for app, env, res in items:
             if (hold := holds.get(app.name, env.name)) is not None:
                 attempt.held.append(_held(hold, res))

@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 Reader = Callable[[str], str | None]
 
 _SYMLINK_MODE = 0o120000
+_TEXT_CACHE_SIZE = 100_000  # blob texts kept (values files: a few hundred bytes each)
 
 @dataclass(frozen=True)
 class Plan:
@@ -144,6 +145,7 @@ class DeployRepo:
         self._repo: git.Repo | None = None
         self._head: str | None = None
         self._cached_reader: tuple[str, Reader] | None = None
+        self._texts: dict[str, str] = {}  # blob id -> text, see _bulk_reader
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self._lock = CloneLock(self.lock_path, what=f"{self.path} of {self.shown_url}",
                                timeout=lock_timeout)
@@ -193,7 +195,7 @@ class DeployRepo:
             head = self._head or self.sync()
             # One tree object per head: its entries are parsed once, not once per file.
             if self._cached_reader is None or self._cached_reader[0] != head:
-                self._cached_reader = (head, self._reader(head))
+                self._cached_reader = (head, self._bulk_reader(head))
             return self._cached_reader[1](path)
 
     def commit_and_push(self, plan: PlanFn, *, max_attempts: int = 5,
@@ -205,7 +207,7 @@ class DeployRepo:
             rejected = 0
             for attempt in range(1, max_attempts + 1):
                 head = self.sync()
-                sha = self._commit_plan(plan(self._reader(head)), head)
+                sha = self._commit_plan(plan(self._bulk_reader(head)), head)
                 if sha is None:
                     return PushResult(sha=None, attempts=attempt, rejected_count=rejected)
                 if self._push(f"HEAD:refs/heads/{self.branch}"):
@@ -423,23 +425,61 @@ class DeployRepo:
             except KeyError:
                 return None
             if obj.type != "blob" or obj.mode == _SYMLINK_MODE:
-                raise ValuesError(
-                    f"{rel} in {self.shown_url} is a {obj.type if obj.type != 'blob' else 'link'}"
-                    ", not a regular file; point the policy at the values file itself."
-                )
-            data: bytes = obj.data_stream.read()
-            try:
-                return data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ValuesError(
-                    f"{rel} in {self.shown_url} is not UTF-8 text; values files must be UTF-8."
-                ) from None
+                raise self._not_a_file(rel, obj.type if obj.type != "blob" else "link")
+            return self._decoded(rel, obj.data_stream.read())
 
         return read
 
+    def _bulk_reader(self, head: str) -> Reader:
+        """A reader for many files at one head (a cycle reads every values file).
+
+        One ``git ls-tree -r`` lists the blob of every path, and texts are kept by blob id,
+        so an unchanged file is read from git once per process, not once per cycle; walking
+        GitPython trees instead cost a ``cat-file`` per folder per file. Same answers as
+        :meth:`_reader`.
+        """
+        entries: dict[str, tuple[int, str, str]] = {}
+        for line in self._local("ls-tree", "-r", "-z", "--full-tree", head).split("\0"):
+            meta, tab, path = line.partition("\t")
+            if tab:
+                mode, kind, blob = meta.split(" ")
+                entries[path] = (int(mode, 8), kind, blob)
+        if len(self._texts) > _TEXT_CACHE_SIZE:
+            self._texts.clear()
+
+        def read(path: str) -> str | None:
+            rel = str(check_path(path))
+            entry = entries.get(rel)
+            if entry is None:
+                if any(p.startswith(rel + "/") for p in entries):
+                    raise self._not_a_file(rel, "tree")
+                return None
+            mode, kind, blob = entry
+            if kind != "blob" or mode == _SYMLINK_MODE:
+                raise self._not_a_file(rel, kind if kind != "blob" else "link")
+            text = self._texts.get(blob)
+            if text is None:
+                text = self._texts[blob] = self._decoded(
+                    rel, self._open().odb.stream(bytes.fromhex(blob)).read())
+            return text
+
+        return read
+
+    def _not_a_file(self, rel: str, what: str) -> ValuesError:
+        return ValuesError(f"{rel} in {self.shown_url} is a {what}, not a regular file; point "
+                           "the policy at the values file itself.")
+
+    def _decoded(self, rel: str, data: bytes) -> str:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValuesError(
+                f"{rel} in {self.shown_url} is not UTF-8 text; values files must be UTF-8."
+            ) from None
+
     def _commit_plan(self, plan: Plan, head: str) -> str | None:
         """Write the plan's files that differ from ``head`` and commit them; None if none do."""
-        read = self._reader(head)
+        read = self._bulk_reader(head)
         changed = {str(check_path(p)): text for p, text in plan.files.items() if read(p) != text}
         if not changed:
             return None
@@ -453,7 +493,11 @@ class DeployRepo:
 
     def _commit(self, message: str) -> None:
         """The one place image-updater makes a commit: signed when a signer is configured."""
-        args = ("-q", "--no-verify", "--cleanup=whitespace", "-m", message)
+        # From a file, not -m: one argument may hold at most 128 KiB (MAX_ARG_STRLEN), and
+        # the message of a cycle that moves a thousand environments is longer than that.
+        file = Path(self._open().git_dir) / "IMAGE_UPDATER_COMMIT_MSG"
+        file.write_text(message, encoding="utf-8")
+        args = ("-q", "--no-verify", "--cleanup=whitespace", "-F", str(file))
         if self.signer is None:
             self._local("commit", *args)
             return

@@ -147,7 +147,7 @@ def compile_strategy(strategy: Strategy) -> CompiledStrategy:
     return CompiledStrategy(strategy, compiled_filter, constraint)
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=1 << 16)  # one per distinct strategy; 30,000 envs may hold many
 def compiled(strategy: Strategy) -> CompiledStrategy:
     """:func:`compile_strategy`, remembered: the same few policies are compiled every cycle."""
     return compile_strategy(strategy)
@@ -157,7 +157,7 @@ def select(strategy: Strategy, tags: Sequence[str], *,
            created: Mapping[str, datetime] | None = None,
            current: str | None = None) -> Selection:
     """Choose a tag from ``tags`` (untrusted registry output) as ``strategy`` says."""
-    return compile_strategy(strategy).select(tags, created=created, current=current)
+    return compiled(strategy).select(tags, created=created, current=current)
 
 
 # ------------------------------------------------------------------------ internals

@@ -9,9 +9,9 @@ anonymously. A ``401`` carries the challenge that says what to do next:
   expires, and resend with it.
 
 :meth:`RegistryAuth.auth_flow` is pure: it only yields requests and reads the responses it
-is sent back. The async wrapper does the I/O around it: it reads token responses (bounded)
-and serialises token fetches per cache key, so concurrent requests for one scope cause
-one token fetch, not one each.
+is sent back. The async and sync wrappers do the I/O around it: they read token responses
+(bounded) and serialise token fetches per cache key (an asyncio lock, a thread lock), so
+concurrent requests for one scope cause one token fetch, not one each.
 
 Credentials stay home: they go only to the configured registry origin and to a token realm
 named by a challenge that origin itself sent. A challenge from any other host (a redirect
@@ -27,6 +27,7 @@ import asyncio
 import base64
 import json
 import re
+import threading
 from collections.abc import AsyncGenerator, Generator, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -117,6 +118,8 @@ class RegistryAuth(httpx.Auth):
         self._basic = False
         self._tokens: dict[TokenKey, tuple[str, float]] = {}
         self._locks: dict[TokenKey, asyncio.Lock] = {}
+        self._thread_locks: dict[TokenKey, threading.Lock] = {}
+        self._thread_locks_guard = threading.Lock()
 
     # -- the pure flow -------------------------------------------------------------------
 
@@ -275,16 +278,29 @@ class RegistryAuth(httpx.Auth):
 
     def sync_auth_flow(self, request: httpx.Request
                        ) -> Generator[httpx.Request, httpx.Response, None]:
+        """The flow for the sync client, whose requests run on worker threads (bulk HEADs):
+        token fetches are serialised per cache key by a thread lock, as above."""
         flow = self.auth_flow(request)
         outgoing = next(flow)
         while True:
-            response = yield outgoing
-            if _TOKEN_KEY_EXTENSION in outgoing.extensions:
-                response = _read_small(response)
+            key = outgoing.extensions.get(_TOKEN_KEY_EXTENSION)
+            response: httpx.Response | None
+            if key is None:
+                response = yield outgoing
+            else:
+                with self._thread_lock(key):
+                    if self._fresh_token(key) is not None:
+                        response = None  # another thread fetched it while we waited
+                    else:
+                        response = _read_small((yield outgoing))
             try:
                 outgoing = flow.send(response)
             except StopIteration:
                 return
+
+    def _thread_lock(self, key: TokenKey) -> threading.Lock:
+        with self._thread_locks_guard:
+            return self._thread_locks.setdefault(key, threading.Lock())
 
 
 def _wanted_scopes(request: httpx.Request) -> tuple[str, ...]:

@@ -15,15 +15,15 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import httpx
 
 from image_updater.clocks import MonotonicClock, WallClock
 from image_updater.errors import InvalidReferenceError, RegistryError, truncate
-from image_updater.registry import artefacts, documents
+from image_updater.registry import artefacts, documents, heads
 from image_updater.registry.auth import repository_scope
 from image_updater.registry.base import (
     MANIFEST_ACCEPT,
@@ -56,6 +56,7 @@ from image_updater.registry.transport import (
     closing,
     shown,
 )
+from image_updater.retry import RetryLater
 
 if TYPE_CHECKING:  # prometheus_client is imported only by processes that export metrics
     from image_updater.observability.metrics import Metrics
@@ -68,6 +69,8 @@ MAX_TAG_PAGES = 1000
 CREATED_CACHE_SIZE = 4096
 _LINK_RE = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,]*)*)")
 _REL_NEXT_RE = re.compile(r';\s*rel\s*=\s*"?([^";]*)"?')
+_DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}")  # as base.check_digest: its fast path
+T = TypeVar("T")
 
 __all__ = ["ACCEPT_MANIFESTS", "OciRegistry", "OnRequest"]
 
@@ -137,17 +140,22 @@ class OciRegistry:
             f"The tag list of {repository} on {self.host} has more than {MAX_TAG_PAGES} pages; "
             "refusing to read further.", registry=self.host, url=shown(url))
 
-    async def _manifest_request(self, method: str, repository: str, reference: str
+    async def _manifest_request(self, method: str, repository: str, reference: str, *,
+                                first: RetryLater | None = None
                                 ) -> tuple[str, httpx.Response]:
         """Send ``method`` for a manifest (reference checked first); the caller closes it."""
         check_repository(repository)
         _check_reference(reference)
         url = self._manifest_url(repository, reference)
-        return url, await self.transport.request(method, url,
+        return url, await self.transport.request(method, url, first=first,
                                                  headers={"Accept": ACCEPT_MANIFESTS})
 
     async def head_manifest(self, repository: str, reference: str) -> tuple[str, str] | None:
-        url, response = await self._manifest_request("HEAD", repository, reference)
+        return await self._head(repository, reference)
+
+    async def _head(self, repository: str, reference: str, *, first: RetryLater | None = None
+                    ) -> tuple[str, str] | None:
+        url, response = await self._manifest_request("HEAD", repository, reference, first=first)
         async with closing(response):
             self.transport.from_origin(response, "manifest digest")
             if response.status_code == 404:
@@ -215,22 +223,43 @@ class OciRegistry:
         return manifest.digest
 
     async def digests(self, repository: str, tags: Collection[str]) -> dict[str, str]:
-        """One HEAD per tag, concurrently (bounded by ``max_concurrency``)."""
+        """One HEAD per tag, concurrently on the transport's threads (``heads.py``)."""
         check_repository(repository)
         wanted = [check_tag(t) for t in dict.fromkeys(tags)]
-        # return_exceptions: every HEAD finishes before we raise, so no task is left behind.
-        results = await asyncio.gather(*(self.head_manifest(repository, t) for t in wanted),
-                                       return_exceptions=True)
-        found: dict[str, str] = {}
-        for tag, result in zip(wanted, results, strict=True):
-            if isinstance(result, BaseException):
-                raise result
-            if result is not None:
-                found[tag] = result[0]
+        outcomes: dict[str, heads.Outcome] = {}
+        for part in await _all(self.transport.in_thread(
+                heads.head_tags, self.transport,
+                {t: self._manifest_url(repository, t) for t in job}, ACCEPT_MANIFESTS,
+                self._reported_digest) for job in heads.jobs(wanted)):
+            outcomes.update(part)
+        # Plain answers are final; only the others need the async path (a task each).
+        unsettled = [t for t in wanted if not (outcomes[t] is None
+                                               or isinstance(outcomes[t], str))]
+        if unsettled:
+            # return_exceptions: every HEAD finishes before we raise, so no task is left
+            results = await asyncio.gather(*(self._settle(repository, t, outcomes[t])
+                                             for t in unsettled), return_exceptions=True)
+            for tag, result in zip(unsettled, results, strict=True):
+                if isinstance(result, BaseException):
+                    raise result
+                outcomes[tag] = result
+        found = {t: d for t in wanted if isinstance(d := outcomes[t], str)}
         if wanted and not found:
             # HEAD answers carry no body: tell a missing repository from missing tags.
             await self._require_repository(repository)
         return found
+
+    async def _settle(self, repository: str, tag: str, outcome: heads.Outcome) -> str | None:
+        """A bulk HEAD's outcome as ``head_manifest`` would have answered it."""
+        if outcome is None or isinstance(outcome, str):
+            return outcome
+        if isinstance(outcome, heads.AskAgain) and outcome.get:
+            return (await self.get_manifest(repository, tag)).digest  # no digest on HEAD
+        if isinstance(outcome, RetryLater | heads.AskAgain):
+            first = outcome if isinstance(outcome, RetryLater) else None
+            found = await self._head(repository, tag, first=first)
+            return found[0] if found is not None else None
+        raise outcome
 
     async def created(self, repository: str, digest: str,
                       platform: str | None = None) -> datetime | None:
@@ -382,12 +411,23 @@ class OciRegistry:
             "created"))
 
     def _reported_digest(self, digest: str, url: str) -> str:
+        if _DIGEST_RE.fullmatch(digest):
+            return digest  # the usual answer: no message to prepare
         try:
             return check_digest(digest, what=f"Docker-Content-Digest from {shown(url)}")
         except InvalidReferenceError as exc:
             raise RegistryError(f"Registry {self.host} answered {shown(url)} with a malformed "
                                 f"digest header: {exc}", registry=self.host, url=shown(url)
                                 ) from exc
+
+
+async def _all(awaitables: Iterable[Awaitable[T]]) -> list[T]:
+    """``gather`` without its task per awaitable when there is just one (one repository's
+    few tags are one thread job: the common case of a poll)."""
+    pending = list(awaitables)
+    if len(pending) == 1:
+        return [await pending[0]]
+    return list(await asyncio.gather(*pending))
 
 
 # -- module helpers (pure) -------------------------------------------------------------------

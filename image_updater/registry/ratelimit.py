@@ -2,13 +2,16 @@
 
 The one rate limiter of the registry adapters: the OCI client takes a ``slot()`` (a
 concurrency slot, then a token) per request; the ECR adapter, which caps concurrency
-itself, calls ``acquire()`` (a token) per API call. The clock and the sleep function are
-parameters so tests can drive time by hand.
+itself, calls ``acquire()`` (a token) per API call; the OCI client's bulk HEADs, sent from worker
+threads, call ``wait_blocking()``. The clock and the sleep function are parameters so
+tests can drive time by hand.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -21,9 +24,8 @@ class TokenBucket:
     """``rate`` tokens per second, holding at most ``burst``; one token per request.
 
     ``reserve()`` takes a token now and says how long to wait before using it. Tokens may
-    go negative, which queues callers fairly without a lock: asyncio runs ``reserve`` to
-    completion, so two callers never see the same balance. A burst of 1 spaces requests
-    exactly ``1 / rate`` seconds apart.
+    go negative, which queues callers fairly; a lock keeps the balance right when worker
+    threads reserve too. A burst of 1 spaces requests exactly ``1 / rate`` seconds apart.
     """
 
     def __init__(self, *, rate: float, burst: float, clock: MonotonicClock) -> None:
@@ -34,13 +36,15 @@ class TokenBucket:
         self._clock = clock
         self._tokens = burst
         self._last = clock()
+        self._lock = threading.Lock()
 
     def reserve(self) -> float:
-        now = self._clock()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        self._tokens -= 1
-        return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+            self._last = now
+            self._tokens -= 1
+            return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
 
 
 class RateLimiter:
@@ -66,6 +70,13 @@ class RateLimiter:
             delay = self._bucket.reserve()
             if delay > 0:
                 await self._sleep(delay)
+
+    def wait_blocking(self) -> None:
+        """``acquire`` for a worker thread, whose concurrency its pool caps."""
+        if self._bucket is not None:
+            delay = self._bucket.reserve()
+            if delay > 0:
+                time.sleep(delay)
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:

@@ -10,6 +10,7 @@ costs about a third of the parse time and is of no use when the text is spliced.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -68,10 +69,31 @@ def decode(data: str | bytes, *, file: str, limit: int = DEFAULT_FILE_BYTES) -> 
         ) from exc
 
 
+_local = threading.local()
+
+
+def _composer() -> YAML:
+    """One ``YAML`` per thread: making one looks for plug-ins on disk (a glob), which cost
+    as much as composing a small values file; reusing it in its own thread is safe, as
+    ``compose_all`` resets its reader and scanner when it ends."""
+    composer: YAML | None = getattr(_local, "yaml", None)
+    if composer is None:
+        composer = _local.yaml = YAML(typ="safe", pure=True)
+    return composer
+
+
+def _compose(text: str) -> list[Node | None]:
+    try:
+        return list(_composer().compose_all(text))
+    except BaseException:
+        _local.yaml = None  # a failed parse may leave state behind (anchors): start afresh
+        raise
+
+
 def parse(text: str, *, file: str) -> list[Node | None]:
     """Compose every document of ``text``; one parse, nothing constructed."""
     try:
-        return list(YAML(typ="safe", pure=True).compose_all(text))
+        return _compose(text)
     except MarkedYAMLError as exc:
         raise ValuesError(_syntax_message(exc, file)) from exc
     except ReaderError as exc:

@@ -145,6 +145,27 @@ def test_no_change_means_no_commit(bare: BareRepo, tmp_path: Path) -> None:
     assert bare.head() == before
 
 
+def test_many_files_and_a_message_over_an_argument_limit_land_in_one_commit(
+        bare: BareRepo, tmp_path: Path) -> None:
+    """A cycle moving a thousand environments: one commit, its message longer than the
+    128 KiB one command-line argument may hold; reads see each file's new blob after it."""
+    files = {f"app-{i:04d}/values.yaml": f"digest: sha256:{i:064x}\n" for i in range(1000)}
+    message = "image-updater: 1000 updates\n\n" + "".join(
+        f"- app-{i:04d}: {'x' * 150}\n" for i in range(1000))
+    assert len(message.encode()) > 128 * 1024
+    repo = deploy_repo(bare.url, tmp_path)
+
+    result = repo.commit_and_push(fixed(files, message))
+
+    assert result.sha is not None and bare.head() == result.sha
+    assert git("log", "-1", "--format=%B", BRANCH, cwd=bare.path).strip() == message.strip()
+    changed = git("show", "--name-only", "--format=", BRANCH, cwd=bare.path).split()
+    assert sorted(changed) == sorted(files)
+    assert repo.read("app-0999/values.yaml") == files["app-0999/values.yaml"]
+    again = repo.commit_and_push(fixed({"app-0999/values.yaml": "digest: ~\n"}, "m"))
+    assert again.sha is not None and repo.read("app-0999/values.yaml") == "digest: ~\n"
+
+
 # ---- races -------------------------------------------------------------------------------
 
 def test_race_replans_on_the_new_head_and_lands_on_top(bare: BareRepo, daemon: GitDaemon,

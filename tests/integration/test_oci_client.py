@@ -381,6 +381,29 @@ def test_retries_exhausted_is_transient_and_says_what_happens_next(stub: HttpStu
         "successfully after 3 attempt(s) (HTTP 503); it will be retried next cycle.")
 
 
+def test_digests_carry_a_first_failed_head_into_the_same_retries(stub: HttpStub) -> None:
+    """digests() sends its HEADs from worker threads; a 5xx there is the first attempt of
+    the usual retries (same backoff, same count, same message), not an extra request."""
+    digest = sha256_digest(manifest_body("bulk"))
+    ok = Reply(200, {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": digest})
+    stub.add("HEAD", "/v2/a/b/manifests/dev", Reply(503), Reply(502), ok)
+    stub.add("HEAD", "/v2/a/b/manifests/prod", Reply(503))
+    stub.add("HEAD", "/v2/a/b/manifests/qa", Reply(404))
+    sleeps = Sleeps()
+
+    found = run(client(stub.host, sleeps=sleeps, max_retries=2, backoff_base=0.5),
+                lambda reg: reg.digests("a/b", ["dev", "qa"]))
+    assert found == {"dev": digest}
+    assert len(stub.requests_to("HEAD", "/v2/a/b/manifests/dev")) == 3
+    assert len(stub.requests_to("HEAD", "/v2/a/b/manifests/qa")) == 1
+    assert sleeps.delays == [0.5, 1.0]
+
+    with pytest.raises(TransientRegistryError, match=r"after 3 attempt\(s\) \(HTTP 503\)"):
+        run(client(stub.host, sleeps=Sleeps(), max_retries=2),
+            lambda reg: reg.digests("a/b", ["prod"]))
+    assert len(stub.requests_to("HEAD", "/v2/a/b/manifests/prod")) == 3
+
+
 def test_connection_refused_is_transient() -> None:
     host = f"127.0.0.1:{free_port()}"
     sleeps = Sleeps()

@@ -81,6 +81,8 @@ class Daemon:
         self.repo_reached = False
         self.in_cycle = False
         self.cycles = 0
+        # stat before reading: a write in between is then seen as a change next time
+        self._policy_stamp = _stat_policies(self.policy_paths)
         self._policy_hash = _hash_policies(self.policy_paths)
         self.last_result: CycleResult | None = None
         self._open_prs: dict[tuple[str, str], str] = {}
@@ -150,13 +152,17 @@ class Daemon:
         the same broken content is not reported again until the files change once more.
         """
         try:
+            stamp = _stat_policies(self.policy_paths)
+            if stamp == self._policy_stamp:
+                return  # nothing touched the files: nothing to read
             digest = _hash_policies(self.policy_paths)
         except OSError as exc:  # a ConfigMap swap can remove a file between listing and reading
             log.warning("cannot read the policy files (%s); will check again in %.0f s",
                         exc, self.reload_every)
             return
+        self._policy_stamp = stamp
         if digest == self._policy_hash:
-            return
+            return  # touched, same content
         self._policy_hash = digest
         try:
             apps = load_policies(self.policy_paths,
@@ -348,13 +354,30 @@ def _reached(apps: Sequence[App], handed_out: set[GitTarget],
     return False
 
 
-def _hash_policies(paths: Sequence[str]) -> str:
-    h = hashlib.sha256()
+def _policy_files(paths: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
     for raw in paths:
         p = Path(raw)
-        files = sorted(p.rglob("*")) if p.is_dir() else [p]
-        for f in files:
-            if f.suffix in (".yaml", ".yml") and f.is_file():
-                h.update(str(f).encode())
-                h.update(f.read_bytes())
+        found = sorted(p.rglob("*")) if p.is_dir() else [p]
+        files += [f for f in found if f.suffix in (".yaml", ".yml") and f.is_file()]
+    return files
+
+
+def _stat_policies(paths: Sequence[str]) -> tuple[tuple[str, int, int, int, int], ...]:
+    """What the policy files look like from outside (name, inode, size, mtime, ctime): the
+    reload job reads and hashes them only when this changed, so an idle daemon with 10,000
+    policy files does not read them all every few seconds. A ConfigMap update swaps a
+    symlink, which changes the inode (stat follows the link)."""
+    stamp = []
+    for f in _policy_files(paths):
+        st = f.stat()
+        stamp.append((str(f), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(stamp)
+
+
+def _hash_policies(paths: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for f in _policy_files(paths):
+        h.update(str(f).encode())
+        h.update(f.read_bytes())
     return h.hexdigest()

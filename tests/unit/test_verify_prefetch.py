@@ -74,10 +74,10 @@ def test_prefetch_fetches_concurrently_and_check_records_each_once(
         def plan() -> None:  # a worker thread, as the git stage is
             verifier.prefetch([(a, e, "prod", d) for a, e, d in items])
             for a, e, d in items[:3]:
-                verifier.check(a, e, change(a, e, d), record)
+                verifier.check(a, e, change(a, e, d), record, [])
             with pytest.raises(DigestMismatchError, match="app3"):
                 a, e, d = items[3]
-                verifier.check(a, e, change(a, e, d), record)
+                verifier.check(a, e, change(a, e, d), record, [])
 
         await asyncio.to_thread(plan)
 

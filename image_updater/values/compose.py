@@ -21,19 +21,30 @@ import re
 from typing import Any
 
 import yaml
-from yaml.cyaml import CParser
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import StringMark
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
+from yaml.cyaml import CParser
 
 SEQ_TAG = "tag:yaml.org,2002:seq"
 MAP_TAG = "tag:yaml.org,2002:map"
 STR_TAG = "tag:yaml.org,2002:str"
 MERGE_TAG = "tag:yaml.org,2002:merge"
+NULL_TAG = "tag:yaml.org,2002:null"
+BOOL_TAG = "tag:yaml.org,2002:bool"
+INT_TAG = "tag:yaml.org,2002:int"
+#: the integers ruamel's round-trip loader gives as a plain ``int`` (``0``, ``0x1``, ``1_0``
+#: become ScalarInt and the like, so they are left to ruamel)
+_PLAIN_INT = re.compile(r"-?[1-9][0-9]*")
 
-# "!" (tags), "&" (anchors), "*" only as an alias is found from the nodes; a "%" directive
-# at a line start; characters where the two readers were not shown to agree.
-_DECLINE = re.compile(r"[!&\t\ufeff\x85\u2028\u2029]|^%|\r(?!\n)", re.MULTILINE)
+# What may start a tag ("!") or an anchor ("&"): they follow a line start, a space or a
+# flow indicator ("a&b" inside a scalar does not count; an alias is found from the nodes);
+# a "%" directive at a line start; characters the two readers were not shown to agree on.
+_DECLINE = re.compile(r"(?:^|[\s\[{,])[!&]|[\t\ufeff\x85\u2028\u2029]|^%|\r(?!\n)",
+                      re.MULTILINE)
+#: a block scalar's header as ruamel accepts it (libyaml also takes ``>#``, say)
+_BLOCK_HEADER = re.compile(r"[|>](?:[1-9][-+]?|[-+][1-9]?)?(?:[ ]+(?:#[^\n]*)?)?\r?")
 _RESOLVER = VersionedResolver(version=(1, 2))
 
 
@@ -41,7 +52,7 @@ class Declined(Exception):
     """The text is not one this module reads exactly as ruamel does."""
 
 
-class _Loader(CParser):  # type: ignore[misc]  # PyYAML's C extension is untyped
+class _Loader(CParser):  # CParser is Any: PyYAML ships no type stubs
     """libyaml's parser with YAML 1.2 core resolution of plain scalars (ruamel's rules)."""
 
     def descend_resolver(self, parent: Any, index: Any) -> None:
@@ -64,9 +75,12 @@ def compose_fast(text: str) -> list[Node | None] | None:
     """Every document of ``text`` as ruamel's composer gives it, or None to ask for ruamel."""
     if _DECLINE.search(text):
         return None
-    loader = _Loader(text)
     try:
-        documents = []
+        loader = _Loader(text)  # encodes the text to UTF-8: lone surrogates fail here
+    except UnicodeError:
+        return None
+    try:
+        documents: list[Node | None] = []
         while loader.check_node():
             documents.append(_Converter(text).node(loader.get_node()))
         return documents
@@ -74,6 +88,72 @@ def compose_fast(text: str) -> list[Node | None] | None:
         return None
     finally:
         loader.dispose()
+
+
+def load_round_trip(text: str) -> list[Any] | None:
+    """What ``YAML(typ="rt").load_all(text)`` gives, with the same ``lc`` positions, for
+    texts made of mappings, sequences, strings, booleans, plain integers and nulls; None
+    for anything else (ruamel loads it, or reports its error)."""
+    documents = compose_fast(text)
+    if documents is None:
+        return None
+    try:
+        return [_construct(node) for node in documents]
+    except Declined:
+        return None
+
+
+def _construct(node: Node | None) -> Any:
+    """One node as ruamel's RoundTripConstructor builds it (positions included)."""
+    if isinstance(node, ScalarNode):
+        return _scalar(node)
+    assert node is not None  # documents are never None here: an empty text has none
+    start = node.start_mark
+    if isinstance(node, SequenceNode):
+        seq = CommentedSeq()
+        seq._yaml_set_line_col(start.line, start.column)
+        for index, child in enumerate(node.value):
+            seq.append(_construct(child))
+            seq._yaml_set_idx_line_col(index, [child.start_mark.line, child.start_mark.column])
+        _set_style(seq, node)
+        return seq
+    mapping = CommentedMap()
+    mapping._yaml_set_line_col(start.line, start.column)
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, ScalarNode):
+            raise Declined("a complex key")
+        key = _scalar(key_node)
+        if key in mapping:
+            raise Declined("a duplicate key")  # ruamel refuses it, with its message
+        mapping[key] = _construct(value_node)
+        mapping._yaml_set_kv_line_col(key, [
+            key_node.start_mark.line, key_node.start_mark.column,
+            value_node.start_mark.line, value_node.start_mark.column])
+    _set_style(mapping, node)
+    return mapping
+
+
+def _set_style(data: CommentedMap | CommentedSeq, node: Node) -> None:
+    flow_style = getattr(node, "flow_style", None)
+    if not data:  # as ruamel: an empty collection keeps no style
+        return
+    if flow_style is True:
+        data.fa.set_flow_style()
+    elif flow_style is False:
+        data.fa.set_block_style()
+
+
+def _scalar(node: ScalarNode) -> Any:
+    tag, value = node.tag, node.value
+    if tag == STR_TAG and node.style not in ("|", ">"):  # block scalars are str subclasses
+        return value
+    if tag == NULL_TAG:
+        return None
+    if tag == BOOL_TAG:
+        return value in ("true", "True", "TRUE")
+    if tag == INT_TAG and _PLAIN_INT.fullmatch(value):
+        return int(value)
+    raise Declined(f"a {tag} scalar")
 
 
 class _Converter:
@@ -92,6 +172,12 @@ class _Converter:
             column = index - (self.text.rfind("\n") + 1)
         return StringMark(None, index, line, column, self.text, index)
 
+    def check_block_header(self, index: int) -> None:
+        end = self.text.find("\n", index)
+        header = self.text[index:end if end >= 0 else len(self.text)]
+        if not _BLOCK_HEADER.fullmatch(header):
+            raise Declined("a block scalar header ruamel may read otherwise")
+
     def node(self, node: Any) -> Node:
         if id(node) in self.seen:
             raise Declined("an alias")
@@ -100,6 +186,8 @@ class _Converter:
         if isinstance(node, yaml.ScalarNode):
             if node.tag == MERGE_TAG:
                 raise Declined("a merge key")
+            if node.style in ("|", ">"):
+                self.check_block_header(start.index)
             return ScalarNode(node.tag, node.value, start, end, style=node.style or None)
         if isinstance(node, yaml.SequenceNode):
             items = [self.node(item) for item in node.value]

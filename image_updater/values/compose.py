@@ -17,6 +17,7 @@ line breaks.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -66,13 +67,43 @@ class _Loader(CParser):  # CParser is Any: PyYAML ships no type stubs
             if implicit[0]:
                 if value == "":
                     raise Declined("an empty plain scalar")
-                return str(_RESOLVER.resolve(ScalarNode, value, (True, False)))
+                return _resolve_plain(value)
             return STR_TAG
         return SEQ_TAG if kind is yaml.SequenceNode else MAP_TAG
 
 
+@functools.lru_cache(maxsize=4096)
+def _resolve_plain(value: str) -> str:
+    """ruamel's tag for a plain scalar; cached, as keys and values repeat across files."""
+    return str(_RESOLVER.resolve(ScalarNode, value, (True, False)))
+
+
 def compose_fast(text: str) -> list[Node | None] | None:
     """Every document of ``text`` as ruamel's composer gives it, or None to ask for ruamel."""
+    documents = _compose(text)
+    if documents is None:
+        return None
+    try:
+        return [_Converter(text).node(node) for node in documents]
+    except (Declined, RecursionError):
+        return None
+
+
+def load_round_trip(text: str) -> list[Any] | None:
+    """What ``YAML(typ="rt").load_all(text)`` gives, with the same ``lc`` positions, for
+    texts made of mappings, sequences, strings, booleans, plain integers and nulls; None
+    for anything else (ruamel loads it, or reports its error)."""
+    documents = _compose(text)
+    if documents is None:
+        return None
+    try:
+        return [_Builder().construct(node) for node in documents]
+    except (Declined, RecursionError):
+        return None
+
+
+def _compose(text: str) -> list[Any] | None:
+    """libyaml's nodes (PyYAML's classes) for every document, or None."""
     if _DECLINE.search(text):
         return None
     try:
@@ -80,9 +111,9 @@ def compose_fast(text: str) -> list[Node | None] | None:
     except UnicodeError:
         return None
     try:
-        documents: list[Node | None] = []
+        documents = []
         while loader.check_node():
-            documents.append(_Converter(text).node(loader.get_node()))
+            documents.append(loader.get_node())
         return documents
     except (Declined, yaml.YAMLError, UnicodeError, RecursionError, ValueError):
         return None
@@ -90,50 +121,45 @@ def compose_fast(text: str) -> list[Node | None] | None:
         loader.dispose()
 
 
-def load_round_trip(text: str) -> list[Any] | None:
-    """What ``YAML(typ="rt").load_all(text)`` gives, with the same ``lc`` positions, for
-    texts made of mappings, sequences, strings, booleans, plain integers and nulls; None
-    for anything else (ruamel loads it, or reports its error)."""
-    documents = compose_fast(text)
-    if documents is None:
-        return None
-    try:
-        return [_construct(node) for node in documents]
-    except Declined:
-        return None
+class _Builder:
+    """libyaml nodes into what ruamel's RoundTripConstructor builds (positions included)."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def construct(self, node: Any) -> Any:
+        if id(node) in self.seen:
+            raise Declined("an alias")
+        self.seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            return _scalar(node)
+        start = node.start_mark
+        if isinstance(node, yaml.SequenceNode):
+            seq = CommentedSeq()
+            seq._yaml_set_line_col(start.line, start.column)
+            for index, child in enumerate(node.value):
+                seq.append(self.construct(child))
+                seq._yaml_set_idx_line_col(
+                    index, [child.start_mark.line, child.start_mark.column])
+            _set_style(seq, node)
+            return seq
+        mapping = CommentedMap()
+        mapping._yaml_set_line_col(start.line, start.column)
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise Declined("a complex key")
+            key = self.construct(key_node)
+            if key in mapping:
+                raise Declined("a duplicate key")  # ruamel refuses it, with its message
+            mapping[key] = self.construct(value_node)
+            mapping._yaml_set_kv_line_col(key, [
+                key_node.start_mark.line, key_node.start_mark.column,
+                value_node.start_mark.line, value_node.start_mark.column])
+        _set_style(mapping, node)
+        return mapping
 
 
-def _construct(node: Node | None) -> Any:
-    """One node as ruamel's RoundTripConstructor builds it (positions included)."""
-    if isinstance(node, ScalarNode):
-        return _scalar(node)
-    assert node is not None  # documents are never None here: an empty text has none
-    start = node.start_mark
-    if isinstance(node, SequenceNode):
-        seq = CommentedSeq()
-        seq._yaml_set_line_col(start.line, start.column)
-        for index, child in enumerate(node.value):
-            seq.append(_construct(child))
-            seq._yaml_set_idx_line_col(index, [child.start_mark.line, child.start_mark.column])
-        _set_style(seq, node)
-        return seq
-    mapping = CommentedMap()
-    mapping._yaml_set_line_col(start.line, start.column)
-    for key_node, value_node in node.value:
-        if not isinstance(key_node, ScalarNode):
-            raise Declined("a complex key")
-        key = _scalar(key_node)
-        if key in mapping:
-            raise Declined("a duplicate key")  # ruamel refuses it, with its message
-        mapping[key] = _construct(value_node)
-        mapping._yaml_set_kv_line_col(key, [
-            key_node.start_mark.line, key_node.start_mark.column,
-            value_node.start_mark.line, value_node.start_mark.column])
-    _set_style(mapping, node)
-    return mapping
-
-
-def _set_style(data: CommentedMap | CommentedSeq, node: Node) -> None:
+def _set_style(data: CommentedMap | CommentedSeq, node: Any) -> None:
     flow_style = getattr(node, "flow_style", None)
     if not data:  # as ruamel: an empty collection keeps no style
         return
@@ -143,7 +169,7 @@ def _set_style(data: CommentedMap | CommentedSeq, node: Node) -> None:
         data.fa.set_block_style()
 
 
-def _scalar(node: ScalarNode) -> Any:
+def _scalar(node: Any) -> Any:
     tag, value = node.tag, node.value
     if tag == STR_TAG and node.style not in ("|", ">"):  # block scalars are str subclasses
         return value

@@ -26,6 +26,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import StringMark
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
+from ruamel.yaml.tag import Tag
 from yaml.cyaml import CParser
 
 SEQ_TAG = "tag:yaml.org,2002:seq"
@@ -47,6 +48,10 @@ _DECLINE = re.compile(r"(?:^|[\s\[{,])[!&]|[\t\ufeff\x85\u2028\u2029]|^%|\r(?!\n
 #: a block scalar's header as ruamel accepts it (libyaml also takes ``>#``, say)
 _BLOCK_HEADER = re.compile(r"[|>](?:[1-9][-+]?|[-+][1-9]?)?(?:[ ]+(?:#[^\n]*)?)?\r?")
 _RESOLVER = VersionedResolver(version=(1, 2))
+#: the characters without which ``_DECLINE`` cannot match: most texts skip the regex
+_DECLINE_CHARS = frozenset("!&%\t\r\ufeff\x85\u2028\u2029")
+#: one ruamel Tag per tag: a Tag decodes its URI once, on first use, so nodes share them
+_TAGS: dict[str, Tag] = {}
 
 
 class Declined(Exception):
@@ -104,7 +109,7 @@ def load_round_trip(text: str) -> list[Any] | None:
 
 def _compose(text: str) -> list[Any] | None:
     """libyaml's nodes (PyYAML's classes) for every document, or None."""
-    if _DECLINE.search(text):
+    if not _DECLINE_CHARS.isdisjoint(text) and _DECLINE.search(text):
         return None
     try:
         loader = _Loader(text)  # encodes the text to UTF-8: lone surrogates fail here
@@ -214,9 +219,16 @@ class _Converter:
                 raise Declined("a merge key")
             if node.style in ("|", ">"):
                 self.check_block_header(start.index)
-            return ScalarNode(node.tag, node.value, start, end, style=node.style or None)
+            return ScalarNode(_tag(node.tag), node.value, start, end, style=node.style or None)
         if isinstance(node, yaml.SequenceNode):
             items = [self.node(item) for item in node.value]
-            return SequenceNode(node.tag, items, start, end, flow_style=node.flow_style)
+            return SequenceNode(_tag(node.tag), items, start, end, flow_style=node.flow_style)
         pairs = [(self.node(key), self.node(value)) for key, value in node.value]
-        return MappingNode(node.tag, pairs, start, end, flow_style=node.flow_style)
+        return MappingNode(_tag(node.tag), pairs, start, end, flow_style=node.flow_style)
+
+
+def _tag(name: str) -> Tag:
+    tag = _TAGS.get(name)
+    if tag is None:
+        tag = _TAGS[name] = Tag(suffix=name)
+    return tag

@@ -80,7 +80,14 @@ class _Loader(CParser):  # CParser is Any: PyYAML ships no type stubs
 @functools.lru_cache(maxsize=4096)
 def _resolve_plain(value: str) -> str:
     """ruamel's tag for a plain scalar; cached, as keys and values repeat across files."""
+    if value[0] not in _FIRST_CHARS and None not in _RESOLVER.versioned_resolver:
+        return STR_TAG  # ruamel looks resolvers up by first character: none apply
     return str(_RESOLVER.resolve(ScalarNode, value, (True, False)))
+
+
+#: the first characters ruamel has implicit resolvers for (``app``, ``registry.io/x`` ...
+#: are strings without trying a regex)
+_FIRST_CHARS = frozenset(k for k in _RESOLVER.versioned_resolver if k is not None)
 
 
 def compose_fast(text: str) -> list[Node | None] | None:

@@ -27,7 +27,14 @@ from ruamel.yaml.error import StringMark
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.tag import Tag
-from yaml.cyaml import CParser
+
+try:
+    from yaml.cyaml import CParser
+except ImportError:  # a PyYAML built without libyaml: every text is left to ruamel
+    LIBYAML = False
+    CParser = object
+else:
+    LIBYAML = True
 
 SEQ_TAG = "tag:yaml.org,2002:seq"
 MAP_TAG = "tag:yaml.org,2002:map"
@@ -116,7 +123,7 @@ def load_round_trip(text: str) -> list[Any] | None:
 
 def _compose(text: str) -> list[Any] | None:
     """libyaml's nodes (PyYAML's classes) for every document, or None."""
-    if not _DECLINE_CHARS.isdisjoint(text) and _DECLINE.search(text):
+    if not LIBYAML or (not _DECLINE_CHARS.isdisjoint(text) and _DECLINE.search(text)):
         return None
     try:
         loader = _Loader(text)  # encodes the text to UTF-8: lone surrogates fail here

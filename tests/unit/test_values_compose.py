@@ -225,3 +225,25 @@ def test_yaml_1_2_core_schema_resolution() -> None:
     assert nodes is not None and isinstance(nodes[0], MappingNode)
     tags = {k.value: v.tag.rsplit(":", 1)[1] for k, v in nodes[0].value}
     assert tags == {"a": "str", "b": "str", "c": "int", "d": "int", "e": "null", "f": "bool"}
+
+
+def test_without_libyaml_everything_goes_to_ruamel(monkeypatch: pytest.MonkeyPatch) -> None:
+    from image_updater.config.policies import load_text
+    from image_updater.values import compose
+    from image_updater.values.editor import set_scalar
+
+    monkeypatch.setattr(compose, "LIBYAML", False)
+    assert compose_fast("a: 1\n") is None and load_round_trip("a: 1\n") is None
+    assert set_scalar("image:\n  tag: v1\n", "image.tag", "v2", file="v.yaml") == \
+        "image:\n  tag: v2\n"
+    assert load_text("app: [x\n", "p.yaml")[1][0].line == 2  # ruamel's syntax error
+
+
+def test_declined_text_keeps_ruamel_messages() -> None:
+    """A syntax error declines the fast path; the values error is ruamel's, as before."""
+    from image_updater.errors import ValuesError
+    from image_updater.values.document import parse
+
+    with pytest.raises(ValuesError, match=r"v\.yaml is not valid YAML: could not find expected ':' "
+                       r"at line 4, column 1 \(while scanning a simple key\)"):
+        parse("a:\n b: 1\nc\n", file="v.yaml")

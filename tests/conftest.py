@@ -9,6 +9,7 @@ silently cancel such a task, hiding work the code under test forgot to await or 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Iterator
@@ -22,6 +23,22 @@ T = TypeVar("T")
 
 #: How long a test's threads and tasks get to finish on their own before they count as leaked.
 LEAK_GRACE_SECONDS = 2.0
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_log_handlers() -> Iterator[None]:
+    """A test that runs the CLI in-process (``main([...])``) installs the CLI's log handler on
+    the root logger, writing to the stream pytest captured for that test. Left there, a later
+    test's daemon thread logs into that closed stream ("--- Logging error ---"). Remove what
+    the test added; pytest's own capture handlers are pytest's to remove."""
+    root = logging.getLogger()
+    before = set(root.handlers)
+    yield
+    for handler in set(root.handlers) - before:
+        if type(handler).__module__.startswith("_pytest"):
+            continue
+        root.removeHandler(handler)
+        handler.close()
 
 
 @pytest.fixture(scope="session")

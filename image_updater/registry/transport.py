@@ -78,8 +78,10 @@ class RegistryTransport:
             timeout=httpx.Timeout(options.timeout), follow_redirects=True,
             limits=_limits(options), event_hooks={"request": [self._request_hook]},
             transport=transport)
-        # The blocking twin for bulk HEADs (see send_blocking); made on first use.
-        self._sync_client: httpx.Client | None = None
+        # The blocking twins for bulk HEADs (see send_blocking): one client per worker thread,
+        # made on the thread's first use, so 16 threads do not queue on one pool's lock.
+        self._sync_clients: list[httpx.Client] = []
+        self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
         self._hook_lock = threading.Lock()  # on_request is called from worker threads too
         self._series: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -89,8 +91,9 @@ class RegistryTransport:
         if pool is not None:
             # Running lookups end within one request timeout; queued ones are dropped.
             await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
-        if self._sync_client is not None:
-            self._sync_client.close()
+        for client in self._sync_clients:
+            client.close()
+        self._sync_clients.clear()
         await self._client.aclose()
 
     # -- the blocking path, for bulk HEADs ---------------------------------------------------
@@ -102,12 +105,7 @@ class RegistryTransport:
         HEAD through the sync client on a thread ~0.6 ms (bench/README.md, "What changed for
         issue 16"); the pool size is the concurrency cap of this path.
         """
-        if self._pool is None:  # both made here, on the loop's thread: never twice
-            self._sync_client = httpx.Client(
-                auth=self._auth, verify=self._verify, http1=True, http2=False,
-                timeout=httpx.Timeout(self.options.timeout), follow_redirects=True,
-                limits=_limits(self.options),
-                event_hooks={"request": [self._sync_request_hook]})
+        if self._pool is None:  # made here, on the loop's thread: never twice
             self._pool = ThreadPoolExecutor(max_workers=self.options.max_concurrency,
                                             thread_name_prefix=f"registry-{self.host}")
         return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
@@ -124,8 +122,7 @@ class RegistryTransport:
         started = self._clock()
         status = "error"
         try:
-            assert self._sync_client is not None, "send_blocking runs only via in_thread"
-            response = self._sync_client.send(request)
+            response = self._thread_client().send(request)
             status = str(response.status_code)
         except (httpx.TransportError, TransientRegistryError) as exc:
             raise self._retry_later(request, exc) from exc
@@ -136,6 +133,20 @@ class RegistryTransport:
         if _retryable(response.status_code):
             raise self._retry_status(request, response, 1)
         return response
+
+    def _thread_client(self) -> httpx.Client:
+        """This worker thread's client (one keep-alive connection; TLS context shared)."""
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = httpx.Client(
+                auth=self._auth, verify=self._verify, http1=True, http2=False,
+                timeout=httpx.Timeout(self.options.timeout), follow_redirects=True,
+                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                event_hooks={"request": [self._sync_request_hook]})
+            with self._hook_lock:
+                self._sync_clients.append(client)
+            self._local.client = client
+        return client
 
     def build(self, method: str, url: str, headers: Mapping[str, str]) -> httpx.Request:
         """A request for :meth:`send_blocking` (no body, default scopes)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import httpx
 
-from image_updater.errors import truncate
 from image_updater.registry.auth import repository_scope
 from image_updater.registry.base import (
     MANIFEST_ACCEPT,
@@ -48,12 +47,7 @@ async def find_manifest(transport: RegistryTransport, repository: str, reference
         body = await transport.read_capped(response, max_bytes, what="manifest")
         reported = response.headers.get("Docker-Content-Digest")
         content_type = _media_type(response)
-    digest = sha256_digest(body)
-    if reference.startswith("sha256:") and digest != reference:
-        raise transport.mismatch(url, f"served a manifest hashing to {digest}, not {reference}")
-    if reported and reported.startswith("sha256:") and reported != digest:
-        raise transport.mismatch(
-            url, f"reports digest {truncate(reported, 80)} for a manifest hashing to {digest}")
+    digest = transport.manifest_digest(url, reference, body, reported)
     declared = (json_object(body) or {}).get("mediaType")
     media_type = content_type if content_type in MANIFEST_ACCEPT else (
         declared if isinstance(declared, str) else content_type)

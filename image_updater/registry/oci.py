@@ -184,13 +184,7 @@ class OciRegistry:
             body = await self.transport.read_capped(response, MAX_MANIFEST_BYTES, what="manifest")
             reported = response.headers.get("Docker-Content-Digest")
             content_type = _media_type(response.headers.get("Content-Type", ""))
-        digest = sha256_digest(body)
-        if reference.startswith("sha256:") and digest != reference:
-            raise self.transport.mismatch(
-                url, f"served a manifest hashing to {digest}, not {reference}")
-        if reported and reported.startswith("sha256:") and reported != digest:
-            raise self.transport.mismatch(
-                url, f"reports digest {truncate(reported, 80)} for a manifest hashing to {digest}")
+        digest = self.transport.manifest_digest(url, reference, body, reported)
         media_type = documents.manifest_media_type(content_type, body,
                                                    Where(self.host, shown(url),
                                                          f"{self.host}/{repository}"))

@@ -32,6 +32,7 @@ from image_updater.errors import (
     truncate,
 )
 from image_updater.registry.auth import SCOPES_EXTENSION, RegistryAuth
+from image_updater.registry.base import sha256_digest
 from image_updater.registry.options import RegistryOptions
 from image_updater.registry.ratelimit import RateLimiter, Sleep
 from image_updater.retry import Backoff, RetryLater, parse_retry_after, retry_async
@@ -301,6 +302,19 @@ class RegistryTransport:
                 "refusing to follow it. Check the registry's external URL settings.",
                 registry=self.host, url=shown(str(target)))
         return str(target)
+
+    def manifest_digest(self, url: str, reference: str, body: bytes,
+                        reported: str | None) -> str:
+        """The digest of manifest ``body`` read from ``url``: its hash, which must equal
+        ``reference`` when that is a digest and the ``Docker-Content-Digest`` the registry
+        ``reported`` when it sent one (else DigestMismatchError)."""
+        digest = sha256_digest(body)
+        if reference.startswith("sha256:") and digest != reference:
+            raise self.mismatch(url, f"served a manifest hashing to {digest}, not {reference}")
+        if reported and reported.startswith("sha256:") and reported != digest:
+            raise self.mismatch(
+                url, f"reports digest {truncate(reported, 80)} for a manifest hashing to {digest}")
+        return digest
 
     def mismatch(self, url: str, what: str) -> DigestMismatchError:
         return DigestMismatchError(
